@@ -1,0 +1,5 @@
+"""``python -m vbatch``."""
+
+from vbatch.cli import main
+
+main()

@@ -1,0 +1,144 @@
+"""The ``vbatch`` command line: a thin layer that parses options and calls the library."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from vbatch import __version__
+from vbatch.config import RunConfig
+from vbatch.errors import VbatchError
+from vbatch.runner import run as run_job
+from vbatch.simulator import SimConfig, serve
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parse_extra_body(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"top_k\": 20}'")
+    return parsed
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vbatch")
+def main() -> None:
+    """Run a whole dataset through an LLM served by vLLM (or any OpenAI-compatible server)."""
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output JSONL: one record per input row. Rerunning resumes it.")
+@click.option("--base-url", envvar="VBATCH_BASE_URL",
+              help="The server's OpenAI API, e.g. http://127.0.0.1:8000/v1 (env VBATCH_BASE_URL).")
+@click.option("--model", help="Model name sent in requests (default: the one the server serves).")
+@click.option("--api-key", help="API key (default: env VBATCH_API_KEY or OPENAI_API_KEY). "
+              "Never logged or written.")
+@click.option("--endpoint", type=click.Choice(["chat", "completions"]), default="chat",
+              show_default=True, help="Which API to call.")
+@click.option("--max-tokens", type=int, help="Most tokens to generate per row.")
+@click.option("--temperature", type=float, help="Sampling temperature.")
+@click.option("--top-p", type=float, help="Nucleus sampling probability mass.")
+@click.option("--seed", type=int, help="Sampling seed, for reproducible outputs.")
+@click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
+@click.option("--n", type=int, default=1, show_default=True, help="Completions per row.")
+@click.option("--concurrency", type=int, default=256, show_default=True,
+              help="Most requests in flight at once.")
+@click.option("--id-field", default="id", show_default=True,
+              help="Input field with the row's id (else the row's 0-based index).")
+@click.option("--prompt-field", default="prompt", show_default=True,
+              help="Input field with the prompt; a row with a 'messages' list is sent as chat.")
+@click.option("--system", help="System message put before each chat prompt.")
+@click.option("--template", help="Jinja2 template building the prompt from the row's fields, "
+              "e.g. 'Summarise: {{ text }}'.")
+@click.option("--extra-body", callback=_parse_extra_body,
+              help="JSON object (or @file) merged into every request, e.g. '{\"top_k\": 20}'.")
+@click.option("--keep", multiple=True, help="Input field copied into the output (repeatable).")
+@click.option("--input-format", type=click.Choice(["jsonl", "csv", "parquet"]),
+              help="Input format (default: from the file name).")
+@click.option("--max-retries", type=int, default=6, show_default=True,
+              help="Retries of a row after connection errors, timeouts, 408, 429 and 5xx.")
+@click.option("--retry-delay", type=float, default=0.5, show_default=True,
+              help="First retry's delay in seconds; doubles each retry, with jitter.")
+@click.option("--request-timeout", type=float, default=600.0, show_default=True,
+              help="Seconds one request may take.")
+@click.option("--ordered", is_flag=True, help="Rewrite the output in input order at the end.")
+@click.option("--retry-failed", is_flag=True,
+              help="On resume, send the rows recorded as failed again and replace their records.")
+@click.option("--force", is_flag=True,
+              help="Resume even though the generation parameters differ from the output's.")
+@click.option("--on-bad-row", type=click.Choice(["fail", "skip"]), default="fail",
+              show_default=True,
+              help="fail: stop before sending anything; skip: record the row as failed.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")
+@click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the end-of-run summary as JSON to this file.")
+def run(input_path: Path, output: Path, **options: Any) -> None:
+    """Send every row of INPUT (JSONL, CSV or Parquet) and write one record per row to -o."""
+    options["retry_base_delay"] = options.pop("retry_delay")
+    options["stop"] = tuple(options["stop"])
+    options["keep"] = tuple(options["keep"])
+    try:
+        config = RunConfig(input=input_path, output=output, **options)
+        result = run_job(config)
+    except VbatchError as exc:
+        click.echo(f"vbatch: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        click.echo("vbatch: interrupted before sending; nothing was lost.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@click.option("--port", type=int, default=8000, show_default=True,
+              help="Port on 127.0.0.1 (0 picks a free one).")
+@click.option("--model", default="sim-model", show_default=True, help="Model name it serves.")
+@click.option("--max-model-len", type=int, default=2048, show_default=True,
+              help="Context length it reports and enforces (tokens are words).")
+@click.option("--latency", type=float, default=0.0, show_default=True,
+              help="Seconds every answer takes.")
+@click.option("--token-latency", type=float, default=0.0, show_default=True,
+              help="Extra seconds per generated token.")
+@click.option("--capacity", type=int, default=0, show_default=True,
+              help="Requests served at once; more wait (0: no limit).")
+@click.option("--completion-tokens", type=int, default=16, show_default=True,
+              help="Tokens generated per answer (capped by max_tokens).")
+@click.option("--fail-first", type=int, default=0, show_default=True,
+              help="Answer the first N requests with --fail-status.")
+@click.option("--fail-status", type=int, default=503, show_default=True,
+              help="Status of simulated failures.")
+@click.option("--error-rate", type=float, default=0.0, show_default=True,
+              help="Probability of answering --fail-status.")
+@click.option("--retry-after", type=float, help="Retry-After seconds sent with 429/503.")
+@click.option("--drop-rate", type=float, default=0.0, show_default=True,
+              help="Probability of dropping the connection without an answer.")
+@click.option("--slow-rate", type=float, default=0.0, show_default=True,
+              help="Probability of an answer taking --slow-latency more.")
+@click.option("--slow-latency", type=float, default=5.0, show_default=True,
+              help="Extra seconds of a slow answer.")
+@click.option("--reject-marker", default="SIM_REJECT", show_default=True,
+              help="Prompts containing this text are answered 400.")
+@click.option("--api-key", help="Require this bearer token.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the simulated faults.")
+def simulate(port: int, **options: Any) -> None:
+    """Serve a simulated vLLM OpenAI-compatible server on loopback (for tests and dry runs)."""
+    try:
+        asyncio.run(serve(SimConfig(**options), port=port))
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,152 @@
+"""One frozen object that holds every option of a run; the CLI builds it, the library takes it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from vbatch.errors import ConfigError
+
+Endpoint = Literal["chat", "completions"]
+BadRowPolicy = Literal["fail", "skip"]
+INPUT_FORMATS = ("jsonl", "csv", "parquet")
+API_KEY_ENV_VARS = ("VBATCH_API_KEY", "OPENAI_API_KEY")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every option of ``vbatch run``; see the README's CLI reference for their meaning."""
+
+    input: Path
+    output: Path
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    endpoint: Endpoint = "chat"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    n: int = 1
+    concurrency: int = 256
+    id_field: str = "id"
+    prompt_field: str = "prompt"
+    system: str | None = None
+    template: str | None = None
+    extra_body: Mapping[str, Any] | None = None
+    keep: tuple[str, ...] = ()
+    input_format: str | None = None
+    max_retries: int = 6
+    retry_base_delay: float = 0.5
+    request_timeout: float = 600.0
+    ordered: bool = False
+    retry_failed: bool = False
+    force: bool = False
+    on_bad_row: BadRowPolicy = "fail"
+    quiet: bool = False
+    stats_json: Path | None = None
+    shutdown_grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input", Path(self.input))
+        object.__setattr__(self, "output", Path(self.output))
+        if self.stats_json is not None:
+            object.__setattr__(self, "stats_json", Path(self.stats_json))
+        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "keep", tuple(self.keep))
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.endpoint not in ("chat", "completions"):
+            raise ConfigError(f"--endpoint must be 'chat' or 'completions', not {self.endpoint!r}")
+        if self.on_bad_row not in ("fail", "skip"):
+            raise ConfigError(f"--on-bad-row must be 'fail' or 'skip', not {self.on_bad_row!r}")
+        if self.input_format is not None and self.input_format not in INPUT_FORMATS:
+            raise ConfigError(
+                f"--input-format must be one of {', '.join(INPUT_FORMATS)}, "
+                f"not {self.input_format!r}"
+            )
+        positive = {"--concurrency": self.concurrency, "--n": self.n}
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ConfigError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+        if self.max_retries < 0:
+            raise ConfigError(f"--max-retries must be 0 or more, got {self.max_retries}")
+        if self.request_timeout <= 0:
+            raise ConfigError(f"--request-timeout must be positive, got {self.request_timeout}")
+        if self.system is not None and self.endpoint == "completions":
+            raise ConfigError(
+                "--system needs --endpoint chat: the completions endpoint takes a plain prompt "
+                "(put the instruction in --template instead)"
+            )
+        if self.extra_body is not None and not isinstance(self.extra_body, Mapping):
+            raise ConfigError("--extra-body must be a JSON object")
+        if self.base_url is not None:
+            normalize_base_url(self.base_url)
+        if self.input.resolve() == self.output.resolve():
+            raise ConfigError(f"the output {self.output} is the input file: choose another -o")
+
+    @property
+    def resolved_api_key(self) -> str | None:
+        """The API key from the option, else from ``VBATCH_API_KEY`` or ``OPENAI_API_KEY``."""
+        if self.api_key:
+            return self.api_key
+        for name in API_KEY_ENV_VARS:
+            value = os.environ.get(name)
+            if value:
+                return value
+        return None
+
+    def generation_params(self) -> dict[str, Any]:
+        """The options that decide what a row's result is; a resumed run must match them."""
+        return {
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": list(self.stop),
+            "n": self.n,
+            "system": self.system,
+            "template": self.template,
+            "prompt_field": self.prompt_field,
+            "id_field": self.id_field,
+            "extra_body": dict(self.extra_body) if self.extra_body else None,
+        }
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with some options changed."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ServerURLs:
+    """Where the OpenAI API (``api``, ends in ``/v1``) and the server's own routes (``root``) are."""
+
+    root: str
+    api: str
+
+
+def normalize_base_url(base_url: str) -> ServerURLs:
+    """Accept ``http://host:port``, ``http://host:port/v1`` or a custom ``.../v1`` prefix."""
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"--base-url {base_url!r} is not an http(s) URL (example: http://127.0.0.1:8000/v1)"
+        )
+    origin = f"{parts.scheme}://{parts.netloc}"
+    path = parts.path.rstrip("/")
+    if not path:
+        return ServerURLs(root=origin, api=origin + "/v1")
+    if path.endswith("/v1"):
+        return ServerURLs(root=origin + path[: -len("/v1")], api=origin + path)
+    return ServerURLs(root=origin, api=origin + path)

@@ -1,0 +1,172 @@
+"""The worker pool: ``concurrency`` workers pull requests from a bounded queue.
+
+A feeder task fills the queue lazily from the row source, so the number of rows in memory
+is bounded by the queue size plus the requests in flight, whatever the input's length.
+Retryable failures (connection errors, timeouts, 408, 429, 5xx) are retried with
+exponential backoff and jitter, honouring ``Retry-After``; anything else becomes a failed
+record. Nothing a request does ends the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from vbatch.errors import RequestError
+from vbatch.records import failed_record, ok_record
+
+_MAX_BACKOFF_S = 60.0
+_MAX_RETRY_AFTER_S = 600.0
+
+
+class Poster(Protocol):
+    async def post_json(self, path: str, body: bytes) -> dict[str, Any]: ...
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """One request to send: the row it answers and its JSON body."""
+
+    row_id: str
+    index: int
+    body: bytes
+    keep: dict[str, Any] | None = None
+
+
+RecordSink = Callable[[dict[str, Any]], None]
+
+
+def backoff_delay(attempt: int, base: float, retry_after: float | None) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based): exponential, jittered."""
+    delay = min(_MAX_BACKOFF_S, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, _MAX_RETRY_AFTER_S))
+    return delay
+
+
+class Dispatcher:
+    """Sends every work item under a concurrency bound and hands each record to ``sink``."""
+
+    def __init__(
+        self,
+        client: Poster,
+        route: str,
+        sink: RecordSink,
+        *,
+        endpoint: str,
+        n: int = 1,
+        concurrency: int = 256,
+        max_retries: int = 6,
+        retry_base_delay: float = 0.5,
+        shutdown_grace: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.client = client
+        self.route = route
+        self.sink = sink
+        self.endpoint = endpoint
+        self.n = n
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.retry_base_delay = retry_base_delay
+        self.shutdown_grace = shutdown_grace
+        self.clock = clock
+        self.in_flight = 0
+        self.interrupted = False
+        self._stop = asyncio.Event()
+        self._abandon = asyncio.Event()
+        self._queue: asyncio.Queue[WorkItem | None] = asyncio.Queue(maxsize=2 * concurrency)
+
+    def stop(self) -> None:
+        """Stop taking rows; in-flight requests get ``shutdown_grace`` seconds to finish.
+
+        Called a second time, it abandons the in-flight requests at once.
+        """
+        if self._stop.is_set():
+            self._abandon.set()
+        self._stop.set()
+
+    async def run(self, source: Iterable[WorkItem | dict[str, Any]]) -> None:
+        """Send everything ``source`` yields; a dict is a ready record, written as it is."""
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
+        feeder = asyncio.create_task(self._feed(source))
+        work = asyncio.gather(feeder, *workers)
+        stop_wait = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                work.result()
+                return
+            self.interrupted = True
+            feeder.cancel()
+            self._drain()
+            for _ in workers:
+                self._queue.put_nowait(None)
+            abandon_wait = asyncio.create_task(self._abandon.wait())
+            await asyncio.wait(
+                {work, abandon_wait},
+                timeout=self.shutdown_grace,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            abandon_wait.cancel()
+        finally:
+            stop_wait.cancel()
+            for task in (feeder, *workers):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(work, return_exceptions=True)
+
+    def _drain(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    async def _feed(self, source: Iterable[WorkItem | dict[str, Any]]) -> None:
+        queue = self._queue
+        for item in source:
+            if isinstance(item, dict):
+                self.sink(item)
+            else:
+                await queue.put(item)
+        for _ in range(self.concurrency):
+            await queue.put(None)
+
+    async def _worker(self) -> None:
+        queue = self._queue
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            self.in_flight += 1
+            try:
+                record = await self.send(item)
+            finally:
+                self.in_flight -= 1
+            self.sink(record)
+
+    async def send(self, item: WorkItem) -> dict[str, Any]:
+        """Send one item, retrying what can be retried; always returns a record."""
+        start = self.clock()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                response = await self.client.post_json(self.route, item.body)
+                record = ok_record(item.row_id, item.index, response, self.endpoint, self.n)
+            except RequestError as exc:
+                if exc.retryable and attempts <= self.max_retries:
+                    await asyncio.sleep(
+                        backoff_delay(attempts, self.retry_base_delay, exc.retry_after)
+                    )
+                    continue
+                record = failed_record(item.row_id, item.index, exc)
+            break
+        record["attempts"] = attempts
+        record["latency_s"] = round(self.clock() - start, 4)
+        if item.keep:
+            record.update(item.keep)
+        return record

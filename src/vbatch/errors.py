@@ -1,0 +1,104 @@
+"""The exception tree of vbatch.
+
+Everything vbatch raises on purpose derives from :class:`VbatchError`::
+
+    VbatchError
+    ├── ConfigError              an option or combination of options is wrong
+    │   └── ManifestMismatchError  resuming with different generation parameters
+    ├── InputError               a row of the input is malformed (names file, line, field)
+    ├── OutputError              the output file cannot be used for resume
+    ├── RequestError             one request failed; recorded in the output, never ends a run
+    │   ├── TransportError       connection refused/dropped, timeout (retried)
+    │   │   ├── ConnectError
+    │   │   └── RequestTimeout
+    │   ├── InvalidResponseError the server answered something that is not an OpenAI response
+    │   └── HTTPStatusError      the server answered 4xx/5xx (408, 429, 5xx retried)
+
+aiohttp and OS errors are translated into these at the HTTP client boundary only.
+"""
+
+from __future__ import annotations
+
+
+class VbatchError(Exception):
+    """Base class of every error vbatch raises on purpose."""
+
+
+class ConfigError(VbatchError):
+    """An option, or a combination of options, cannot work. Found before anything is sent."""
+
+
+class ManifestMismatchError(ConfigError):
+    """The output was produced with other generation parameters than this run's."""
+
+
+class InputError(VbatchError):
+    """A row of the input cannot be turned into a request.
+
+    ``location`` is ``file:line`` (or ``file row N`` for Parquet) and ``field`` the
+    field at fault, when there is one.
+    """
+
+    def __init__(self, location: str, problem: str, field: str | None = None, hint: str = ""):
+        self.location = location
+        self.problem = problem
+        self.field = field
+        self.hint = hint
+        where = f"{location}: field '{field}'" if field else location
+        text = f"{where}: {problem}"
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+
+
+class OutputError(VbatchError):
+    """The existing output file is damaged beyond the torn last line vbatch repairs."""
+
+
+class RequestError(VbatchError):
+    """One request failed. ``error_type`` is the ``error.type`` written in the output."""
+
+    error_type = "request_error"
+    retryable = False
+    status_code: int | None = None
+    retry_after: float | None = None
+
+
+class TransportError(RequestError):
+    """The request did not get an HTTP answer (connection refused or dropped, timeout)."""
+
+    error_type = "connection_error"
+    retryable = True
+
+
+class ConnectError(TransportError):
+    """The connection could not be opened or was dropped before the answer."""
+
+
+class RequestTimeout(TransportError):
+    """No complete answer within the request timeout."""
+
+    error_type = "timeout"
+
+
+class InvalidResponseError(RequestError):
+    """The server answered 2xx with a body that is not a usable OpenAI response."""
+
+    error_type = "invalid_response"
+    retryable = True
+
+
+RETRYABLE_STATUS = frozenset({408, 429})
+
+
+class HTTPStatusError(RequestError):
+    """The server answered with an error status; 408, 429 and 5xx are retried."""
+
+    error_type = "http_error"
+
+    def __init__(self, status_code: int, message: str, retry_after: float | None = None):
+        self.status_code = status_code
+        self.message = message
+        self.retry_after = retry_after
+        self.retryable = status_code in RETRYABLE_STATUS or status_code >= 500
+        super().__init__(f"HTTP {status_code}: {message}")

@@ -1,0 +1,179 @@
+"""Streaming readers: JSONL (optionally gzipped), CSV and Parquet, one row at a time.
+
+A reader never loads the file whole. Each row comes with its 0-based ``index`` among the
+rows and a human ``location`` (``file:line`` or ``file row N``) for error messages. A row
+that cannot be parsed comes with ``data`` None and the ``error`` that says why, so the
+caller decides whether that ends the run or becomes a ``bad_input`` record.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from vbatch.errors import ConfigError, InputError
+
+
+@dataclass(slots=True)
+class RawRow:
+    """One row of the input, parsed or not."""
+
+    index: int
+    location: str
+    data: dict[str, Any] | None
+    error: InputError | None = None
+
+
+def detect_format(path: Path, override: str | None = None) -> str:
+    """``jsonl``, ``csv`` or ``parquet``, from ``override`` or the file name."""
+    if override:
+        return override
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    last = suffixes[-1] if suffixes else ""
+    if last in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    if last in (".csv", ".tsv"):
+        return "csv"
+    if last in (".parquet", ".pq"):
+        return "parquet"
+    raise ConfigError(
+        f"cannot tell the format of {path} from its name: use --input-format jsonl|csv|parquet"
+    )
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """The file's bytes, gunzipped when the name ends in ``.gz``."""
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb", buffering=1 << 20)
+
+
+def read_rows(path: Path, input_format: str | None = None) -> Iterator[RawRow]:
+    """Stream the rows of ``path``."""
+    if not path.exists():
+        raise ConfigError(f"input file {path} does not exist")
+    fmt = detect_format(path, input_format)
+    if fmt == "jsonl":
+        return _read_jsonl(path)
+    if fmt == "csv":
+        return _read_csv(path)
+    return _read_parquet(path)
+
+
+def _non_utf8_problem(raw: bytes) -> str | None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start]
+        return (
+            f"non-UTF-8 byte 0x{bad:02x} at column {exc.start + 1}; "
+            "re-encode the file as UTF-8 (e.g. iconv -t UTF-8)"
+        )
+    return None
+
+
+def _read_jsonl(path: Path) -> Iterator[RawRow]:
+    index = 0
+    with open_binary(path) as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            location = f"{path}:{line_no}"
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                problem = _non_utf8_problem(raw) or f"malformed JSON ({exc})"
+                yield RawRow(index, location, None, InputError(location, problem))
+                index += 1
+                continue
+            if not isinstance(data, dict):
+                problem = f"expected a JSON object, got {type(data).__name__}"
+                yield RawRow(index, location, None, InputError(location, problem))
+            else:
+                yield RawRow(index, location, data)
+            index += 1
+
+
+class _LineCounter:
+    """Decodes a binary file line by line for ``csv``, remembering how many lines it gave.
+
+    Undecodable bytes become surrogates, so the row that holds them is reported, not the file.
+    """
+
+    def __init__(self, handle: IO[bytes]):
+        self.handle = handle
+        self.lines = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self.handle:
+            self.lines += 1
+            yield raw.decode("utf-8", "surrogateescape")
+
+
+def _undecodable(values: list[str]) -> str | None:
+    text = "\x1f".join(values)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = text.encode("utf-8", "surrogateescape")
+        return _non_utf8_problem(raw) or f"non-UTF-8 byte at column {exc.start + 1}"
+    return None
+
+
+def _read_csv(path: Path) -> Iterator[RawRow]:
+    delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
+    with open_binary(path) as handle:
+        lines = _LineCounter(handle)
+        reader = csv.reader(iter(lines), delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        if len(set(header)) != len(header):
+            raise InputError(f"{path}:1", "the header repeats a column name")
+        index = 0
+        while True:
+            start_line = lines.lines + 1
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                location = f"{path}:{start_line}"
+                yield RawRow(index, location, None, InputError(location, f"malformed CSV ({exc})"))
+                index += 1
+                continue
+            if not values:
+                continue
+            location = f"{path}:{start_line}"
+            problem = _undecodable(values)
+            if problem:
+                yield RawRow(index, location, None, InputError(location, problem))
+            elif len(values) != len(header):
+                problem = f"{len(values)} fields where the header has {len(header)}"
+                yield RawRow(index, location, None, InputError(location, problem))
+            else:
+                yield RawRow(index, location, dict(zip(header, values, strict=True)))
+            index += 1
+
+
+def _read_parquet(path: Path) -> Iterator[RawRow]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise ConfigError(f"{path} is not a readable Parquet file: {exc}") from exc
+    index = 0
+    for batch in parquet.iter_batches(batch_size=4096):
+        for data in batch.to_pylist():
+            yield RawRow(index, f"{path} row {index + 1}", data)
+            index += 1

@@ -1,0 +1,100 @@
+"""The check pass over the input, before anything is sent.
+
+It reads the input once, streaming: every row is parsed and turned into request content
+(so a bad row is found before the first request), rows are counted (the progress total),
+and each row's id is hashed into an 8-byte slot to find duplicate ids and, later, the rows
+the output already holds.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vbatch.config import RunConfig
+from vbatch.errors import InputError
+from vbatch.ledger import id_hash
+from vbatch.readers import RawRow, read_rows
+from vbatch.requests import RequestBuilder
+
+
+@dataclass(slots=True)
+class CheckedRow:
+    """A row with its id, and its request content or the reason it has none."""
+
+    row: RawRow
+    row_id: str
+    content: dict[str, Any] | None
+    error: InputError | None
+
+
+def check_row(builder: RequestBuilder, row: RawRow) -> CheckedRow:
+    """Id and content of ``row``; a bad row keeps its id when it has a usable one."""
+    if row.error is not None:
+        return CheckedRow(row, str(row.index), None, row.error)
+    try:
+        row_id = builder.row_id(row)
+    except InputError as exc:
+        return CheckedRow(row, str(row.index), None, exc)
+    try:
+        return CheckedRow(row, row_id, builder.content(row), None)
+    except InputError as exc:
+        return CheckedRow(row, row_id, None, exc)
+
+
+@dataclass
+class InputScan:
+    """What the check pass found."""
+
+    total: int
+    bad: int
+    id_hashes: np.ndarray
+
+
+def scan_input(
+    config: RunConfig,
+    builder: RequestBuilder,
+    on_row: Callable[[int], None] | None = None,
+) -> InputScan:
+    """Check every row; raises InputError on the first bad row when ``on_bad_row`` is fail."""
+    hashes = array("q")
+    bad = 0
+    for row in read_rows(config.input, config.input_format):
+        checked = check_row(builder, row)
+        if checked.error is not None:
+            if config.on_bad_row == "fail":
+                raise checked.error
+            bad += 1
+        hashes.append(id_hash(checked.row_id))
+        if on_row is not None and row.index % 65536 == 0:
+            on_row(row.index)
+    id_hashes = np.frombuffer(hashes, dtype=np.int64) if hashes else np.empty(0, np.int64)
+    _refuse_duplicates(config, builder, id_hashes)
+    return InputScan(len(hashes), bad, id_hashes)
+
+
+def _refuse_duplicates(config: RunConfig, builder: RequestBuilder, hashes: np.ndarray) -> None:
+    if hashes.size < 2:
+        return
+    ordered = np.sort(hashes)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if repeated.size == 0:
+        return
+    suspects = set(repeated.tolist())
+    first_seen: dict[str, str] = {}
+    for row in read_rows(config.input, config.input_format):
+        row_id = check_row(builder, row).row_id
+        if id_hash(row_id) not in suspects:
+            continue
+        if row_id in first_seen:
+            raise InputError(
+                row.location,
+                f"duplicate id {row_id!r}, first seen at {first_seen[row_id]}",
+                config.id_field,
+                "ids must be unique; fix the input or choose another --id-field",
+            )
+        first_seen[row_id] = row.location

@@ -1,0 +1,370 @@
+"""A simulator of vLLM's OpenAI-compatible server, for load, fault and concurrency tests.
+
+It answers ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``, ``/tokenize``,
+``/metrics`` and ``/health`` like vLLM does, with made-up text, and lets a test choose its
+latency, its capacity (requests beyond it wait, as in vLLM's queue) and its faults: a burst
+of errors, random errors, dropped connections, slow answers, 400 for chosen prompts. Its
+counters (peak in-flight, requests seen) are at ``/sim/stats``; ``/sim/config`` changes the
+behaviour of a running simulator and ``/sim/requests`` shows the last request bodies.
+
+Run it with ``vbatch simulate --port 0`` (or ``python -m vbatch.simulator``); it prints the
+URL it listens on, always on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import random
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+@dataclass
+class SimConfig:
+    """How the simulator behaves; every field can be changed at run time via ``/sim/config``."""
+
+    model: str = "sim-model"
+    max_model_len: int = 2048
+    latency: float = 0.0
+    token_latency: float = 0.0
+    capacity: int = 0
+    completion_tokens: int = 16
+    fail_first: int = 0
+    fail_status: int = 503
+    error_rate: float = 0.0
+    retry_after: float | None = None
+    drop_rate: float = 0.0
+    slow_rate: float = 0.0
+    slow_latency: float = 5.0
+    reject_marker: str = "SIM_REJECT"
+    api_key: str | None = field(default=None, repr=False)
+    seed: int = 0
+    keep_requests: int = 1000
+
+
+@dataclass
+class SimCounters:
+    """What the simulator has seen since start or the last ``/sim/reset``."""
+
+    requests_seen: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    running: int = 0
+    waiting: int = 0
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0
+
+
+def count_tokens(text: str) -> int:
+    """The simulator's tokenizer: one token per whitespace-separated word."""
+    return len(text.split())
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """The text a request asks about: its prompt, or its messages joined."""
+    if "messages" in body:
+        return "\n".join(
+            f"{m.get('role')}: {_content_text(m.get('content'))}" for m in body["messages"]
+        )
+    prompt = body.get("prompt", "")
+    return prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+
+
+def generate(prompt: str, choice: int, max_tokens: int, body: dict[str, Any]) -> tuple[str, str]:
+    """Deterministic text for a prompt (unless sampling without a seed) and its finish reason."""
+    key = f"{prompt}|{choice}|{body.get('seed')}"
+    if body.get("temperature", 1.0) and body.get("seed") is None:
+        key += f"|{random.random()}"
+    digest = hashlib.blake2b(key.encode(), digest_size=32).digest()
+    words = [f"w{digest[i % 32] + i}" for i in range(max_tokens)]
+    text = " ".join(words)
+    for stop in body.get("stop") or []:
+        cut = text.find(stop)
+        if cut != -1:
+            return text[:cut], "stop"
+    return text, "length"
+
+
+class Simulator:
+    """The simulator's state and request handlers."""
+
+    def __init__(self, config: SimConfig):
+        self.config = config
+        self.counters = SimCounters()
+        self.requests: deque[dict[str, Any]] = deque(maxlen=config.keep_requests)
+        self._rng = random.Random(config.seed)
+        self._slots: asyncio.Semaphore | None = None
+        self._slot_capacity = 0
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/tokenize", self.tokenize)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/sim/stats", self.stats)
+        app.router.add_post("/sim/reset", self.reset)
+        app.router.add_post("/sim/config", self.set_config)
+        app.router.add_get("/sim/requests", self.last_requests)
+        return app
+
+    def _slots_for_capacity(self) -> asyncio.Semaphore | None:
+        capacity = self.config.capacity
+        if capacity <= 0:
+            return None
+        if self._slots is None or self._slot_capacity != capacity:
+            self._slots = asyncio.Semaphore(capacity)
+            self._slot_capacity = capacity
+        return self._slots
+
+    @staticmethod
+    def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(
+            body=orjson.dumps(data), status=status, content_type="application/json",
+            headers=headers,
+        )
+
+    def _error(self, status: int, message: str, kind: str = "BadRequestError") -> web.Response:
+        self.counters.statuses[str(status)] = self.counters.statuses.get(str(status), 0) + 1
+        headers = None
+        if status in (429, 503) and self.config.retry_after is not None:
+            headers = {"Retry-After": f"{self.config.retry_after:g}"}
+        body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+        return self._json(body, status, headers)
+
+    def _authorized(self, request: web.Request) -> bool:
+        key = self.config.api_key
+        return key is None or request.headers.get("Authorization") == f"Bearer {key}"
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._complete(request, chat=True)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._complete(request, chat=False)
+
+    async def _complete(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        counters = self.counters
+        counters.requests_seen += 1
+        seen = counters.requests_seen
+        counters.in_flight += 1
+        counters.peak_in_flight = max(counters.peak_in_flight, counters.in_flight)
+        try:
+            return await self._answer(request, chat, seen)
+        finally:
+            counters.in_flight -= 1
+
+    async def _answer(self, request: web.Request, chat: bool, seen: int) -> web.StreamResponse:
+        config = self.config
+        if not self._authorized(request):
+            return self._error(401, "invalid API key", "AuthenticationError")
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return self._error(400, "malformed JSON", "Bad Request")
+        self.requests.append(body)
+        if seen <= config.fail_first or self._rng.random() < config.error_rate:
+            return self._error(config.fail_status, "simulated overload", "ServiceUnavailable")
+        if self._rng.random() < config.drop_rate:
+            self.counters.dropped += 1
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        prompt = prompt_text(body)
+        if config.reject_marker and config.reject_marker in prompt:
+            return self._error(400, "simulated rejection of this prompt")
+        if body.get("model") not in (None, config.model):
+            return self._error(
+                404, f"The model `{body.get('model')}` does not exist.", "NotFoundError"
+            )
+        prompt_tokens = count_tokens(prompt)
+        max_tokens = body.get("max_tokens") or (config.completion_tokens if chat else 16)
+        if max_tokens > config.max_model_len:
+            return self._error(
+                400,
+                f"max_tokens={max_tokens} cannot be greater than "
+                f"max_model_len={config.max_model_len}. Please request fewer output tokens.",
+            )
+        if prompt_tokens > config.max_model_len:
+            return self._error(
+                400,
+                f"This model's maximum context length is {config.max_model_len} tokens. However, "
+                f"your prompt contains at least {prompt_tokens} input tokens, which exceeds this "
+                "limit even without any output tokens.",
+            )
+        n_tokens = min(max_tokens, config.completion_tokens, config.max_model_len - prompt_tokens)
+        delay = config.latency + n_tokens * config.token_latency
+        if self._rng.random() < config.slow_rate:
+            delay += config.slow_latency
+        await self._occupy(delay)
+        return self._json(self._response(body, chat, prompt, prompt_tokens, n_tokens, max_tokens))
+
+    async def _occupy(self, delay: float) -> None:
+        slots = self._slots_for_capacity()
+        counters = self.counters
+        if slots is None:
+            counters.running += 1
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                counters.running -= 1
+            return
+        counters.waiting += 1
+        try:
+            await slots.acquire()
+        finally:
+            counters.waiting -= 1
+        counters.running += 1
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            counters.running -= 1
+            slots.release()
+
+    def _response(
+        self,
+        body: dict[str, Any],
+        chat: bool,
+        prompt: str,
+        prompt_tokens: int,
+        n_tokens: int,
+        max_tokens: int,
+    ) -> dict[str, Any]:
+        choices = []
+        completion_tokens = 0
+        for i in range(int(body.get("n", 1))):
+            text, reason = generate(prompt, i, n_tokens, body)
+            if reason == "length" and n_tokens < max_tokens:
+                reason = "stop"
+            completion_tokens += count_tokens(text)
+            choice: dict[str, Any] = {"index": i, "finish_reason": reason, "logprobs": None}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+            else:
+                choice["text"] = text
+            if body.get("logprobs"):
+                choice["logprobs"] = {"content": [{"token": w, "logprob": -1.0}
+                                                  for w in text.split()]}
+            choices.append(choice)
+        self.counters.prompt_tokens += prompt_tokens
+        self.counters.generation_tokens += completion_tokens
+        self.counters.statuses["200"] = self.counters.statuses.get("200", 0) + 1
+        return {
+            "id": f"sim-{self.counters.requests_seen}",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": self.config.model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    async def models(self, request: web.Request) -> web.Response:
+        model = {"id": self.config.model, "object": "model", "owned_by": "vbatch-simulator",
+                 "max_model_len": self.config.max_model_len}
+        return self._json({"object": "list", "data": [model]})
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        words = prompt_text(body).split()
+        return self._json({"count": len(words), "max_model_len": self.config.max_model_len,
+                           "tokens": list(range(len(words)))})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        c = self.counters
+        capacity = self.config.capacity or max(1, c.running)
+        lines = [
+            f'vllm:num_requests_running{{model_name="{self.config.model}"}} {c.running}',
+            f'vllm:num_requests_waiting{{model_name="{self.config.model}"}} {c.waiting}',
+            f'vllm:kv_cache_usage_perc{{model_name="{self.config.model}"}} '
+            f"{min(1.0, c.running / capacity):.4f}",
+            f'vllm:num_preemptions_total{{model_name="{self.config.model}"}} 0',
+            f'vllm:prompt_tokens_total{{model_name="{self.config.model}"}} {c.prompt_tokens}',
+            f'vllm:generation_tokens_total{{model_name="{self.config.model}"}} '
+            f"{c.generation_tokens}",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return self._json(dataclasses.asdict(self.counters))
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.counters = SimCounters()
+        self.requests.clear()
+        return self._json({"reset": True})
+
+    async def set_config(self, request: web.Request) -> web.Response:
+        changes = orjson.loads(await request.read())
+        known = {f.name for f in dataclasses.fields(SimConfig)}
+        unknown = set(changes) - known
+        if unknown:
+            return self._error(400, f"unknown simulator settings: {sorted(unknown)}")
+        self.config = dataclasses.replace(self.config, **changes)
+        return self._json({k: v for k, v in dataclasses.asdict(self.config).items()
+                           if k != "api_key"})
+
+    async def last_requests(self, request: web.Request) -> web.Response:
+        return self._json(list(self.requests))
+
+
+def bind_loopback(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
+    """A listening socket on loopback (``port`` 0 picks a free one)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(config: SimConfig, port: int = 0, host: str = "127.0.0.1") -> None:
+    """Serve until cancelled, printing ``... listening on URL`` once ready."""
+    simulator = Simulator(config)
+    runner = web.AppRunner(simulator.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    sock = bind_loopback(port, host)
+    site = web.SockSite(runner, sock, backlog=4096)
+    await site.start()
+    actual = sock.getsockname()[1]
+    print(f"vbatch simulator listening on http://{host}:{actual}/v1", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m vbatch.simulator``: the same as ``vbatch simulate``."""
+    from vbatch.cli import simulate
+
+    simulate.main(args=argv if argv is not None else sys.argv[1:], prog_name="vbatch simulate")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Fixtures: a simulator server process on loopback, and helpers to drive it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+class SimulatorProcess:
+    """A running ``vbatch simulate`` subprocess."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str):
+        self.process = process
+        self.url = url
+        self.root = url.removesuffix("/v1")
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.root + path, data=data, method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def configure(self, **settings: Any) -> Any:
+        return self._call("POST", "/sim/config", settings)
+
+    def reset(self) -> None:
+        self._call("POST", "/sim/reset", {})
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("GET", "/sim/stats")  # type: ignore[no-any-return]
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/sim/requests")  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def start_simulator(*args: str) -> SimulatorProcess:
+    """Start a simulator on a free loopback port and wait until it listens."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vbatch.simulator", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if "listening on" not in line:
+        process.kill()
+        raise RuntimeError(f"simulator did not start: {line!r}")
+    return SimulatorProcess(process, line.rsplit(" ", 1)[1].strip())
+
+
+@pytest.fixture(scope="session")
+def simulator_session() -> Iterator[SimulatorProcess]:
+    sim = start_simulator()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def simulator(simulator_session: SimulatorProcess) -> SimulatorProcess:
+    """The shared simulator, reset to defaults for each test."""
+    simulator_session.configure(
+        latency=0.0, token_latency=0.0, capacity=0, completion_tokens=16, fail_first=0,
+        fail_status=503, error_rate=0.0, retry_after=None, drop_rate=0.0, slow_rate=0.0,
+        max_model_len=2048, model="sim-model", api_key=None,
+    )
+    simulator_session.reset()
+    return simulator_session
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def vbatch_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vbatch", *args]
+
+
+def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        vbatch_cmd(*args), capture_output=True, text=True, timeout=timeout, env=full_env
+    )
