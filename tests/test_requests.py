@@ -31,7 +31,8 @@ def test_chat_prompt_becomes_a_user_message() -> None:
 
 
 def test_unset_sampling_options_are_not_sent() -> None:
-    assert build({"prompt": "Hi"}) == {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+    expected = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+    assert build({"prompt": "Hi"}) == expected
 
 
 def test_system_comes_first() -> None:

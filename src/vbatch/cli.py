@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,5 @@ def run(input_path: Path, output: Path, **options: Any) -> None:
               help="Seed of the simulated faults.")
 def simulate(port: int, **options: Any) -> None:
     """Serve a simulated vLLM OpenAI-compatible server on loopback (for tests and dry runs)."""
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(SimConfig(**options), port=port))
-    except KeyboardInterrupt:
-        pass

@@ -130,7 +130,7 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class ServerURLs:
-    """Where the OpenAI API (``api``, ends in ``/v1``) and the server's own routes (``root``) are."""
+    """Where the OpenAI API (``api``, ending in ``/v1``) and the server's own routes are."""
 
     root: str
     api: str

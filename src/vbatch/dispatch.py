@@ -43,7 +43,7 @@ RecordSink = Callable[[dict[str, Any]], None]
 
 def backoff_delay(attempt: int, base: float, retry_after: float | None) -> float:
     """Seconds to wait before retry number ``attempt`` (1-based): exponential, jittered."""
-    delay = min(_MAX_BACKOFF_S, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+    delay: float = min(_MAX_BACKOFF_S, base * 2.0 ** (attempt - 1)) * (0.5 + random.random() / 2)
     if retry_after is not None:
         delay = max(delay, min(retry_after, _MAX_RETRY_AFTER_S))
     return delay
@@ -95,8 +95,8 @@ class Dispatcher:
         """Send everything ``source`` yields; a dict is a ready record, written as it is."""
         workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
         feeder = asyncio.create_task(self._feed(source))
-        work = asyncio.gather(feeder, *workers)
-        stop_wait = asyncio.create_task(self._stop.wait())
+        work: asyncio.Future[Any] = asyncio.gather(feeder, *workers)
+        stop_wait: asyncio.Future[Any] = asyncio.create_task(self._stop.wait())
         try:
             await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
             if work.done():
@@ -107,7 +107,7 @@ class Dispatcher:
             self._drain()
             for _ in workers:
                 self._queue.put_nowait(None)
-            abandon_wait = asyncio.create_task(self._abandon.wait())
+            abandon_wait: asyncio.Future[Any] = asyncio.create_task(self._abandon.wait())
             await asyncio.wait(
                 {work, abandon_wait},
                 timeout=self.shutdown_grace,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,28 @@ def _parse_head(line: bytes, path: Path, line_no: int) -> tuple[str, str]:
         ) from None
 
 
+def _records(path: Path) -> Iterator[tuple[bytes, str, str]]:
+    with open(path, "rb") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if line.strip():
+                row_id, status = _parse_head(line, path, line_no)
+                yield line, row_id, status
+
+
+def _drop_failed(path: Path) -> None:
+    tmp = path.with_name(path.name + ".retrying")
+    try:
+        with open(tmp, "wb") as kept:
+            for line, _, status in _records(path):
+                if status != "failed":
+                    kept.write(line)
+            kept.flush()
+            os.fsync(kept.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def read_output(path: Path, *, retry_failed: bool) -> OutputState:
     """Repair and read an existing output; with ``retry_failed`` its failed records are removed.
 
@@ -86,40 +109,22 @@ def read_output(path: Path, *, retry_failed: bool) -> OutputState:
     if not path.exists():
         return OutputState(np.empty(0, dtype=np.int64), 0, 0, 0)
     repaired = repair_torn_tail(path)
+    if retry_failed:
+        _drop_failed(path)
     hashes = array("q")
     ok = failed = 0
-    tmp = path.with_name(path.name + ".retrying")
-    kept = open(tmp, "wb") if retry_failed else None
-    try:
-        with open(path, "rb") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                row_id, status = _parse_head(line, path, line_no)
-                if status == "failed":
-                    if retry_failed:
-                        continue
-                    failed += 1
-                else:
-                    ok += 1
-                hashes.append(id_hash(row_id))
-                if kept is not None:
-                    kept.write(line)
-        if kept is not None:
-            kept.flush()
-            os.fsync(kept.fileno())
-            kept.close()
-            os.replace(tmp, path)
-    finally:
-        if kept is not None and not kept.closed:
-            kept.close()
-            tmp.unlink(missing_ok=True)
+    for _, row_id, status in _records(path):
+        if status == "failed":
+            failed += 1
+        else:
+            ok += 1
+        hashes.append(id_hash(row_id))
     done = np.frombuffer(hashes, dtype=np.int64) if hashes else np.empty(0, dtype=np.int64)
     return OutputState(done, ok, failed, repaired)
 
 
 def done_mask(input_hashes: np.ndarray, state: OutputState) -> tuple[bytes, int]:
-    """One packed bit per input row, set where the output already has its record; and their count."""
+    """One packed bit per input row, set where the output has its record; and their count."""
     if state.done_hashes.size == 0:
         return bytes((input_hashes.size + 7) // 8), 0
     done = np.isin(input_hashes, state.done_hashes)

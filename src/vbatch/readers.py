@@ -52,7 +52,7 @@ def detect_format(path: Path, override: str | None = None) -> str:
 def open_binary(path: Path) -> IO[bytes]:
     """The file's bytes, gunzipped when the name ends in ``.gz``."""
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rb")
+        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]
     return open(path, "rb", buffering=1 << 20)
 
 

@@ -44,6 +44,7 @@ def ok_record(
 
 def failed_record(row_id: str, index: int, error: RequestError | InputError) -> dict[str, Any]:
     """The record of a row that has no result, with the reason."""
+    detail: dict[str, Any]
     if isinstance(error, InputError):
         detail = {"type": "bad_input", "message": str(error), "status_code": None}
     else:

@@ -30,7 +30,9 @@ def compile_template(source: str) -> jinja2.Template:
     try:
         return env.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
-        raise ConfigError(f"--template is not valid Jinja2: {exc.message} (line {exc.lineno})")
+        raise ConfigError(
+            f"--template is not valid Jinja2: {exc.message} (line {exc.lineno})"
+        ) from None
 
 
 class RequestBuilder:

@@ -52,7 +52,8 @@ class RunResult:
 def run(config: RunConfig, **kwargs: Any) -> RunResult:
     """Run the job to the end; see :func:`arun` for the arguments."""
     kwargs.setdefault("handle_signals", threading.current_thread() is threading.main_thread())
-    return _event_loop_runner()(arun(config, **kwargs))
+    result: RunResult = _event_loop_runner()(arun(config, **kwargs))
+    return result
 
 
 def _event_loop_runner() -> Callable[[Any], Any]:
@@ -60,7 +61,8 @@ def _event_loop_runner() -> Callable[[Any], Any]:
         import uvloop
     except ImportError:
         return asyncio.run
-    return uvloop.run  # type: ignore[no-any-return]
+    runner: Callable[[Any], Any] = uvloop.run
+    return runner
 
 
 async def arun(
@@ -108,7 +110,8 @@ async def discover_model(client: HTTPClient, where: str) -> str:
         return models[0]
     if not models:
         raise ConfigError(f"{where} serves no model: give --model")
-    raise ConfigError(f"{where} serves several models ({', '.join(map(str, models))}): give --model")
+    names = ", ".join(map(str, models))
+    raise ConfigError(f"{where} serves several models ({names}): give --model")
 
 
 class _Job:
@@ -131,7 +134,9 @@ class _Job:
         check_manifest(config.output, self.params, force=config.force)
         state = read_output(config.output, retry_failed=config.retry_failed)
         if state.repaired_bytes:
-            self._say(f"repaired a torn last line in {config.output} ({state.repaired_bytes} bytes)")
+            self._say(
+                f"repaired a torn last line in {config.output} ({state.repaired_bytes} bytes)"
+            )
         self._say(f"checking {config.input}")
         scan = scan_input(config, self.builder)
         mask, already = done_mask(scan.id_hashes, state)

@@ -152,7 +152,7 @@ class RunStats:
             lines.append(f"latency: p50 {lat['p50']:.3f} s, p95 {lat['p95']:.3f} s, "
                          f"p99 {lat['p99']:.3f} s")
         for key, failure in data["failures"].items():
-            lines.append(f"failed: {failure['count']} × {key}: {failure['example']}")
+            lines.append(f"failed: {failure['count']} x {key}: {failure['example']}")
         if self.already_failed:
             lines.append(
                 f"{self.already_failed} rows failed in an earlier run: rerun with --retry-failed "

@@ -1,0 +1,137 @@
+"""Crash safety and resume: nothing lost, nothing duplicated."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from vbatch import ManifestMismatchError, OutputError, RunConfig, run
+from vbatch.ledger import read_output, repair_torn_tail
+
+from .conftest import SimulatorProcess, read_jsonl, run_cli, vbatch_cmd, write_jsonl
+
+
+def rows(count: int) -> list[dict[str, str]]:
+    return [{"id": f"row-{i}", "prompt": f"question number {i}"} for i in range(count)]
+
+
+def test_rerun_skips_finished_rows(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", rows(50))
+    out = tmp_path / "out.jsonl"
+    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3)
+    assert run(cfg).stats.ok == 50
+    simulator.reset()
+    second = run(cfg)
+    assert second.stats.ok == 0 and second.stats.already_done == 50
+    assert simulator.stats()["requests_seen"] == 0
+    assert len(read_jsonl(out)) == 50
+
+
+def test_torn_last_line_is_repaired_and_redone(simulator: SimulatorProcess, tmp_path: Path
+                                                ) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", rows(10))
+    out = tmp_path / "out.jsonl"
+    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3)
+    run(cfg)
+    lines = out.read_bytes().splitlines(keepends=True)
+    torn_id = json.loads(lines[-1])["id"]
+    out.write_bytes(b"".join(lines[:-1]) + lines[-1][:25])
+    simulator.reset()
+    run(cfg)
+    records = read_jsonl(out)
+    assert sorted(r["id"] for r in records) == sorted(r["id"] for r in rows(10))
+    assert [body["messages"][0]["content"] for body in simulator.requests()] == [
+        next(r["prompt"] for r in rows(10) if r["id"] == torn_id)
+    ]
+
+
+def test_repair_torn_tail_cuts_only_the_partial_line(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"a":1}\n{"b":')
+    assert repair_torn_tail(path) == 5
+    assert path.read_bytes() == b'{"a":1}\n'
+    assert repair_torn_tail(path) == 0
+    path.write_bytes(b'{"no newline at all"')
+    repair_torn_tail(path)
+    assert path.read_bytes() == b""
+
+
+def test_damaged_middle_line_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"id":"a","index":0,"status":"ok"}\ngarbage\n{"id":"b","index":1,"status":"ok"}\n')
+    with pytest.raises(OutputError, match=r"out\.jsonl:2"):
+        read_output(path, retry_failed=False)
+
+
+def test_retry_failed_replaces_failed_records(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    data = [{"id": f"r{i}", "prompt": f"p {i}"} for i in range(10)]
+    source = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out.jsonl"
+    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3,
+                    max_retries=0)
+    simulator.configure(fail_first=3, fail_status=500)
+    first = run(cfg)
+    assert first.stats.failed == 3 and first.exit_code == 1
+    again = run(cfg)
+    assert again.stats.done == 0 and again.exit_code == 1
+    retried = run(cfg.replace(retry_failed=True))
+    assert retried.stats.ok == 3 and retried.exit_code == 0
+    records = read_jsonl(out)
+    assert sorted(r["id"] for r in records) == sorted(d["id"] for d in data)
+    assert {r["status"] for r in records} == {"ok"}
+
+
+def test_resume_with_other_parameters_is_refused(simulator: SimulatorProcess, tmp_path: Path
+                                                  ) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", rows(3))
+    out = tmp_path / "out.jsonl"
+    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3)
+    run(cfg)
+    with pytest.raises(ManifestMismatchError, match=r"max_tokens: was 3, now 9"):
+        run(cfg.replace(max_tokens=9))
+    assert run(cfg.replace(max_tokens=9, force=True)).stats.already_done == 3
+    result = run_cli("run", str(source), "-o", str(out), "--base-url", simulator.url,
+                     "--max-tokens", "5")
+    assert result.returncode == 2
+    assert "--force" in result.stderr
+
+
+def test_manifest_never_holds_the_api_key(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    simulator.configure(api_key="s3cret-key-123")
+    source = write_jsonl(tmp_path / "in.jsonl", rows(2))
+    out = tmp_path / "out.jsonl"
+    result = run_cli("run", str(source), "-o", str(out), "--base-url", simulator.url,
+                     env={"OPENAI_API_KEY": "s3cret-key-123"})
+    assert result.returncode == 0, result.stderr
+    for path in tmp_path.iterdir():
+        assert "s3cret" not in path.read_text()
+    assert "s3cret" not in result.stderr + result.stdout
+    assert "s3cret" not in repr(RunConfig(input=source, output=out, api_key="s3cret-key-123"))
+
+
+@pytest.mark.parametrize("trial", range(5))
+def test_sigkill_at_a_random_moment_then_resume(
+    simulator: SimulatorProcess, tmp_path: Path, trial: int
+) -> None:
+    simulator.configure(latency=0.06)
+    data = rows(400)
+    source = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out.jsonl"
+    args = ["run", str(source), "-o", str(out), "--base-url", simulator.url, "--concurrency",
+            "16", "--max-tokens", "3", "--quiet"]
+    process = subprocess.Popen(vbatch_cmd(*args))
+    time.sleep(random.Random(trial).uniform(0.6, 1.9))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = run_cli(*args)
+    assert finished.returncode == 0, finished.stderr
+    counts = Counter(r["id"] for r in read_jsonl(out))
+    assert set(counts) == {d["id"] for d in data}
+    assert max(counts.values()) == 1
