@@ -1,0 +1,127 @@
+"""``make bench``: vbatch against the baseline (benchmarks/baseline_openai.py) in one run.
+
+    python benchmarks/run.py [overhead] [memory] [saturation] [--quick]
+
+Prints one table with ratios and writes bench-results/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (  # noqa: E402
+    ROOT,
+    Simulator,
+    baseline_command,
+    measure,
+    vbatch_command,
+    write_prompts,
+)
+
+WORK = ROOT / "bench-results"
+
+
+def overhead(requests: int) -> list[dict[str, Any]]:
+    """Client CPU per request against a zero-latency simulator on the other core."""
+    source = write_prompts(WORK / f"prompts-{requests}.jsonl", requests)
+    rows = []
+    with Simulator("--completion-tokens", "8") as sim:
+        for name, command in (
+            ("baseline", baseline_command(source, WORK / "baseline.out", sim.url)),
+            ("vbatch", vbatch_command(source, WORK / "vbatch.out", sim.url,
+                                      "--concurrency", "256")),
+        ):
+            m = measure(command)
+            rows.append({"bench": "overhead", "client": name, "requests": requests,
+                         "requests_per_s": requests / m.wall_s,
+                         "cpu_ms_per_request": 1000 * m.cpu_s / requests,
+                         "peak_rss_mb": m.peak_rss_mb})
+    base = rows[0]["cpu_ms_per_request"]
+    for row in rows:
+        row["ratio_to_baseline"] = row["cpu_ms_per_request"] / base
+    return rows
+
+
+def memory(sizes: list[int], baseline_sizes: list[int]) -> list[dict[str, Any]]:
+    """Peak RSS as the row count grows: flat for vbatch, growing for the baseline."""
+    rows = []
+    with Simulator("--completion-tokens", "2") as sim:
+        for size in baseline_sizes:
+            source = write_prompts(WORK / f"prompts-{size}.jsonl", size)
+            m = measure(baseline_command(source, WORK / "baseline.out", sim.url))
+            rows.append({"bench": "memory", "client": "baseline", "requests": size,
+                         "peak_rss_mb": m.peak_rss_mb, "wall_s": m.wall_s})
+        for size in sizes:
+            source = write_prompts(WORK / f"prompts-{size}.jsonl", size)
+            m = measure(vbatch_command(source, WORK / "vbatch.out", sim.url))
+            rows.append({"bench": "memory", "client": "vbatch", "requests": size,
+                         "peak_rss_mb": m.peak_rss_mb, "wall_s": m.wall_s})
+    for client in ("baseline", "vbatch"):
+        mine = [r for r in rows if r["client"] == client]
+        for row in mine:
+            row["ratio_to_smallest"] = row["peak_rss_mb"] / mine[0]["peak_rss_mb"]
+    return rows
+
+
+def saturation(requests: int, capacity: int, latency: float) -> list[dict[str, Any]]:
+    """Throughput against a server of fixed capacity, over the ideal capacity / latency."""
+    source = write_prompts(WORK / f"prompts-{requests}.jsonl", requests)
+    ideal = capacity / latency
+    rows = []
+    with Simulator("--capacity", str(capacity), "--latency", str(latency),
+                   "--completion-tokens", "8") as sim:
+        for name, command in (
+            ("baseline", baseline_command(source, WORK / "baseline.out", sim.url)),
+            ("vbatch", vbatch_command(source, WORK / "vbatch.out", sim.url,
+                                      "--concurrency", str(capacity * 2))),
+        ):
+            m = measure(command)
+            achieved = requests / m.wall_s
+            rows.append({"bench": "saturation", "client": name, "requests": requests,
+                         "requests_per_s": achieved, "ratio_to_ideal": achieved / ideal})
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    columns = ["bench", "client", "requests", "requests_per_s", "cpu_ms_per_request",
+               "peak_rss_mb", "wall_s", "ratio_to_baseline", "ratio_to_smallest",
+               "ratio_to_ideal"]
+    used = [c for c in columns if any(c in r for r in rows)]
+    print(" | ".join(f"{c:>18}" for c in used))
+    for row in rows:
+        cells = []
+        for column in used:
+            value = row.get(column, "")
+            cells.append(f"{value:>18.3f}" if isinstance(value, float) else f"{value!s:>18}")
+        print(" | ".join(cells))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("benches", nargs="*", default=["overhead", "memory", "saturation"])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    args = parser.parse_args()
+    WORK.mkdir(exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    if "overhead" in args.benches:
+        rows += overhead(5_000 if args.quick else 50_000)
+    if "memory" in args.benches:
+        if args.quick:
+            rows += memory([10_000, 100_000], [10_000])
+        else:
+            rows += memory([100_000, 1_000_000], [10_000, 100_000])
+    if "saturation" in args.benches:
+        rows += saturation(2_000 if args.quick else 20_000, 256, 2.0)
+    print_table(rows)
+    (WORK / "results.json").write_text(json.dumps(rows, indent=2))
+    print(f"\nwritten to {WORK / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
