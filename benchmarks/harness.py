@@ -17,8 +17,10 @@ PYTHON = sys.executable
 
 def write_prompts(path: Path, count: int) -> Path:
     """``count`` short chat prompts, one JSON object a line."""
-    if path.exists() and sum(1 for _ in open(path, "rb")) == count:
-        return path
+    if path.exists():
+        with open(path, "rb") as handle:
+            if sum(1 for _ in handle) == count:
+                return path
     with open(path, "w") as handle:
         for i in range(count):
             handle.write(json.dumps({"id": f"r{i}", "prompt": f"Say something about number {i}"})
