@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,38 @@ import orjson
 
 from vbatch import __version__
 from vbatch.config import RunConfig
-from vbatch.errors import VbatchError
+from vbatch.errors import ServerError, VbatchError
 from vbatch.runner import run as run_job
-from vbatch.simulator import SimConfig, serve
+from vbatch.serving import serve_foreground
+from vbatch.simulator import SimConfig
+from vbatch.simulator import serve as serve_simulator
 
 EXIT_USAGE = 2
+EXIT_SERVER = 3
 EXIT_INTERRUPTED = 130
+
+
+def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a managed vLLM server, shared by ``run`` and ``serve``."""
+    decorators = [
+        click.option("--max-model-len", type=int,
+                     help="Context length of the managed server (default: the model's own)."),
+        click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True,
+                     help="Share of GPU memory the managed server may use."),
+        click.option("--tensor-parallel-size", type=int, default=1, show_default=True,
+                     help="GPUs per managed server."),
+        click.option("--max-num-seqs", type=int,
+                     help="Managed server's batch size limit (default: 256 CPU, 1024 GPU)."),
+        click.option("--max-num-batched-tokens", type=int,
+                     help="Managed server's tokens per step (default: 4096 CPU, 16384 GPU)."),
+        click.option("--max-restarts", type=int, default=3, show_default=True,
+                     help="Restarts of a managed server that dies."),
+        click.option("--startup-timeout", type=float, default=1200.0, show_default=True,
+                     help="Seconds the managed server may take to become healthy."),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
 
 
 def _parse_extra_body(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -88,14 +115,24 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")
 @click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the end-of-run summary as JSON to this file.")
+@server_options
+@click.argument("server_args", nargs=-1, type=click.UNPROCESSED)
 def run(input_path: Path, output: Path, **options: Any) -> None:
-    """Send every row of INPUT (JSONL, CSV or Parquet) and write one record per row to -o."""
+    """Send every row of INPUT (JSONL, CSV or Parquet) and write one record per row to -o.
+
+    Without --base-url, vbatch starts a vLLM server for the run (the embedded default model
+    unless --model names a model directory or hub name) and stops it at the end; arguments
+    after -- go to that server.
+    """
     options["retry_base_delay"] = options.pop("retry_delay")
-    options["stop"] = tuple(options["stop"])
-    options["keep"] = tuple(options["keep"])
+    for name in ("stop", "keep", "server_args"):
+        options[name] = tuple(options[name])
     try:
         config = RunConfig(input=input_path, output=output, **options)
         result = run_job(config)
+    except ServerError as exc:
+        click.echo(f"vbatch: error: {exc}", err=True)
+        sys.exit(EXIT_SERVER)
     except VbatchError as exc:
         click.echo(f"vbatch: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
@@ -140,4 +177,33 @@ def run(input_path: Path, output: Path, **options: Any) -> None:
 def simulate(port: int, **options: Any) -> None:
     """Serve a simulated vLLM OpenAI-compatible server on loopback (for tests and dry runs)."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(SimConfig(**options), port=port))
+        asyncio.run(serve_simulator(SimConfig(**options), port=port))
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("model", required=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8000, show_default=True,
+              help="Port to listen on (0 picks a free one).")
+@click.option("--api-key", envvar="VBATCH_API_KEY",
+              help="Require this API key (env VBATCH_API_KEY); none by default.")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Server log file (default: under ~/.cache/vbatch/logs).")
+@server_options
+@click.argument("server_args", nargs=-1, type=click.UNPROCESSED)
+def serve(model: str | None, port: int, log_path: Path | None, **options: Any) -> None:
+    """Start vLLM's OpenAI-compatible server for MODEL and keep it in the foreground.
+
+    MODEL is a model directory or hub name; without it, the embedded default model.
+    Arguments after -- go to vllm serve. Ctrl-C or SIGTERM stops the server.
+    """
+    options["extra_args"] = tuple(options.pop("server_args"))
+    try:
+        code = serve_foreground(model, port=port, log_path=log_path, **options)
+    except ServerError as exc:
+        click.echo(f"vbatch: error: {exc}", err=True)
+        sys.exit(EXIT_SERVER)
+    except VbatchError as exc:
+        click.echo(f"vbatch: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(code)

@@ -52,6 +52,14 @@ class RunConfig:
     quiet: bool = False
     stats_json: Path | None = None
     shutdown_grace: float = 5.0
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    max_restarts: int = 3
+    startup_timeout: float = 1200.0
+    server_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", Path(self.input))
@@ -60,6 +68,7 @@ class RunConfig:
             object.__setattr__(self, "stats_json", Path(self.stats_json))
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "keep", tuple(self.keep))
+        object.__setattr__(self, "server_args", tuple(self.server_args))
         self._validate()
 
     def _validate(self) -> None:
@@ -91,6 +100,11 @@ class RunConfig:
             raise ConfigError("--extra-body must be a JSON object")
         if self.base_url is not None:
             normalize_base_url(self.base_url)
+            if self.server_args:
+                raise ConfigError(
+                    "arguments after -- go to the vLLM server vbatch starts, "
+                    "but --base-url points at a running one"
+                )
         if self.input.resolve() == self.output.resolve():
             raise ConfigError(f"the output {self.output} is the input file: choose another -o")
 

@@ -4,7 +4,8 @@ A feeder task fills the queue lazily from the row source, so the number of rows 
 is bounded by the queue size plus the requests in flight, whatever the input's length.
 Retryable failures (connection errors, timeouts, 408, 429, 5xx) are retried with
 exponential backoff and jitter, honouring ``Retry-After``; anything else becomes a failed
-record. Nothing a request does ends the run.
+record. Nothing a request does ends the run. When a managed server died, ``recover`` waits
+for its restart and the request is sent again without using up a retry.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vbatch.errors import RequestError
+from vbatch.errors import RequestError, TransportError
 from vbatch.records import failed_record, ok_record
 
 _MAX_BACKOFF_S = 60.0
@@ -65,6 +66,7 @@ class Dispatcher:
         retry_base_delay: float = 0.5,
         shutdown_grace: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        recover: Callable[[], Awaitable[bool]] | None = None,
     ):
         self.client = client
         self.route = route
@@ -76,6 +78,7 @@ class Dispatcher:
         self.retry_base_delay = retry_base_delay
         self.shutdown_grace = shutdown_grace
         self.clock = clock
+        self.recover = recover
         self.in_flight = 0
         self.interrupted = False
         self._stop = asyncio.Event()
@@ -151,16 +154,19 @@ class Dispatcher:
     async def send(self, item: WorkItem) -> dict[str, Any]:
         """Send one item, retrying what can be retried; always returns a record."""
         start = self.clock()
-        attempts = 0
+        attempts = retries = 0
         while True:
             attempts += 1
             try:
                 response = await self.client.post_json(self.route, item.body)
                 record = ok_record(item.row_id, item.index, response, self.endpoint, self.n)
             except RequestError as exc:
-                if exc.retryable and attempts <= self.max_retries:
+                if isinstance(exc, TransportError) and self.recover and await self.recover():
+                    continue
+                retries += 1
+                if exc.retryable and retries <= self.max_retries:
                     await asyncio.sleep(
-                        backoff_delay(attempts, self.retry_base_delay, exc.retry_after)
+                        backoff_delay(retries, self.retry_base_delay, exc.retry_after)
                     )
                     continue
                 record = failed_record(item.row_id, item.index, exc)

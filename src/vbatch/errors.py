@@ -7,6 +7,9 @@ Everything vbatch raises on purpose derives from :class:`VbatchError`::
     │   └── ManifestMismatchError  resuming with different generation parameters
     ├── InputError               a row of the input is malformed (names file, line, field)
     ├── OutputError              the output file cannot be used for resume
+    ├── ServerError              the managed vLLM server failed
+    │   ├── ServerStartError     it exited or hung while starting (with its log's last lines)
+    │   └── ServerDiedError      it died more often than --max-restarts allows
     ├── RequestError             one request failed; recorded in the output, never ends a run
     │   ├── TransportError       connection refused/dropped, timeout (retried)
     │   │   ├── ConnectError
@@ -53,6 +56,18 @@ class InputError(VbatchError):
 
 class OutputError(VbatchError):
     """The existing output file is damaged beyond the torn last line vbatch repairs."""
+
+
+class ServerError(VbatchError):
+    """The vLLM server that vbatch manages failed."""
+
+
+class ServerStartError(ServerError):
+    """The server exited or did not become healthy while starting."""
+
+
+class ServerDiedError(ServerError):
+    """The server died during the run more often than ``--max-restarts`` allows."""
 
 
 class RequestError(VbatchError):

