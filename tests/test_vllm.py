@@ -1,0 +1,198 @@
+"""Against a real vLLM server on the CPU with the embedded default model (marker: vllm).
+
+One ``vbatch serve`` process serves the module; the managed-server tests start their own.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import read_jsonl, run_cli, vbatch_cmd, write_jsonl
+from .vllm_helpers import (
+    ServeProcess,
+    api_servers_below,
+    descendants,
+    wait_for_lines,
+    wait_gone,
+)
+
+pytestmark = pytest.mark.vllm
+
+QUESTIONS = [
+    "What is the capital of France?", "Name three colours.", "Why is the sea salty?",
+    "Write a haiku about rain.", "What is 12 times 12?", "Give a synonym for happy.",
+    "What do bees make?", "Explain gravity in one sentence.",
+]
+
+
+@pytest.fixture(scope="module")
+def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    server = ServeProcess(log, "--max-model-len", "2048")
+    yield server.url
+    server.stop()
+
+
+def prompts(tmp_path: Path, count: int, name: str = "in.jsonl") -> Path:
+    rows = [{"id": f"q{i}", "prompt": QUESTIONS[i % len(QUESTIONS)] + f" (#{i})"}
+            for i in range(count)]
+    return write_jsonl(tmp_path / name, rows)
+
+
+def run_ok(*args: str) -> None:
+    result = run_cli(*args, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_chat_and_completions(vllm_url: str, tmp_path: Path) -> None:
+    source = prompts(tmp_path, 6)
+    for endpoint in ("chat", "completions"):
+        out = tmp_path / f"{endpoint}.jsonl"
+        run_ok("run", str(source), "-o", str(out), "--base-url", vllm_url, "--endpoint",
+               endpoint, "--max-tokens", "12", "--temperature", "0")
+        records = read_jsonl(out)
+        assert sorted(r["id"] for r in records) == [f"q{i}" for i in range(6)]
+        assert any(record["text"].strip() for record in records)
+        for record in records:
+            assert record["status"] == "ok" and isinstance(record["text"], str)
+            assert record["usage"]["prompt_tokens"] > 0
+            assert 0 < record["usage"]["completion_tokens"] <= 12
+            assert record["finish_reason"] in ("stop", "length")
+
+
+def test_n_greater_than_one(vllm_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    run_ok("run", str(prompts(tmp_path, 2)), "-o", str(out), "--base-url", vllm_url,
+           "--n", "3", "--temperature", "0.9", "--max-tokens", "8")
+    for record in read_jsonl(out):
+        assert isinstance(record["text"], list) and len(record["text"]) == 3
+        assert len(record["finish_reason"]) == 3
+
+
+def test_stop_sequence_cuts_the_text(vllm_url: str, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "List the days of the week:"}])
+    free = tmp_path / "free.jsonl"
+    common = ["--base-url", vllm_url, "--endpoint", "completions", "--temperature", "0",
+              "--max-tokens", "24"]
+    run_ok("run", str(source), "-o", str(free), *common)
+    text = read_jsonl(free)[0]["text"]
+    words = text.split()
+    assert len(words) >= 4, text
+    stop = words[3]
+    stopped = tmp_path / "stopped.jsonl"
+    run_ok("run", str(source), "-o", str(stopped), *common, "--stop", stop)
+    record = read_jsonl(stopped)[0]
+    assert record["finish_reason"] == "stop"
+    assert stop not in record["text"]
+    assert text.startswith(record["text"])
+
+
+def test_seed_gives_the_same_text_twice(vllm_url: str, tmp_path: Path) -> None:
+    source = prompts(tmp_path, 1)
+    texts = []
+    for attempt in range(2):
+        out = tmp_path / f"seed{attempt}.jsonl"
+        run_ok("run", str(source), "-o", str(out), "--base-url", vllm_url, "--temperature",
+               "1.0", "--seed", "1234", "--max-tokens", "24")
+        texts.append(read_jsonl(out)[0]["text"])
+    assert texts[0] == texts[1]
+
+
+def test_logprobs_pass_through(vllm_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    run_ok("run", str(prompts(tmp_path, 1)), "-o", str(out), "--base-url", vllm_url,
+           "--max-tokens", "5", "--extra-body", '{"logprobs": true, "top_logprobs": 2}')
+    record = read_jsonl(out)[0]
+    content = record["logprobs"]["content"]
+    assert len(content) == record["usage"]["completion_tokens"]
+    assert all(len(token["top_logprobs"]) == 2 for token in content)
+
+
+def test_structured_output_is_valid_json(vllm_url: str, tmp_path: Path) -> None:
+    schema = {"type": "object",
+              "properties": {"answer": {"type": "string", "enum": ["yes", "no"]},
+                             "sure": {"type": "boolean"}},
+              "required": ["answer", "sure"], "additionalProperties": False}
+    body = {"response_format": {"type": "json_schema",
+                                "json_schema": {"name": "verdict", "schema": schema}}}
+    out = tmp_path / "out.jsonl"
+    run_ok("run", str(prompts(tmp_path, 4)), "-o", str(out), "--base-url", vllm_url,
+           "--max-tokens", "40", "--temperature", "0", "--extra-body", json.dumps(body))
+    for record in read_jsonl(out):
+        parsed = json.loads(record["text"])
+        assert parsed["answer"] in ("yes", "no") and isinstance(parsed["sure"], bool)
+
+
+def test_few_hundred_rows_resume_after_sigkill(vllm_url: str, tmp_path: Path) -> None:
+    source = prompts(tmp_path, 300)
+    out = tmp_path / "out.jsonl"
+    args = ["run", str(source), "-o", str(out), "--base-url", vllm_url, "--max-tokens", "16",
+            "--concurrency", "64", "--quiet"]
+    process = subprocess.Popen(vbatch_cmd(*args))
+    done_before_kill = wait_for_lines(out, 40, timeout=300)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 40 <= done_before_kill < 300
+    run_ok(*args)
+    counts = Counter(r["id"] for r in read_jsonl(out))
+    assert set(counts) == {f"q{i}" for i in range(300)}
+    assert max(counts.values()) == 1
+    assert {r["status"] for r in read_jsonl(out)} == {"ok"}
+
+
+@pytest.mark.timeout(900)
+def test_managed_server_killed_mid_run_is_restarted(tmp_path: Path) -> None:
+    source = prompts(tmp_path, 120)
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        vbatch_cmd("run", str(source), "-o", str(out), "--max-tokens", "32", "--concurrency",
+                   "32", "--max-model-len", "1024"),
+        stderr=subprocess.PIPE, text=True,
+    )
+    assert wait_for_lines(out, 10, timeout=600) >= 10
+    servers = api_servers_below(process.pid)
+    assert len(servers) == 1
+    servers[0].kill()
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "restarting it (1/3)" in stderr
+    records = read_jsonl(out)
+    assert Counter(r["id"] for r in records) == Counter(f"q{i}" for i in range(120))
+    assert {r["status"] for r in records} == {"ok"}
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_no_orphan_server_after_stop(tmp_path: Path, how: signal.Signals) -> None:
+    source = prompts(tmp_path, 400)
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        vbatch_cmd("run", str(source), "-o", str(out), "--max-tokens", "32", "--quiet",
+                   "--max-model-len", "1024"),
+    )
+    assert wait_for_lines(out, 5, timeout=600) >= 5
+    family = descendants(process.pid)
+    assert api_servers_below(process.pid)
+    started = time.monotonic()
+    process.send_signal(how)
+    code = process.wait(timeout=120)
+    assert code == {signal.SIGINT: 130, signal.SIGTERM: 130, signal.SIGKILL: -9}[how]
+    assert wait_gone(family, timeout=60) == []
+    assert time.monotonic() - started < 60
+
+
+def test_bad_model_path_fails_with_hint(tmp_path: Path) -> None:
+    source = prompts(tmp_path, 1)
+    result = run_cli("run", str(source), "-o", str(tmp_path / "out.jsonl"), "--model",
+                     str(tmp_path / "no-such-model"), timeout=600)
+    assert result.returncode == 3
+    assert "Hint: the model path or name looks wrong" in result.stderr
+    assert "Last lines of" in result.stderr
