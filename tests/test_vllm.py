@@ -78,7 +78,8 @@ def test_n_greater_than_one(vllm_url: str, tmp_path: Path) -> None:
 
 
 def test_stop_sequence_cuts_the_text(vllm_url: str, tmp_path: Path) -> None:
-    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "List the days of the week:"}])
+    row = {"id": "a", "prompt": "List the days of the week:"}
+    source = write_jsonl(tmp_path / "in.jsonl", [row])
     free = tmp_path / "free.jsonl"
     common = ["--base-url", vllm_url, "--endpoint", "completions", "--temperature", "0",
               "--max-tokens", "24"]
