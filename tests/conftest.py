@@ -81,7 +81,8 @@ def simulator(simulator_session: SimulatorProcess) -> SimulatorProcess:
     simulator_session.configure(
         latency=0.0, token_latency=0.0, capacity=0, completion_tokens=16, fail_first=0,
         fail_status=503, error_rate=0.0, retry_after=None, drop_rate=0.0, slow_rate=0.0,
-        max_model_len=2048, model="sim-model", api_key=None,
+        max_model_len=2048, model="sim-model", api_key=None, tokenize_scale=1.0,
+        context_error_style="vllm-0.32",
     )
     simulator_session.reset()
     return simulator_session
@@ -106,3 +107,17 @@ def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None
     return subprocess.run(
         vbatch_cmd(*args), capture_output=True, text=True, timeout=timeout, env=full_env
     )
+
+
+VLLM_TEST_MAX_MODEL_LEN = 512
+
+
+@pytest.fixture(scope="session")
+def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real vLLM server (CPU, embedded default model, context 512) for the whole session."""
+    from .vllm_helpers import ServeProcess
+
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    server = ServeProcess(log, "--max-model-len", str(VLLM_TEST_MAX_MODEL_LEN))
+    yield server.url
+    server.stop()

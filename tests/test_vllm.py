@@ -1,6 +1,7 @@
 """Against a real vLLM server on the CPU with the embedded default model (marker: vllm).
 
-One ``vbatch serve`` process serves the module; the managed-server tests start their own.
+One ``vbatch serve`` process (the ``vllm_url`` fixture, ``--max-model-len 512``) serves the
+whole test session; the managed-server tests start their own.
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .conftest import read_jsonl, run_cli, vbatch_cmd, write_jsonl
 from .vllm_helpers import (
-    ServeProcess,
     api_servers_below,
     descendants,
     wait_for_lines,
@@ -31,14 +30,6 @@ QUESTIONS = [
     "Write a haiku about rain.", "What is 12 times 12?", "Give a synonym for happy.",
     "What do bees make?", "Explain gravity in one sentence.",
 ]
-
-
-@pytest.fixture(scope="module")
-def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    server = ServeProcess(log, "--max-model-len", "2048")
-    yield server.url
-    server.stop()
 
 
 def prompts(tmp_path: Path, count: int, name: str = "in.jsonl") -> Path:

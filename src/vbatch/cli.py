@@ -15,6 +15,7 @@ import orjson
 from vbatch import __version__
 from vbatch.config import RunConfig
 from vbatch.errors import ServerError, VbatchError
+from vbatch.plan import plan_input
 from vbatch.runner import run as run_job
 from vbatch.serving import serve_foreground
 from vbatch.simulator import SimConfig
@@ -112,6 +113,13 @@ def main() -> None:
 @click.option("--on-bad-row", type=click.Choice(["fail", "skip"]), default="fail",
               show_default=True,
               help="fail: stop before sending anything; skip: record the row as failed.")
+@click.option("--on-overflow", type=click.Choice(["clamp", "skip", "fail"]), default="clamp",
+              show_default=True,
+              help="A row whose prompt + max_tokens exceeds the context: clamp its max_tokens, "
+              "skip it (recorded as failed), or fail before sending anything.")
+@click.option("--tokenizer",
+              help="Model directory or hub name whose tokenizer counts prompt tokens here "
+              "(default: the server's /tokenize, or --model when it is a directory).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")
 @click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the end-of-run summary as JSON to this file.")
@@ -207,3 +215,34 @@ def serve(model: str | None, port: int, log_path: Path | None, **options: Any) -
         click.echo(f"vbatch: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(code)
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", help="Model directory or hub name (default: the embedded model).")
+@click.option("--max-tokens", type=int, help="max_tokens the rows will ask for.")
+@click.option("--max-model-len", type=int,
+              help="Count the rows that do not fit this context, and list their ids.")
+@click.option("--endpoint", type=click.Choice(["chat", "completions"]), default="chat",
+              show_default=True, help="Count as chat (with the chat template) or completions.")
+@click.option("--id-field", default="id", show_default=True, help="Input field with the row's id.")
+@click.option("--prompt-field", default="prompt", show_default=True,
+              help="Input field with the prompt.")
+@click.option("--system", help="System message put before each chat prompt.")
+@click.option("--template", help="Jinja2 template building the prompt from the row's fields.")
+@click.option("--input-format", type=click.Choice(["jsonl", "csv", "parquet"]),
+              help="Input format (default: from the file name).")
+@click.option("--on-bad-row", type=click.Choice(["fail", "skip"]), default="fail",
+              show_default=True, help="fail: stop at a bad row; skip: leave it out of the counts.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(input_path: Path, as_json: bool, **options: Any) -> None:
+    """Count INPUT's prompt tokens exactly and print the --max-model-len that fits it."""
+    try:
+        token_plan = plan_input(input_path, **options)
+    except VbatchError as exc:
+        click.echo(f"vbatch: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    if as_json:
+        click.echo(orjson.dumps(token_plan.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(token_plan.text())

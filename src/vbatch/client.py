@@ -41,21 +41,26 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def error_message(status: int, body: bytes) -> str:
-    """The ``error.message`` of an OpenAI-style error body, else the body's start."""
+def error_details(status: int, body: bytes) -> tuple[str, str | None, str | None]:
+    """``(message, param, code)`` of an OpenAI-style error body (else the body's start)."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body[:500].decode("utf-8", "replace").strip() or f"status {status}"
+        return body[:500].decode("utf-8", "replace").strip() or f"status {status}", None, None
     if isinstance(parsed, dict):
         error = parsed.get("error", parsed)
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
+            param, code = error.get("param"), error.get("code")
+            return (
+                str(error["message"]),
+                param if isinstance(param, str) else None,
+                code if isinstance(code, str) else None,
+            )
         if isinstance(error, str):
-            return error
+            return error, None, None
         if isinstance(parsed.get("detail"), str):
-            return str(parsed["detail"])
-    return body[:500].decode("utf-8", "replace")
+            return str(parsed["detail"]), None, None
+    return body[:500].decode("utf-8", "replace"), None, None
 
 
 class HTTPClient:
@@ -118,14 +123,15 @@ class HTTPClient:
         """GET a text body (e.g. Prometheus metrics)."""
         status, raw, _ = await self._send("GET", path, None)
         if status >= 400:
-            raise HTTPStatusError(status, error_message(status, raw))
+            raise HTTPStatusError(status, error_details(status, raw)[0])
         return raw.decode("utf-8", "replace")
 
     async def _request(self, method: str, path: str, body: bytes | None) -> dict[str, Any]:
         status, raw, headers = await self._send(method, path, body)
         if status >= 400:
+            message, param, code = error_details(status, raw)
             retry_after = parse_retry_after(headers.get("Retry-After"))
-            raise HTTPStatusError(status, error_message(status, raw), retry_after)
+            raise HTTPStatusError(status, message, retry_after, param=param, code=code)
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

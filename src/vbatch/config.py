@@ -14,6 +14,7 @@ from vbatch.errors import ConfigError
 
 Endpoint = Literal["chat", "completions"]
 BadRowPolicy = Literal["fail", "skip"]
+OverflowPolicy = Literal["clamp", "skip", "fail"]
 INPUT_FORMATS = ("jsonl", "csv", "parquet")
 API_KEY_ENV_VARS = ("VBATCH_API_KEY", "OPENAI_API_KEY")
 
@@ -60,6 +61,8 @@ class RunConfig:
     max_restarts: int = 3
     startup_timeout: float = 1200.0
     server_args: tuple[str, ...] = ()
+    on_overflow: OverflowPolicy = "clamp"
+    tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", Path(self.input))
@@ -74,6 +77,10 @@ class RunConfig:
     def _validate(self) -> None:
         if self.endpoint not in ("chat", "completions"):
             raise ConfigError(f"--endpoint must be 'chat' or 'completions', not {self.endpoint!r}")
+        if self.on_overflow not in ("clamp", "skip", "fail"):
+            raise ConfigError(
+                f"--on-overflow must be 'clamp', 'skip' or 'fail', not {self.on_overflow!r}"
+            )
         if self.on_bad_row not in ("fail", "skip"):
             raise ConfigError(f"--on-bad-row must be 'fail' or 'skip', not {self.on_bad_row!r}")
         if self.input_format is not None and self.input_format not in INPUT_FORMATS:
@@ -135,6 +142,7 @@ class RunConfig:
             "prompt_field": self.prompt_field,
             "id_field": self.id_field,
             "extra_body": dict(self.extra_body) if self.extra_body else None,
+            "on_overflow": self.on_overflow,
         }
 
     def replace(self, **changes: Any) -> RunConfig:

@@ -18,7 +18,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vbatch.errors import RequestError, TransportError
+import orjson
+
+from vbatch.errors import ContextOverflowError, HTTPStatusError, RequestError, TransportError
+from vbatch.fit import ContextError, parse_context_error
 from vbatch.records import failed_record, ok_record
 
 _MAX_BACKOFF_S = 60.0
@@ -31,12 +34,14 @@ class Poster(Protocol):
 
 @dataclass(slots=True)
 class WorkItem:
-    """One request to send: the row it answers and its JSON body."""
+    """One request to send: the row it answers, its JSON body and extra output fields."""
 
     row_id: str
     index: int
     body: bytes
-    keep: dict[str, Any] | None = None
+    fields: dict[str, Any] | None = None
+    prompt_tokens: int | None = None
+    max_tokens: int | None = None
 
 
 RecordSink = Callable[[dict[str, Any]], None]
@@ -67,6 +72,8 @@ class Dispatcher:
         shutdown_grace: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         recover: Callable[[], Awaitable[bool]] | None = None,
+        limit: int | None = None,
+        clamp: bool = True,
     ):
         self.client = client
         self.route = route
@@ -79,6 +86,8 @@ class Dispatcher:
         self.shutdown_grace = shutdown_grace
         self.clock = clock
         self.recover = recover
+        self.limit = limit
+        self.clamp = clamp
         self.in_flight = 0
         self.interrupted = False
         self._stop = asyncio.Event()
@@ -155,24 +164,67 @@ class Dispatcher:
         """Send one item, retrying what can be retried; always returns a record."""
         start = self.clock()
         attempts = retries = 0
+        refitted = False
         while True:
             attempts += 1
             try:
                 response = await self.client.post_json(self.route, item.body)
                 record = ok_record(item.row_id, item.index, response, self.endpoint, self.n)
+                if self._cut_by_context(record, item):
+                    record["context_truncated"] = True
             except RequestError as exc:
                 if isinstance(exc, TransportError) and self.recover and await self.recover():
                     continue
-                retries += 1
-                if exc.retryable and retries <= self.max_retries:
+                overflow = parse_context_error(exc) if isinstance(exc, HTTPStatusError) else None
+                if overflow is not None:
+                    if not refitted and self._refit(item, overflow):
+                        refitted = True
+                        continue
+                    message = f"the server refused the row's context: {exc}"
+                    error = ContextOverflowError(message, exc.status_code)
+                    record = failed_record(item.row_id, item.index, error)
+                elif exc.retryable and retries < self.max_retries:
+                    retries += 1
                     await asyncio.sleep(
                         backoff_delay(retries, self.retry_base_delay, exc.retry_after)
                     )
                     continue
-                record = failed_record(item.row_id, item.index, exc)
+                else:
+                    record = failed_record(item.row_id, item.index, exc)
             break
         record["attempts"] = attempts
         record["latency_s"] = round(self.clock() - start, 4)
-        if item.keep:
-            record.update(item.keep)
+        if item.fields:
+            record.update(item.fields)
         return record
+
+    def _refit(self, item: WorkItem, overflow: ContextError) -> bool:
+        """Clamp ``item`` to what the context the server reported leaves; False if it can't."""
+        limit = overflow.limit or self.limit
+        prompt = overflow.prompt_tokens or item.prompt_tokens
+        if not self.clamp or limit is None or prompt is None or prompt + 1 > limit:
+            return False
+        clamped = limit - prompt
+        asked = item.max_tokens
+        if asked is not None and clamped >= asked:
+            # The server counts more prompt tokens than we did and did not say how many.
+            clamped = asked - max(1, asked // 4)
+        if clamped < 1:
+            return False
+        body = orjson.loads(item.body)
+        body["max_tokens"] = clamped
+        item.body = orjson.dumps(body)
+        item.max_tokens = clamped
+        item.fields = {**(item.fields or {}), "clamped_max_tokens": clamped}
+        return True
+
+    def _cut_by_context(self, record: dict[str, Any], item: WorkItem) -> bool:
+        """Whether the server stopped the output because the context was full."""
+        if self.limit is None or record["finish_reason"] != "length":
+            return False
+        usage = record["usage"]
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if prompt is None or completion is None:
+            return False
+        asked = item.max_tokens
+        return prompt + completion >= self.limit and (asked is None or completion < asked)

@@ -15,7 +15,8 @@ Everything vbatch raises on purpose derives from :class:`VbatchError`::
     │   │   ├── ConnectError
     │   │   └── RequestTimeout
     │   ├── InvalidResponseError the server answered something that is not an OpenAI response
-    │   └── HTTPStatusError      the server answered 4xx/5xx (408, 429, 5xx retried)
+    │   ├── HTTPStatusError      the server answered 4xx/5xx (408, 429, 5xx retried)
+    │   └── ContextOverflowError a row does not fit the model's context (see vbatch.fit)
 
 aiohttp and OS errors are translated into these at the HTTP client boundary only.
 """
@@ -111,9 +112,30 @@ class HTTPStatusError(RequestError):
 
     error_type = "http_error"
 
-    def __init__(self, status_code: int, message: str, retry_after: float | None = None):
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+    ):
         self.status_code = status_code
         self.message = message
         self.retry_after = retry_after
+        self.param = param
+        self.code = code
         self.retryable = status_code in RETRYABLE_STATUS or status_code >= 500
         super().__init__(f"HTTP {status_code}: {message}")
+
+
+class ContextOverflowError(RequestError):
+    """A row does not fit the model's context under the ``--on-overflow`` policy."""
+
+    error_type = "context_overflow"
+
+    def __init__(self, message: str, status_code: int | None = None):
+        self.message = message
+        self.status_code = status_code
+        super().__init__(message)

@@ -104,9 +104,11 @@ class RequestBuilder:
         messages.append({"role": "user", "content": prompt})
         return {"messages": messages}
 
-    def body(self, content: dict[str, Any]) -> bytes:
-        """The JSON request body for a row's content."""
+    def body(self, content: dict[str, Any], max_tokens: int | None = None) -> bytes:
+        """The JSON request body for a row's content; ``max_tokens`` overrides a clamped row's."""
         payload = {**self._base, **content, **self._extra}
+        if max_tokens is not None and max_tokens != self.config.max_tokens:
+            payload["max_tokens"] = max_tokens
         return orjson.dumps(payload)
 
     def _prompt(self, row: RawRow, data: dict[str, Any]) -> str:

@@ -2,14 +2,14 @@
 
 It reads the input once, streaming: every row is parsed and turned into request content
 (so a bad row is found before the first request), rows are counted (the progress total),
-and each row's id is hashed into an 8-byte slot to find duplicate ids and, later, the rows
-the output already holds.
+each row's id is hashed into an 8-byte slot to find duplicate ids and, later, the rows the
+output already holds, and, when the context must be fitted, each prompt's tokens are
+counted exactly into a 4-byte slot.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from vbatch.errors import InputError
 from vbatch.ledger import id_hash
 from vbatch.readers import RawRow, read_rows
 from vbatch.requests import RequestBuilder
+from vbatch.tokens import TokenCounter
 
 
 @dataclass(slots=True)
@@ -48,20 +49,52 @@ def check_row(builder: RequestBuilder, row: RawRow) -> CheckedRow:
 
 @dataclass
 class InputScan:
-    """What the check pass found."""
+    """What the check pass found; ``prompt_tokens`` when it counted them (0 for bad rows)."""
 
     total: int
     bad: int
     id_hashes: np.ndarray
+    prompt_tokens: array[int] | None = None
+
+
+_COUNT_BATCH = 512
+
+
+class _Counts:
+    """Prompt-token counts by row index, filled a batch at a time."""
+
+    def __init__(self, counter: TokenCounter):
+        self.counter = counter
+        self.values: array[int] = array("I")
+        self._pending: list[tuple[int, dict[str, Any]]] = []
+
+    def add(self, index: int, content: dict[str, Any] | None) -> None:
+        self.values.append(0)
+        if content is not None:
+            self._pending.append((index, content))
+            if len(self._pending) >= _COUNT_BATCH:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        counted = self.counter.count([content for _, content in self._pending])
+        for (index, _), tokens in zip(self._pending, counted, strict=True):
+            self.values[index] = tokens
+        self._pending.clear()
 
 
 def scan_input(
     config: RunConfig,
     builder: RequestBuilder,
-    on_row: Callable[[int], None] | None = None,
+    counter: TokenCounter | None = None,
 ) -> InputScan:
-    """Check every row; raises InputError on the first bad row when ``on_bad_row`` is fail."""
+    """Check every row (and count its prompt tokens with ``counter``).
+
+    Raises InputError on the first bad row when ``on_bad_row`` is fail.
+    """
     hashes = array("q")
+    counts = _Counts(counter) if counter is not None else None
     bad = 0
     for row in read_rows(config.input, config.input_format):
         checked = check_row(builder, row)
@@ -70,11 +103,13 @@ def scan_input(
                 raise checked.error
             bad += 1
         hashes.append(id_hash(checked.row_id))
-        if on_row is not None and row.index % 65536 == 0:
-            on_row(row.index)
+        if counts is not None:
+            counts.add(row.index, checked.content)
+    if counts is not None:
+        counts.flush()
     id_hashes = np.frombuffer(hashes, dtype=np.int64) if hashes else np.empty(0, np.int64)
     _refuse_duplicates(config, builder, id_hashes)
-    return InputScan(len(hashes), bad, id_hashes)
+    return InputScan(len(hashes), bad, id_hashes, counts.values if counts else None)
 
 
 def _refuse_duplicates(config: RunConfig, builder: RequestBuilder, hashes: np.ndarray) -> None:

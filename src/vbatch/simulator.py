@@ -49,6 +49,8 @@ class SimConfig:
     api_key: str | None = field(default=None, repr=False)
     seed: int = 0
     keep_requests: int = 1000
+    tokenize_scale: float = 1.0
+    context_error_style: str = "vllm-0.32"
 
 
 @dataclass
@@ -199,25 +201,19 @@ class Simulator:
             )
         prompt_tokens = count_tokens(prompt)
         max_tokens = body.get("max_tokens") or (config.completion_tokens if chat else 16)
-        if max_tokens > config.max_model_len:
-            return self._error(
-                400,
-                f"max_tokens={max_tokens} cannot be greater than "
-                f"max_model_len={config.max_model_len}. Please request fewer output tokens.",
-            )
-        if prompt_tokens > config.max_model_len:
-            return self._error(
-                400,
-                f"This model's maximum context length is {config.max_model_len} tokens. However, "
-                f"your prompt contains at least {prompt_tokens} input tokens, which exceeds this "
-                "limit even without any output tokens.",
-            )
-        n_tokens = min(max_tokens, config.completion_tokens, config.max_model_len - prompt_tokens)
+        refusal = context_refusal(config, prompt_tokens, max_tokens)
+        if refusal is not None:
+            return self._json(refusal, 400)
+        natural = min(max_tokens, config.completion_tokens)
+        n_tokens = min(natural, config.max_model_len - prompt_tokens)
         delay = config.latency + n_tokens * config.token_latency
         if self._rng.random() < config.slow_rate:
             delay += config.slow_latency
         await self._occupy(delay)
-        return self._json(self._response(body, chat, prompt, prompt_tokens, n_tokens, max_tokens))
+        cut = n_tokens < natural
+        return self._json(
+            self._response(body, chat, prompt, prompt_tokens, n_tokens, max_tokens, cut)
+        )
 
     async def _occupy(self, delay: float) -> None:
         slots = self._slots_for_capacity()
@@ -249,12 +245,13 @@ class Simulator:
         prompt_tokens: int,
         n_tokens: int,
         max_tokens: int,
+        cut_by_context: bool,
     ) -> dict[str, Any]:
         choices = []
         completion_tokens = 0
         for i in range(int(body.get("n", 1))):
             text, reason = generate(prompt, i, n_tokens, body)
-            if reason == "length" and n_tokens < max_tokens:
+            if reason == "length" and n_tokens < max_tokens and not cut_by_context:
                 reason = "stop"
             completion_tokens += count_tokens(text)
             choice: dict[str, Any] = {"index": i, "finish_reason": reason, "logprobs": None}
@@ -289,9 +286,9 @@ class Simulator:
 
     async def tokenize(self, request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
-        words = prompt_text(body).split()
-        return self._json({"count": len(words), "max_model_len": self.config.max_model_len,
-                           "tokens": list(range(len(words)))})
+        count = int(len(prompt_text(body).split()) * self.config.tokenize_scale)
+        return self._json({"count": count, "max_model_len": self.config.max_model_len,
+                           "tokens": list(range(count))})
 
     async def metrics(self, request: web.Request) -> web.Response:
         c = self.counters
@@ -331,6 +328,50 @@ class Simulator:
 
     async def last_requests(self, request: web.Request) -> web.Response:
         return self._json(list(self.requests))
+
+
+def _error_body(message: str, param: str | None = None, code: Any = 400,
+                kind: str = "BadRequestError") -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def context_refusal(config: SimConfig, n: int, m: int) -> dict[str, Any] | None:
+    """The 400 body a server of ``config.context_error_style`` answers, or None if it serves.
+
+    ``vllm-0.32`` refuses only a too-large max_tokens or a prompt that does not fit alone and
+    silently cuts the output otherwise; the other styles refuse prompt + max_tokens > L in
+    the words of older vLLM versions and of llama.cpp.
+    """
+    limit = config.max_model_len
+    if m > limit:
+        return _error_body(f"max_tokens={m} cannot be greater than max_model_len={limit}. "
+                           "Please request fewer output tokens.", "max_tokens")
+    if n > limit:
+        return _error_body(
+            f"This model's maximum context length is {limit} tokens. However, your prompt "
+            f"contains at least {n} input tokens, which exceeds this limit even without any "
+            f"output tokens. Please reduce the length of the input prompt. "
+            f"(parameter=input_tokens, value={n})", "input_tokens")
+    if n + m <= limit or config.context_error_style == "vllm-0.32":
+        return None
+    messages = {
+        "requested": f"This model's maximum context length is {limit} tokens. However, you "
+                     f"requested {n + m} tokens ({n} in the messages, {m} in the completion). "
+                     "Please reduce the length of the messages or completion.",
+        "too-large": f"'max_tokens' or 'max_completion_tokens' is too large: {m}. This model's "
+                     f"maximum context length is {limit} tokens and your request has {n} input "
+                     f"tokens ({m} > {limit} - {n}).",
+        "you-passed": f"You passed {n} input tokens and requested {m} output tokens. However, "
+                      f"the model's context length is only {limit} tokens, resulting in a "
+                      f"maximum input length of {limit - m} tokens.",
+        "at-least": f"This model's maximum context length is {limit} tokens. However, you "
+                    f"requested {m} output tokens and your prompt contains at least {n} input "
+                    f"tokens, for a total of at least {n + m} tokens.",
+    }
+    if config.context_error_style == "llama-cpp":
+        return _error_body("the request exceeds the available context size",
+                           code="context_length_exceeded", kind="invalid_request_error")
+    return _error_body(messages[config.context_error_style])
 
 
 def bind_loopback(port: int = 0, host: str = "127.0.0.1") -> socket.socket:

@@ -58,6 +58,8 @@ class RunStats:
     total_rows: int = 0
     already_done: int = 0
     already_failed: int = 0
+    clamped: int = 0
+    context_truncated: int = 0
     ok: int = 0
     failed: int = 0
     prompt_tokens: int = 0
@@ -89,6 +91,10 @@ class RunStats:
         if usage:
             self.prompt_tokens += usage.get("prompt_tokens") or 0
             self.completion_tokens += usage.get("completion_tokens") or 0
+        if record.get("clamped_max_tokens") is not None:
+            self.clamped += 1
+        if record.get("context_truncated"):
+            self.context_truncated += 1
         latency = record.get("latency_s")
         if latency is not None:
             self.latency.add(latency)
@@ -113,6 +119,8 @@ class RunStats:
             "rows_total": self.total_rows,
             "rows_already_done": self.already_done,
             "rows_failed_earlier": self.already_failed,
+            "rows_clamped": self.clamped,
+            "rows_cut_by_context": self.context_truncated,
             "rows_ok": self.ok,
             "rows_failed": self.failed,
             "wall_time_s": round(elapsed, 3),
@@ -151,6 +159,12 @@ class RunStats:
         if lat["p50"] is not None:
             lines.append(f"latency: p50 {lat['p50']:.3f} s, p95 {lat['p95']:.3f} s, "
                          f"p99 {lat['p99']:.3f} s")
+        if self.clamped:
+            lines.append(f"clamped: max_tokens lowered to fit the context on {self.clamped} rows "
+                         "(their records say clamped_max_tokens)")
+        if self.context_truncated:
+            lines.append(f"cut by the context: {self.context_truncated} outputs stopped because "
+                         "the context was full (their records say context_truncated)")
         for key, failure in data["failures"].items():
             lines.append(f"failed: {failure['count']} x {key}: {failure['example']}")
         if self.already_failed:

@@ -1,0 +1,123 @@
+"""Exact prompt-token counts, the way vLLM counts them.
+
+Chat rows are rendered with the model's own chat template (``add_generation_prompt``) and
+the text tokenized without adding special tokens again; completions prompts are tokenized
+with the tokenizer's special tokens, as vLLM does by default. :class:`LocalTokenCounter`
+does it with the model's tokenizer, in batches; :class:`RemoteTokenCounter` asks the
+server's ``/tokenize`` when only the server knows the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from vbatch.client import HTTPClient
+from vbatch.errors import ConfigError, RequestError
+
+CONTEXT_KEYS = ("max_position_embeddings", "max_sequence_length", "n_positions", "seq_length",
+                "max_seq_len")
+
+
+class TokenCounter(Protocol):
+    """Counts the prompt tokens of a batch of request contents (``messages`` or ``prompt``)."""
+
+    def count(self, contents: list[dict[str, Any]]) -> list[int]: ...
+
+
+class LocalTokenCounter:
+    """Counts with the model's own tokenizer (a model directory or a hub name)."""
+
+    def __init__(self, model: str):
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise ConfigError(
+                "counting tokens locally needs transformers: pip install 'vbatch[cpu]'"
+            ) from None
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load the tokenizer of {model}: {exc}") from None
+
+    def count(self, contents: list[dict[str, Any]]) -> list[int]:
+        chats = [i for i, c in enumerate(contents) if "messages" in c]
+        counts = [0] * len(contents)
+        if chats:
+            texts = [
+                self.tokenizer.apply_chat_template(
+                    contents[i]["messages"], add_generation_prompt=True, tokenize=False
+                )
+                for i in chats
+            ]
+            encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            for i, ids in zip(chats, encoded, strict=True):
+                counts[i] = len(ids)
+        prompts = [i for i, c in enumerate(contents) if "messages" not in c]
+        if prompts:
+            encoded = self.tokenizer([contents[i]["prompt"] for i in prompts])["input_ids"]
+            for i, ids in zip(prompts, encoded, strict=True):
+                counts[i] = len(ids)
+        return counts
+
+
+class RemoteTokenCounter:
+    """Counts with the server's ``/tokenize``, from a worker thread, on the client's loop."""
+
+    def __init__(
+        self,
+        client: HTTPClient,
+        model: str,
+        loop: asyncio.AbstractEventLoop,
+        concurrency: int = 64,
+    ):
+        self.client = client
+        self.model = model
+        self.loop = loop
+        self.concurrency = concurrency
+
+    def count(self, contents: list[dict[str, Any]]) -> list[int]:
+        future = asyncio.run_coroutine_threadsafe(self.count_async(contents), self.loop)
+        return future.result()
+
+    async def count_async(self, contents: list[dict[str, Any]]) -> list[int]:
+        """Count on the client's own loop."""
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def one(content: dict[str, Any]) -> int:
+            body: dict[str, Any] = {"model": self.model, **content}
+            if "messages" in content:
+                body["add_generation_prompt"] = True
+            async with semaphore:
+                answer = await self.client.post_json("/tokenize", orjson.dumps(body))
+            count = answer.get("count")
+            if not isinstance(count, int):
+                raise RequestError("/tokenize answered without a count")
+            return count
+
+        return list(await asyncio.gather(*(one(c) for c in contents)))
+
+
+def model_context_limit(model: str) -> int | None:
+    """The model's own context length, from its ``config.json``."""
+    path = Path(model) / "config.json"
+    config: dict[str, Any]
+    if path.exists():
+        config = json.loads(path.read_text())
+    else:
+        try:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(model).to_dict()
+        except Exception:  # no config reachable: the server will tell
+            return None
+    for source in (config, config.get("text_config") or {}):
+        for key in CONTEXT_KEYS:
+            value = source.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+    return None

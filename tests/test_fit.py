@@ -1,0 +1,198 @@
+"""Every request fits: the policy, vLLM's context errors, the plan (simulator and units)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vbatch import RunConfig, run
+from vbatch.errors import HTTPStatusError
+from vbatch.fit import ContextError, fit_row, fitting_limit, parse_context_error
+from vbatch.plan import make_plan
+
+from .conftest import SimulatorProcess, read_jsonl, run_cli, write_jsonl
+
+
+def test_fit_row_policies() -> None:
+    assert fit_row(10, 20, 50, "clamp").max_tokens == 20
+    clamped = fit_row(40, 20, 50, "clamp")
+    assert clamped.clamped and clamped.max_tokens == 10
+    skipped = fit_row(40, 20, 50, "skip")
+    assert skipped.problem is not None
+    assert "40 prompt tokens + max_tokens 20 = 60 > " in skipped.problem
+    for policy in ("clamp", "skip"):
+        assert fit_row(50, 20, 50, policy).problem is not None
+    assert fit_row(49, None, 50, "clamp").max_tokens is None
+
+
+def test_fitting_limit_rounds_up_and_caps() -> None:
+    assert fitting_limit(300, None) == 512
+    assert fitting_limit(512, None) == 512
+    assert fitting_limit(513, 8192) == 768
+    assert fitting_limit(10_000, 8192) == 8192
+    assert fitting_limit(3, None) == 256
+
+
+@pytest.mark.parametrize(
+    ("message", "param", "code", "expected"),
+    [
+        ("This model's maximum context length is 4096 tokens. However, you requested 4200 tokens "
+         "(4000 in the messages, 200 in the completion). Please reduce the length of the "
+         "messages or completion.", None, None, ContextError(4096, 4000, 200)),
+        ("'max_tokens' or 'max_completion_tokens' is too large: 300. This model's maximum context "
+         "length is 512 tokens and your request has 400 input tokens (300 > 512 - 400).",
+         None, None, ContextError(512, 400, 300)),
+        ("You passed 600 input tokens and requested 100 output tokens. However, the model's "
+         "context length is only 512 tokens, resulting in a maximum input length of 412 tokens.",
+         None, None, ContextError(512, 600, 100)),
+        ("This model's maximum context length is 128000 tokens. However, you requested 65535 "
+         "output tokens and your prompt contains at least 62466 input tokens, for a total of at "
+         "least 128001 tokens.", None, None, ContextError(128000, 62466, 65535)),
+        ("This model's maximum context length is 2048 tokens. However, your prompt contains at "
+         "least 2049 input tokens, which exceeds this limit even without any output tokens.",
+         "input_tokens", 400, ContextError(2048, 2049, None)),
+        ("max_tokens=5000 cannot be greater than max_model_len=2048. Please request fewer output "
+         "tokens. (parameter=max_tokens, value=5000)", "max_tokens", 400,
+         ContextError(2048, None, 5000)),
+        ("The decoder prompt (length 3000) is longer than the maximum model length of 2048.",
+         None, None, ContextError(2048, 3000, None)),
+        ("the request exceeds the available context size", None, "context_length_exceeded",
+         ContextError()),
+    ],
+)
+def test_every_known_context_error_is_recognised(
+    message: str, param: str | None, code: Any, expected: ContextError
+) -> None:
+    error = HTTPStatusError(400, message, param=param, code=code)
+    assert parse_context_error(error) == expected
+
+
+def test_other_errors_are_not_context_errors() -> None:
+    assert parse_context_error(HTTPStatusError(400, "temperature must be positive")) is None
+    assert parse_context_error(HTTPStatusError(503, "maximum context length is 5")) is None
+
+
+def test_plan_quantiles_histogram_and_limit() -> None:
+    plan = make_plan(list(range(1, 101)), max_tokens=50, model_limit=8192, max_model_len=None)
+    assert plan.quantiles == {"min": 1, "max": 100, "p50": 50, "p95": 95, "p99": 99}
+    assert plan.fitting_max_model_len == 256
+    assert sum(count for _, count in plan.histogram) == 100
+    assert plan.histogram[0] == (16, 16)
+
+
+def words(count: int) -> str:
+    return " ".join(f"w{i}" for i in range(count))
+
+
+def overflow_rows(tmp_path: Path) -> Path:
+    # The simulator counts whitespace words; chat adds one word ("user:") per message.
+    rows = [{"id": "short", "prompt": words(9)}, {"id": "clamp", "prompt": words(39)},
+            {"id": "huge", "prompt": words(59)}]
+    return write_jsonl(tmp_path / "in.jsonl", rows)
+
+
+def overflow_run(sim: SimulatorProcess, tmp_path: Path, policy: str) -> dict[str, Any]:
+    sim.configure(max_model_len=50, completion_tokens=100)
+    cfg = RunConfig(input=overflow_rows(tmp_path), output=tmp_path / f"{policy}.jsonl",
+                    base_url=sim.url, quiet=True, max_tokens=20, on_overflow=policy)  # type: ignore[arg-type]
+    result = run(cfg)
+    return {"result": result,
+            "records": {r["id"]: r for r in read_jsonl(tmp_path / f"{policy}.jsonl")}}
+
+
+def test_clamp_lowers_max_tokens_and_fails_what_cannot_fit(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    outcome = overflow_run(simulator, tmp_path, "clamp")
+    records = outcome["records"]
+    assert records["short"]["status"] == "ok" and "clamped_max_tokens" not in records["short"]
+    assert records["short"]["usage"] == {"prompt_tokens": 10, "completion_tokens": 20}
+    assert records["clamp"]["status"] == "ok"
+    assert records["clamp"]["clamped_max_tokens"] == 10
+    assert records["clamp"]["usage"]["completion_tokens"] == 10
+    assert records["huge"]["status"] == "failed"
+    assert records["huge"]["error"]["type"] == "context_overflow"
+    assert "60 tokens and the context is 50" in records["huge"]["error"]["message"]
+    assert outcome["result"].stats.clamped == 1
+    assert {b["messages"][0]["content"][:3] for b in simulator.requests()} == {"w0 "}
+    assert len(simulator.requests()) == 2
+
+
+def test_skip_records_context_overflow_with_numbers(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    records = overflow_run(simulator, tmp_path, "skip")["records"]
+    assert records["short"]["status"] == "ok"
+    assert records["clamp"]["status"] == "failed"
+    assert records["clamp"]["error"]["type"] == "context_overflow"
+    assert "40 prompt tokens + max_tokens 20 = 60 > the context of 50" in (
+        records["clamp"]["error"]["message"])
+    assert records["huge"]["error"]["type"] == "context_overflow"
+    assert len(simulator.requests()) == 1
+
+
+def test_fail_stops_before_sending_and_lists_ids(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    simulator.configure(max_model_len=50)
+    result = run_cli("run", str(overflow_rows(tmp_path)), "-o", str(tmp_path / "out.jsonl"),
+                     "--base-url", simulator.url, "--max-tokens", "20", "--on-overflow", "fail")
+    assert result.returncode == 2
+    assert "2 rows do not fit a context of 50 tokens" in result.stderr
+    assert "clamp (40 tokens)" in result.stderr and "huge (60 tokens)" in result.stderr
+    assert simulator.stats()["requests_seen"] == 0
+
+
+@pytest.mark.parametrize("style", ["requested", "too-large", "you-passed", "at-least"])
+def test_tokenizer_mismatch_400_is_clamped_and_retried_once(
+    simulator: SimulatorProcess, tmp_path: Path, style: str
+) -> None:
+    simulator.configure(max_model_len=50, completion_tokens=100, tokenize_scale=0.5,
+                        context_error_style=style)
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": words(39)}])
+    result = run(RunConfig(input=source, output=tmp_path / "out.jsonl", base_url=simulator.url,
+                           quiet=True, max_tokens=20))
+    (record,) = read_jsonl(tmp_path / "out.jsonl")
+    assert result.exit_code == 0
+    assert record["status"] == "ok" and record["attempts"] == 2
+    assert record["clamped_max_tokens"] == 10
+    assert record["usage"]["completion_tokens"] == 10
+
+
+def test_unnumbered_context_error_never_crashes(simulator: SimulatorProcess, tmp_path: Path
+                                                ) -> None:
+    simulator.configure(max_model_len=50, completion_tokens=100, tokenize_scale=0.5,
+                        context_error_style="llama-cpp")
+    rows = [{"id": "a", "prompt": words(34)}, {"id": "b", "prompt": words(45)}]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    run(RunConfig(input=source, output=tmp_path / "out.jsonl", base_url=simulator.url,
+                  quiet=True, max_tokens=20))
+    records = {r["id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
+    assert records["a"]["status"] == "ok" and records["a"]["clamped_max_tokens"] == 15
+    assert records["b"]["status"] == "failed"
+    assert records["b"]["error"]["type"] == "context_overflow"
+    assert records["b"]["attempts"] == 2
+
+
+def test_silent_cut_by_the_context_is_flagged(simulator: SimulatorProcess, tmp_path: Path
+                                              ) -> None:
+    simulator.configure(max_model_len=50, completion_tokens=100, tokenize_scale=0.5)
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": words(39)}])
+    stats = tmp_path / "stats.json"
+    result = run_cli("run", str(source), "-o", str(tmp_path / "out.jsonl"), "--base-url",
+                     simulator.url, "--max-tokens", "20", "--stats-json", str(stats))
+    (record,) = read_jsonl(tmp_path / "out.jsonl")
+    assert record["finish_reason"] == "length" and record["context_truncated"] is True
+    assert record["usage"]["completion_tokens"] == 10
+    assert "cut by the context: 1 outputs" in result.stderr
+    assert '"rows_cut_by_context": 1' in stats.read_text()
+
+
+def test_no_tokenize_endpoint_still_runs(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "hello"}])
+    result = run_cli("run", str(source), "-o", str(tmp_path / "out.jsonl"), "--base-url",
+                     simulator.url + "/../nothing/v1")
+    assert result.returncode in (0, 1, 2)
+    assert "Traceback" not in result.stderr
