@@ -188,3 +188,18 @@ def test_bad_model_path_fails_with_hint(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "Hint: the model path or name looks wrong" in result.stderr
     assert "Last lines of" in result.stderr
+
+
+def test_adaptive_concurrency_follows_the_real_server(vllm_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    stats = tmp_path / "stats.json"
+    run_ok("run", str(prompts(tmp_path, 400)), "-o", str(out), "--base-url", vllm_url,
+           "--max-tokens", "24", "--stats-json", str(stats), "--quiet")
+    trace = json.loads(stats.read_text())["concurrency_trace"]
+    assert trace, "the controller read the server's /metrics"
+    assert max(sample["running"] for sample in trace) > 0
+    assert max(sample["limit"] for sample in trace) < 1024
+    queued = [s for s in trace if s["waiting"] > 0]
+    for sample in queued:
+        assert sample["limit"] <= sample["running"] + max(4, -(-sample["running"] // 10))
+    assert len(read_jsonl(out)) == 400

@@ -49,6 +49,15 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _parse_concurrency(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither 'auto' nor a number") from None
+
+
 def _parse_extra_body(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     if value is None:
         return None
@@ -85,8 +94,11 @@ def main() -> None:
 @click.option("--seed", type=int, help="Sampling seed, for reproducible outputs.")
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
 @click.option("--n", type=int, default=1, show_default=True, help="Completions per row.")
-@click.option("--concurrency", type=int, default=256, show_default=True,
-              help="Most requests in flight at once.")
+@click.option("--concurrency", default="auto", show_default=True, callback=_parse_concurrency,
+              help="Requests in flight: 'auto' follows the server's load (vLLM /metrics), "
+              "a number fixes it.")
+@click.option("--max-concurrency", type=int, default=1024, show_default=True,
+              help="Ceiling of --concurrency auto.")
 @click.option("--id-field", default="id", show_default=True,
               help="Input field with the row's id (else the row's 0-based index).")
 @click.option("--prompt-field", default="prompt", show_default=True,

@@ -35,7 +35,8 @@ class RunConfig:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     n: int = 1
-    concurrency: int = 256
+    concurrency: int | str = "auto"
+    max_concurrency: int = 1024
     id_field: str = "id"
     prompt_field: str = "prompt"
     system: str | None = None
@@ -88,7 +89,13 @@ class RunConfig:
                 f"--input-format must be one of {', '.join(INPUT_FORMATS)}, "
                 f"not {self.input_format!r}"
             )
-        positive = {"--concurrency": self.concurrency, "--n": self.n}
+        if self.concurrency != "auto" and (
+            isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int)
+        ):
+            raise ConfigError(f"--concurrency must be 'auto' or a number, not {self.concurrency!r}")
+        positive = {"--n": self.n, "--max-concurrency": self.max_concurrency}
+        if isinstance(self.concurrency, int):
+            positive["--concurrency"] = self.concurrency
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
@@ -125,6 +132,11 @@ class RunConfig:
             if value:
                 return value
         return None
+
+    @property
+    def pool_size(self) -> int:
+        """Most requests that can ever be in flight."""
+        return self.concurrency if isinstance(self.concurrency, int) else self.max_concurrency
 
     def generation_params(self) -> dict[str, Any]:
         """The options that decide what a row's result is; a resumed run must match them."""

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from vbatch.concurrency import ConcurrencyLimit
 from vbatch.errors import ContextOverflowError, HTTPStatusError, RequestError, TransportError
 from vbatch.fit import ContextError, parse_context_error
 from vbatch.records import failed_record, ok_record
@@ -56,7 +57,11 @@ def backoff_delay(attempt: int, base: float, retry_after: float | None) -> float
 
 
 class Dispatcher:
-    """Sends every work item under a concurrency bound and hands each record to ``sink``."""
+    """Sends every work item under a concurrency bound and hands each record to ``sink``.
+
+    ``concurrency`` workers run; with ``bound``, they also wait for a slot of that
+    adjustable limit (adaptive concurrency).
+    """
 
     def __init__(
         self,
@@ -74,6 +79,7 @@ class Dispatcher:
         recover: Callable[[], Awaitable[bool]] | None = None,
         limit: int | None = None,
         clamp: bool = True,
+        bound: ConcurrencyLimit | None = None,
     ):
         self.client = client
         self.route = route
@@ -88,6 +94,7 @@ class Dispatcher:
         self.recover = recover
         self.limit = limit
         self.clamp = clamp
+        self.bound = bound
         self.in_flight = 0
         self.interrupted = False
         self._stop = asyncio.Event()
@@ -149,15 +156,20 @@ class Dispatcher:
 
     async def _worker(self) -> None:
         queue = self._queue
+        bound = self.bound
         while True:
             item = await queue.get()
             if item is None:
                 return
+            if bound is not None:
+                await bound.acquire()
             self.in_flight += 1
             try:
                 record = await self.send(item)
             finally:
                 self.in_flight -= 1
+                if bound is not None:
+                    bound.release()
             self.sink(record)
 
     async def send(self, item: WorkItem) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 
 from vbatch.client import HTTPClient
+from vbatch.concurrency import AdaptiveController, ConcurrencyLimit
 from vbatch.config import RunConfig
 from vbatch.dispatch import Dispatcher, WorkItem
 from vbatch.errors import ConfigError, ContextOverflowError
@@ -43,6 +44,9 @@ class RunResult:
         if self.interrupted:
             return 130
         return 1 if self.stats.failed or self.stats.already_failed else 0
+
+
+START_CONCURRENCY = 256
 
 
 class Job:
@@ -136,17 +140,25 @@ class Job:
             writer.add(record)
             stats.add(record)
 
+        controller = None
+        bound = None
+        if config.concurrency == "auto":
+            bound = ConcurrencyLimit(min(START_CONCURRENCY, config.max_concurrency))
+            controller = AdaptiveController(bound, maximum=config.max_concurrency,
+                                            clock=self.clock)
         dispatcher = Dispatcher(
             client, self.route, sink, endpoint=config.endpoint, n=config.n,
-            concurrency=config.concurrency, max_retries=config.max_retries,
+            concurrency=config.pool_size, max_retries=config.max_retries,
             retry_base_delay=config.retry_base_delay, shutdown_grace=config.shutdown_grace,
             clock=self.clock, recover=recover, limit=self.limit,
-            clamp=config.on_overflow == "clamp",
+            clamp=config.on_overflow == "clamp", bound=bound,
         )
         progress = Progress(stats, self.stream, mode=self._progress_mode())
         stats.start()
         background = [asyncio.create_task(writer.run_checkpoints()),
                       asyncio.create_task(progress.run())]
+        if controller is not None:
+            background.append(asyncio.create_task(controller.run(client)))
         restore = _install_signal_handlers(dispatcher.stop) if handle_signals else None
         try:
             await dispatcher.run(self._work())
@@ -160,6 +172,11 @@ class Job:
             writer.close()
             stats.finish()
             progress.close()
+        if controller is not None:
+            stats.concurrency_trace = [
+                {**vars(sample), "t": round(sample.t - stats.started, 3)}
+                for sample in controller.trace
+            ]
         result = RunResult(stats, interrupted=dispatcher.interrupted)
         self._finish(result)
         return result

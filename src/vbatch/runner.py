@@ -73,7 +73,7 @@ async def arun(
 
 
 def _client(config: RunConfig, root: str, api_key: str | None) -> HTTPClient:
-    return HTTPClient(root, api_key=api_key, pool_size=config.concurrency,
+    return HTTPClient(root, api_key=api_key, pool_size=config.pool_size,
                       timeout=config.request_timeout)
 
 

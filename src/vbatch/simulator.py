@@ -50,6 +50,7 @@ class SimConfig:
     seed: int = 0
     keep_requests: int = 1000
     tokenize_scale: float = 1.0
+    metrics: bool = True
     context_error_style: str = "vllm-0.32"
 
 
@@ -291,6 +292,8 @@ class Simulator:
                            "tokens": list(range(count))})
 
     async def metrics(self, request: web.Request) -> web.Response:
+        if not self.config.metrics:
+            return web.Response(status=404, text="Not Found")
         c = self.counters
         capacity = self.config.capacity or max(1, c.running)
         lines = [

@@ -66,6 +66,7 @@ class RunStats:
     completion_tokens: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     failures: dict[str, FailureGroup] = field(default_factory=dict)
+    concurrency_trace: list[dict[str, Any]] | None = None
     started: float = 0.0
     finished: float | None = None
 
@@ -138,6 +139,7 @@ class RunStats:
                 key: {"count": group.count, "example": group.example}
                 for key, group in sorted(self.failures.items(), key=lambda kv: -kv[1].count)
             },
+            "concurrency_trace": self.concurrency_trace,
         }
 
     def summary_text(self) -> str:

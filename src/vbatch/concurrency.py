@@ -1,0 +1,197 @@
+"""Adaptive concurrency: as many requests in flight as keep the server's batch full.
+
+The controller reads vLLM's Prometheus ``/metrics`` about once a second and steers an
+adjustable bound on vbatch's in-flight requests:
+
+- **back off** when the server preempts requests (its KV cache ran out under running
+  sequences, which then are recomputed): the bound drops to 90% of what is running and is
+  held there for 5 seconds;
+- **hold a small queue** once requests wait or the KV cache is full: the bound becomes
+  ``running + target queue``, with a target of ``max(4, 10% of running)`` waiting requests,
+  so a finished sequence is replaced at once and the batch never runs dry, without piling
+  requests up in the server's queue;
+- **slow start** while the server has no queue, vbatch uses its whole bound and the server
+  has taken in what vbatch sent (running + waiting reaches 90% of vbatch's in-flight
+  requests; requests still being received or tokenized are not in either gauge yet): the
+  bound grows by half each step (the server could take more).
+
+The bound stays within ``[minimum, maximum]`` (``--max-concurrency``). Without ``/metrics``
+(a server other than vLLM) it stays at ``maximum``: a fixed bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vbatch.client import HTTPClient
+from vbatch.errors import RequestError
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+([-+0-9.eEinfNa]+)", re.M)
+RUNNING = ("vllm:num_requests_running",)
+WAITING = ("vllm:num_requests_waiting",)
+KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "vllm:cpu_cache_usage_perc")
+PREEMPTIONS = ("vllm:num_preemptions_total", "vllm:num_preemptions")
+
+
+@dataclass(frozen=True)
+class ServerLoad:
+    """What the server's metrics say, summed over its engines."""
+
+    running: float
+    waiting: float
+    kv_usage: float | None
+    preemptions: float | None
+
+
+def parse_metrics(text: str) -> ServerLoad | None:
+    """The load in a Prometheus text page, or None when it has no vLLM request gauges."""
+    values: dict[str, list[float]] = {}
+    for name, value in _SAMPLE.findall(text):
+        try:
+            values.setdefault(name, []).append(float(value))
+        except ValueError:
+            continue
+
+    def total(names: tuple[str, ...]) -> float | None:
+        for name in names:
+            if name in values:
+                return sum(values[name])
+        return None
+
+    def highest(names: tuple[str, ...]) -> float | None:
+        for name in names:
+            if name in values:
+                return max(values[name])
+        return None
+
+    running, waiting = total(RUNNING), total(WAITING)
+    if running is None or waiting is None:
+        return None
+    return ServerLoad(running, waiting, highest(KV_USAGE), total(PREEMPTIONS))
+
+
+class ConcurrencyLimit:
+    """A bound on requests in flight that can be changed while requests wait for it."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.in_flight < self.limit and not self._waiters:
+            self.in_flight += 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()
+            raise
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def set(self, limit: int) -> None:
+        self.limit = limit
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.limit:
+            future = self._waiters.popleft()
+            if not future.done():
+                self.in_flight += 1
+                future.set_result(None)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One step of the controller, for traces and plots."""
+
+    t: float
+    limit: int
+    in_flight: int
+    running: float
+    waiting: float
+
+
+class AdaptiveController:
+    """Steers a :class:`ConcurrencyLimit` from the server's load (see the module's doc)."""
+
+    def __init__(
+        self,
+        limit: ConcurrencyLimit,
+        *,
+        minimum: int = 4,
+        maximum: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+        trace_size: int = 3600,
+    ):
+        self.limit = limit
+        self.minimum = minimum
+        self.maximum = maximum
+        self.clock = clock
+        self.trace: deque[Sample] = deque(maxlen=trace_size)
+        self._preemptions: float | None = None
+        self._hold_until = 0.0
+
+    def _bounded(self, value: float) -> int:
+        return max(self.minimum, min(self.maximum, int(value)))
+
+    def update(self, load: ServerLoad) -> int:
+        """One control step; returns the new bound."""
+        now = self.clock()
+        current = self.limit.limit
+        preempted = (
+            load.preemptions is not None
+            and self._preemptions is not None
+            and load.preemptions > self._preemptions
+        )
+        self._preemptions = load.preemptions
+        kv_full = load.kv_usage is not None and load.kv_usage >= 0.98
+        target_queue = max(4, math.ceil(0.1 * load.running))
+        if preempted:
+            new = self._bounded(0.9 * load.running)
+            self._hold_until = now + 5.0
+        elif now < self._hold_until:
+            new = current
+        elif load.waiting > 0 or kv_full:
+            new = self._bounded(load.running + target_queue)
+        elif self.limit.in_flight >= 0.9 * current and (
+            load.running + load.waiting >= 0.9 * self.limit.in_flight
+        ):
+            new = self._bounded(max(current * 1.5, current + target_queue))
+        else:
+            new = current
+        self.limit.set(new)
+        self.trace.append(Sample(now, new, self.limit.in_flight, load.running, load.waiting))
+        return new
+
+    async def run(self, client: HTTPClient, path: str = "/metrics", interval: float = 1.0
+                  ) -> None:
+        """Poll ``path`` and steer until cancelled; a fixed bound when there are no metrics."""
+        misses = 0
+        seen = False
+        while True:
+            try:
+                load = parse_metrics(await client.get_text(path))
+            except RequestError:
+                load = None
+            if load is not None:
+                seen = True
+                self.update(load)
+            elif not seen:
+                misses += 1
+                if misses >= 3:
+                    self.limit.set(self.maximum)
+                    return
+            await asyncio.sleep(interval)

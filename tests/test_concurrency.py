@@ -1,0 +1,147 @@
+"""Adaptive concurrency: metrics parsing, the control rule, the adjustable bound."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from vbatch import RunConfig, run
+from vbatch.concurrency import AdaptiveController, ConcurrencyLimit, ServerLoad, parse_metrics
+
+from .conftest import SimulatorProcess, read_jsonl, write_jsonl
+
+VLLM_METRICS = """# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 30.0
+vllm:num_requests_running{engine="1",model_name="m"} 12.0
+vllm:num_requests_waiting{engine="0",model_name="m"} 5.0
+vllm:num_requests_waiting{engine="1",model_name="m"} 0.0
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.42
+vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.61
+vllm:num_preemptions_total{engine="0",model_name="m"} 3.0
+"""
+
+
+def test_parse_metrics_sums_engines() -> None:
+    assert parse_metrics(VLLM_METRICS) == ServerLoad(42.0, 5.0, 0.61, 3.0)
+
+
+def test_parse_metrics_old_names_and_absence() -> None:
+    old = ('vllm:num_requests_running{model_name="m"} 8\n'
+           'vllm:num_requests_waiting{model_name="m"} 0\n'
+           'vllm:gpu_cache_usage_perc{model_name="m"} 0.99\n')
+    assert parse_metrics(old) == ServerLoad(8.0, 0.0, 0.99, None)
+    assert parse_metrics("process_cpu_seconds_total 3.2\n") is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def controller(start: int, maximum: int = 1024) -> tuple[AdaptiveController, ConcurrencyLimit,
+                                                          Clock]:
+    clock = Clock()
+    bound = ConcurrencyLimit(start)
+    return AdaptiveController(bound, maximum=maximum, clock=clock), bound, clock
+
+
+def test_slow_start_while_the_server_has_room() -> None:
+    ctl, bound, clock = controller(64)
+    bound.in_flight = 64
+    assert ctl.update(ServerLoad(64, 0, 0.2, 0)) == 96
+    bound.in_flight = 30
+    clock.now += 1
+    assert ctl.update(ServerLoad(30, 0, 0.2, 0)) == 96
+
+
+def test_no_growth_until_the_server_has_taken_in_the_requests() -> None:
+    ctl, bound, _ = controller(96)
+    bound.in_flight = 96
+    assert ctl.update(ServerLoad(10, 0, 0.1, 0)) == 96
+    assert ctl.update(ServerLoad(90, 0, 0.1, 0)) == 144
+
+
+def test_queue_target_once_requests_wait() -> None:
+    ctl, bound, _ = controller(400)
+    assert ctl.update(ServerLoad(256, 144, 0.5, 0)) == 256 + 26
+    assert ctl.update(ServerLoad(20, 3, 0.5, 0)) == 24
+
+
+def test_back_off_on_preemptions_then_hold() -> None:
+    ctl, bound, clock = controller(300)
+    ctl.update(ServerLoad(200, 10, 0.8, 5))
+    assert ctl.update(ServerLoad(200, 10, 0.8, 9)) == 180
+    clock.now += 2
+    bound.in_flight = 180
+    assert ctl.update(ServerLoad(180, 0, 0.8, 9)) == 180
+    clock.now += 4
+    assert ctl.update(ServerLoad(180, 0, 0.8, 9)) == 270
+
+
+def test_full_kv_cache_stops_growth() -> None:
+    ctl, bound, _ = controller(200)
+    bound.in_flight = 200
+    assert ctl.update(ServerLoad(150, 0, 0.99, 0)) == 165
+
+
+def test_bound_respects_the_ceiling() -> None:
+    ctl, bound, _ = controller(100, maximum=120)
+    bound.in_flight = 100
+    assert ctl.update(ServerLoad(100, 0, 0.1, 0)) == 120
+
+
+def test_limit_can_shrink_and_grow_while_waiting() -> None:
+    async def main() -> list[int]:
+        bound = ConcurrencyLimit(2)
+        peaks: list[int] = []
+
+        async def job() -> None:
+            await bound.acquire()
+            peaks.append(bound.in_flight)
+            await asyncio.sleep(0.01)
+            bound.release()
+
+        tasks = [asyncio.create_task(job()) for _ in range(40)]
+        await asyncio.sleep(0.015)
+        bound.set(5)
+        await asyncio.sleep(0.015)
+        bound.set(1)
+        await asyncio.gather(*tasks)
+        return peaks
+
+    peaks = asyncio.run(main())
+    assert len(peaks) == 40 and max(peaks) == 5 and peaks[-1] == 1
+
+
+def rows(tmp_path: Path, count: int) -> Path:
+    return write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"p {i}"} for i in range(count)])
+
+
+def test_converges_near_capacity_not_at_the_ceiling(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    simulator.configure(capacity=100, latency=0.3)
+    stats = tmp_path / "stats.json"
+    result = run(RunConfig(input=rows(tmp_path, 2500), output=tmp_path / "out.jsonl",
+                           base_url=simulator.url, quiet=True, stats_json=stats))
+    assert result.exit_code == 0
+    trace = json.loads(stats.read_text())["concurrency_trace"]
+    settled = [sample["limit"] for sample in trace[3:-2]]
+    assert settled and all(100 <= limit <= 115 for limit in settled), settled
+    assert 100 <= simulator.stats()["peak_in_flight"] <= 160
+    elapsed = json.loads(stats.read_text())["wall_time_s"]
+    assert 2500 / elapsed >= 0.8 * 100 / 0.3
+
+
+def test_without_metrics_the_bound_is_fixed(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    simulator.configure(metrics=False, latency=1.0)
+    result = run(RunConfig(input=rows(tmp_path, 600), output=tmp_path / "out.jsonl",
+                           base_url=simulator.url, quiet=True, max_concurrency=200))
+    assert result.exit_code == 0
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 600
+    assert simulator.stats()["peak_in_flight"] == 200
