@@ -67,7 +67,7 @@ def test_no_growth_until_the_server_has_taken_in_the_requests() -> None:
 
 
 def test_queue_target_once_requests_wait() -> None:
-    ctl, bound, _ = controller(400)
+    ctl, _, _ = controller(400)
     assert ctl.update(ServerLoad(256, 144, 0.5, 0)) == 256 + 26
     assert ctl.update(ServerLoad(20, 3, 0.5, 0)) == 24
 
@@ -131,9 +131,9 @@ def test_converges_near_capacity_not_at_the_ceiling(
                            base_url=simulator.url, quiet=True, stats_json=stats))
     assert result.exit_code == 0
     trace = json.loads(stats.read_text())["concurrency_trace"]
-    settled = [sample["limit"] for sample in trace[3:-2]]
-    assert settled and all(100 <= limit <= 115 for limit in settled), settled
-    assert 100 <= simulator.stats()["peak_in_flight"] <= 160
+    settled = trace[3:-2]
+    assert settled and all(100 <= s["limit"] <= 115 for s in settled), settled
+    assert all(s["in_flight"] <= 115 for s in settled)
     elapsed = json.loads(stats.read_text())["wall_time_s"]
     assert 2500 / elapsed >= 0.8 * 100 / 0.3
 
