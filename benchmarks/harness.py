@@ -64,18 +64,31 @@ class Measured:
     returncode: int
 
 
-def measure(command: list[str], cpu: int | None = 0) -> Measured:
-    """Run ``command`` (pinned to ``cpu``) and measure it with wait4's resource usage."""
+def measure(command: list[str], cpu: int | None = 0, kill_after: float | None = None
+            ) -> Measured:
+    """Run ``command`` (pinned to ``cpu``) and measure it with wait4's resource usage.
+
+    With ``kill_after``, a command still running then is killed (``returncode`` -9) and
+    measured as it was.
+    """
     start = time.perf_counter()
     process = subprocess.Popen(pinned(cpu, command), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+                               stderr=subprocess.DEVNULL if kill_after else subprocess.PIPE)
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG if kill_after else 0)
+        if pid:
+            break
+        if kill_after is not None and time.perf_counter() - start > kill_after:
+            process.kill()
+            _, status, usage = os.wait4(process.pid, 0)
+            break
+        time.sleep(0.05)
     wall = time.perf_counter() - start
     stderr = process.stderr.read().decode() if process.stderr else ""
     if process.stderr:
         process.stderr.close()
     code = os.waitstatus_to_exitcode(status)
-    if code not in (0, 1):
+    if code not in (0, 1) and not (kill_after and code == -9):
         raise RuntimeError(f"{command[:4]} failed ({code}): {stderr[-2000:]}")
     return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, code)
 
@@ -87,6 +100,7 @@ def vbatch_command(source: Path, target: Path, url: str, *extra: str) -> list[st
             "--quiet", "--max-tokens", "8", *extra]
 
 
-def baseline_command(source: Path, target: Path, url: str, model: str = "sim-model") -> list[str]:
+def baseline_command(source: Path, target: Path, url: str, model: str = "sim-model",
+                     max_tokens: int = 8) -> list[str]:
     return [PYTHON, str(ROOT / "benchmarks" / "baseline_openai.py"), str(source), str(target),
-            url, model, "8"]
+            url, model, str(max_tokens)]

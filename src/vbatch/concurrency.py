@@ -122,6 +122,7 @@ class Sample:
     in_flight: int
     running: float
     waiting: float
+    done: int
 
 
 class AdaptiveController:
@@ -134,12 +135,14 @@ class AdaptiveController:
         minimum: int = 4,
         maximum: int = 1024,
         clock: Callable[[], float] = time.monotonic,
+        done: Callable[[], int] = lambda: 0,
         trace_size: int = 3600,
     ):
         self.limit = limit
         self.minimum = minimum
         self.maximum = maximum
         self.clock = clock
+        self.done = done
         self.trace: deque[Sample] = deque(maxlen=trace_size)
         self._preemptions: float | None = None
         self._hold_until = 0.0
@@ -173,7 +176,9 @@ class AdaptiveController:
         else:
             new = current
         self.limit.set(new)
-        self.trace.append(Sample(now, new, self.limit.in_flight, load.running, load.waiting))
+        self.trace.append(
+            Sample(now, new, self.limit.in_flight, load.running, load.waiting, self.done())
+        )
         return new
 
     async def run(self, client: HTTPClient, path: str = "/metrics", interval: float = 1.0

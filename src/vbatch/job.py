@@ -145,7 +145,7 @@ class Job:
         if config.concurrency == "auto":
             bound = ConcurrencyLimit(min(START_CONCURRENCY, config.max_concurrency))
             controller = AdaptiveController(bound, maximum=config.max_concurrency,
-                                            clock=self.clock)
+                                            clock=self.clock, done=lambda: stats.done)
         dispatcher = Dispatcher(
             client, self.route, sink, endpoint=config.endpoint, n=config.n,
             concurrency=config.pool_size, max_retries=config.max_retries,

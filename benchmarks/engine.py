@@ -1,0 +1,165 @@
+"""Benchmark 4: the real CPU vLLM engine, default model, 300 chat prompts, max_tokens 64, greedy.
+
+In one run: vLLM offline ``LLM.chat`` (the engine's ceiling); ``vllm.entrypoints.openai.
+run_batch`` end to end (the peer tool); vbatch against a running server (generation phase);
+the baseline client against the same server; vbatch end to end with its managed server.
+
+    python benchmarks/engine.py [--prompts FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import PYTHON, ROOT, baseline_command
+
+from vbatch.model import DEFAULT_MODEL_NAME, prepare_default_model
+from vbatch.server_options import ServerOptions, server_environment
+
+WORK = ROOT / "bench-results"
+MAX_TOKENS = 64
+SEQS, BATCHED, CONTEXT = 256, 4096, 2048
+
+
+def engine_env() -> dict[str, str]:
+    options = ServerOptions(model=str(prepare_default_model()), log_path=WORK / "unused.log")
+    return {**server_environment(options, None), "VLLM_SERVER_DEV_MODE": "1"}
+
+
+def timed(command: list[str], **kwargs: Any) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=engine_env(), **kwargs)
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"{command[:5]} failed: {done.stderr[-3000:]}")
+    return time.perf_counter() - started, done
+
+
+def completion_tokens(path: Path, key: str = "usage") -> int:
+    total = 0
+    with open(path) as handle:
+        for line in handle:
+            record = json.loads(line)
+            usage = record.get(key) or (record.get("response") or {}).get("body", {}).get("usage")
+            if usage is None and "completion_tokens" in record:
+                total += record["completion_tokens"]
+            elif usage:
+                total += usage["completion_tokens"]
+    return total
+
+
+def offline(model: str, prompts: Path) -> dict[str, Any]:
+    _, done = timed([PYTHON, str(ROOT / "benchmarks" / "offline_llm.py"), model, str(prompts),
+                     str(MAX_TOKENS), str(SEQS), str(BATCHED)])
+    line = next(x for x in done.stdout.splitlines() if x.startswith('{"load_s"'))
+    data = json.loads(line)
+    return {"client": "vLLM offline LLM.chat", "phase": "generation",
+            "wall_s": data["generation_s"], "completion_tokens": data["completion_tokens"]}
+
+
+def run_batch(model: str, prompts: Path) -> dict[str, Any]:
+    batch = WORK / "run_batch_in.jsonl"
+    out = WORK / "run_batch_out.jsonl"
+    with open(prompts) as source, open(batch, "w") as target:
+        for line in source:
+            row = json.loads(line)
+            target.write(json.dumps({
+                "custom_id": row["id"], "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": DEFAULT_MODEL_NAME, "max_tokens": MAX_TOKENS, "temperature": 0,
+                         "messages": [{"role": "user", "content": row["prompt"]}]},
+            }) + "\n")
+    out.unlink(missing_ok=True)
+    wall, _ = timed([PYTHON, "-m", "vllm.entrypoints.openai.run_batch", "-i", str(batch), "-o",
+                     str(out), "--model", model, "--served-model-name", DEFAULT_MODEL_NAME,
+                     "--enforce-eager", "--max-num-seqs", str(SEQS), "--max-num-batched-tokens",
+                     str(BATCHED), "--max-model-len", str(CONTEXT)])
+    return {"client": "vllm run_batch", "phase": "end to end", "wall_s": wall,
+            "completion_tokens": completion_tokens(out)}
+
+
+def reset_prefix_cache(url: str) -> None:
+    root = url.removesuffix("/v1")
+    request = urllib.request.Request(root + "/reset_prefix_cache", data=b"", method="POST")
+    urllib.request.urlopen(request, timeout=30).read()
+
+
+def against_server(prompts: Path) -> list[dict[str, Any]]:
+    log = WORK / "serve.log"
+    server = subprocess.Popen(
+        [PYTHON, "-m", "vbatch", "serve", "--port", "0", "--log", str(log), "--max-model-len",
+         str(CONTEXT)], stdout=subprocess.PIPE, text=True, env=engine_env())
+    assert server.stdout is not None
+    url = ""
+    for line in server.stdout:
+        if " at http" in line:
+            url = line.rsplit(" ", 1)[1].strip()
+            break
+    rows = []
+    try:
+        reset_prefix_cache(url)
+        out, stats = WORK / "vbatch_served.jsonl", WORK / "vbatch_served.stats.json"
+        out.unlink(missing_ok=True)
+        Path(str(out) + ".manifest.json").unlink(missing_ok=True)
+        timed([PYTHON, "-m", "vbatch", "run", str(prompts), "-o", str(out), "--base-url", url,
+               "--max-tokens", str(MAX_TOKENS), "--temperature", "0", "--quiet",
+               "--stats-json", str(stats)])
+        summary = json.loads(stats.read_text())
+        rows.append({"client": "vbatch --base-url", "phase": "generation",
+                     "wall_s": summary["wall_time_s"],
+                     "completion_tokens": summary["completion_tokens"]})
+        reset_prefix_cache(url)
+        out = WORK / "baseline_served.jsonl"
+        wall, _ = timed(baseline_command(prompts, out, url, DEFAULT_MODEL_NAME, MAX_TOKENS))
+        rows.append({"client": "baseline (AsyncOpenAI+gather)", "phase": "whole script",
+                     "wall_s": wall, "completion_tokens": completion_tokens(out)})
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        server.stdout.close()
+    return rows
+
+
+def managed_end_to_end(prompts: Path) -> dict[str, Any]:
+    out = WORK / "vbatch_managed.jsonl"
+    out.unlink(missing_ok=True)
+    Path(str(out) + ".manifest.json").unlink(missing_ok=True)
+    wall, _ = timed([PYTHON, "-m", "vbatch", "run", str(prompts), "-o", str(out),
+                     "--max-tokens", str(MAX_TOKENS), "--temperature", "0", "--quiet"])
+    return {"client": "vbatch (managed server)", "phase": "end to end", "wall_s": wall,
+            "completion_tokens": completion_tokens(out)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prompts", type=Path, default=ROOT / "benchmarks" / "prompts_300.jsonl")
+    args = parser.parse_args()
+    WORK.mkdir(exist_ok=True)
+    model = str(prepare_default_model())
+    rows = [offline(model, args.prompts), run_batch(model, args.prompts),
+            *against_server(args.prompts), managed_end_to_end(args.prompts)]
+    for row in rows:
+        row["tokens_per_s"] = row["completion_tokens"] / row["wall_s"]
+    ceiling = rows[0]["tokens_per_s"]
+    peer = rows[1]["tokens_per_s"]
+    print(f"{'client':>32} | {'phase':>12} | {'wall_s':>8} | {'tokens':>7} | {'tok/s':>7} | "
+          f"{'vs offline':>10} | {'vs run_batch':>12}")
+    for row in rows:
+        row["ratio_to_offline"] = row["tokens_per_s"] / ceiling
+        row["ratio_to_run_batch"] = row["tokens_per_s"] / peer
+        print(f"{row['client']:>32} | {row['phase']:>12} | {row['wall_s']:8.1f} | "
+              f"{row['completion_tokens']:7d} | {row['tokens_per_s']:7.1f} | "
+              f"{row['ratio_to_offline']:10.3f} | {row['ratio_to_run_batch']:12.3f}")
+    (WORK / "engine.json").write_text(json.dumps(rows, indent=2))
+    print(f"\nwritten to {WORK / 'engine.json'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
