@@ -53,10 +53,10 @@ class SimulatorProcess:
             self.process.stdout.close()
 
 
-def start_simulator(*args: str) -> SimulatorProcess:
-    """Start a simulator on a free loopback port and wait until it listens."""
+def start_simulator(*args: str, port: int = 0) -> SimulatorProcess:
+    """Start a simulator on a loopback port (0: a free one) and wait until it listens."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "vbatch.simulator", "--port", "0", *args],
+        [sys.executable, "-m", "vbatch.simulator", "--port", str(port), *args],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -81,8 +81,11 @@ def main() -> None:
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output JSONL: one record per input row. Rerunning resumes it.")
-@click.option("--base-url", envvar="VBATCH_BASE_URL",
-              help="The server's OpenAI API, e.g. http://127.0.0.1:8000/v1 (env VBATCH_BASE_URL).")
+@click.option("--base-url", envvar="VBATCH_BASE_URL", multiple=True,
+              help="The server's OpenAI API, e.g. http://127.0.0.1:8000/v1 (env VBATCH_BASE_URL); "
+              "repeat it to balance over several servers.")
+@click.option("--endpoints", "endpoints_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File of servers to balance over: one 'URL [WEIGHT]' per line.")
 @click.option("--model", help="Model name sent in requests (default: the one the server serves).")
 @click.option("--api-key", help="API key (default: env VBATCH_API_KEY or OPENAI_API_KEY). "
               "Never logged or written.")
@@ -136,6 +139,8 @@ def main() -> None:
 @click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the end-of-run summary as JSON to this file.")
 @server_options
+@click.option("--replicas", type=int, default=1, show_default=True,
+              help="Managed servers to start and balance over (each on its own GPUs or CPUs).")
 @click.argument("server_args", nargs=-1, type=click.UNPROCESSED)
 def run(input_path: Path, output: Path, **options: Any) -> None:
     """Send every row of INPUT (JSONL, CSV or Parquet) and write one record per row to -o.
@@ -145,6 +150,7 @@ def run(input_path: Path, output: Path, **options: Any) -> None:
     after -- go to that server.
     """
     options["retry_base_delay"] = options.pop("retry_delay")
+    options["base_url"] = tuple(options["base_url"]) or None
     for name in ("stop", "keep", "server_args"):
         options[name] = tuple(options[name])
     try:

@@ -26,11 +26,8 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-from vbatch.client import HTTPClient
-from vbatch.errors import RequestError
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+([-+0-9.eEinfNa]+)", re.M)
 RUNNING = ("vllm:num_requests_running",)
@@ -181,16 +178,13 @@ class AdaptiveController:
         )
         return new
 
-    async def run(self, client: HTTPClient, path: str = "/metrics", interval: float = 1.0
+    async def run(self, fetch: Callable[[], Awaitable[ServerLoad | None]], interval: float = 1.0
                   ) -> None:
-        """Poll ``path`` and steer until cancelled; a fixed bound when there are no metrics."""
+        """Read the load with ``fetch`` and steer until cancelled; a fixed bound without it."""
         misses = 0
         seen = False
         while True:
-            try:
-                load = parse_metrics(await client.get_text(path))
-            except RequestError:
-                load = None
+            load = await fetch()
             if load is not None:
                 seen = True
                 self.update(load)

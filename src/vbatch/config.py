@@ -25,7 +25,7 @@ class RunConfig:
 
     input: Path
     output: Path
-    base_url: str | None = None
+    base_url: str | tuple[str, ...] | None = None
     model: str | None = None
     api_key: str | None = field(default=None, repr=False)
     endpoint: Endpoint = "chat"
@@ -64,6 +64,8 @@ class RunConfig:
     server_args: tuple[str, ...] = ()
     on_overflow: OverflowPolicy = "clamp"
     tokenizer: str | None = None
+    endpoints_file: Path | None = None
+    replicas: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", Path(self.input))
@@ -73,6 +75,11 @@ class RunConfig:
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "keep", tuple(self.keep))
         object.__setattr__(self, "server_args", tuple(self.server_args))
+        if self.base_url is not None and not isinstance(self.base_url, str):
+            urls = tuple(self.base_url)
+            object.__setattr__(self, "base_url", urls[0] if len(urls) == 1 else urls or None)
+        if self.endpoints_file is not None:
+            object.__setattr__(self, "endpoints_file", Path(self.endpoints_file))
         self._validate()
 
     def _validate(self) -> None:
@@ -112,13 +119,18 @@ class RunConfig:
             )
         if self.extra_body is not None and not isinstance(self.extra_body, Mapping):
             raise ConfigError("--extra-body must be a JSON object")
-        if self.base_url is not None:
-            normalize_base_url(self.base_url)
+        for url in self.base_urls:
+            normalize_base_url(url)
+        if self.remote:
             if self.server_args:
                 raise ConfigError(
                     "arguments after -- go to the vLLM server vbatch starts, "
                     "but --base-url points at a running one"
                 )
+            if self.replicas != 1:
+                raise ConfigError("--replicas starts servers: it cannot go with --base-url")
+        if self.replicas < 1:
+            raise ConfigError(f"--replicas must be at least 1, got {self.replicas}")
         if self.input.resolve() == self.output.resolve():
             raise ConfigError(f"the output {self.output} is the input file: choose another -o")
 
@@ -132,6 +144,18 @@ class RunConfig:
             if value:
                 return value
         return None
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        """The ``--base-url`` values, as a tuple."""
+        if self.base_url is None:
+            return ()
+        return (self.base_url,) if isinstance(self.base_url, str) else tuple(self.base_url)
+
+    @property
+    def remote(self) -> bool:
+        """Whether the run talks to running servers (else vbatch starts one)."""
+        return bool(self.base_urls) or self.endpoints_file is not None
 
     @property
     def pool_size(self) -> int:

@@ -27,6 +27,9 @@ from vbatch.records import failed_record, ok_record
 
 _MAX_BACKOFF_S = 60.0
 _MAX_RETRY_AFTER_S = 600.0
+# Sends again after a server restart or to another endpoint do not use up retries; this
+# bounds them for a row that itself brings servers down.
+_MAX_RECOVERIES = 10
 
 
 class Poster(Protocol):
@@ -175,7 +178,7 @@ class Dispatcher:
     async def send(self, item: WorkItem) -> dict[str, Any]:
         """Send one item, retrying what can be retried; always returns a record."""
         start = self.clock()
-        attempts = retries = 0
+        attempts = retries = recoveries = 0
         refitted = False
         while True:
             attempts += 1
@@ -185,7 +188,9 @@ class Dispatcher:
                 if self._cut_by_context(record, item):
                     record["context_truncated"] = True
             except RequestError as exc:
-                if isinstance(exc, TransportError) and self.recover and await self.recover():
+                if (isinstance(exc, TransportError) and self.recover
+                        and recoveries < _MAX_RECOVERIES and await self.recover()):
+                    recoveries += 1
                     continue
                 overflow = parse_context_error(exc) if isinstance(exc, HTTPStatusError) else None
                 if overflow is not None:

@@ -12,10 +12,10 @@ from typing import Any, TextIO
 import numpy as np
 import orjson
 
-from vbatch.client import HTTPClient
 from vbatch.concurrency import AdaptiveController, ConcurrencyLimit
 from vbatch.config import RunConfig
 from vbatch.dispatch import Dispatcher, WorkItem
+from vbatch.endpoints import EndpointPool
 from vbatch.errors import ConfigError, ContextOverflowError
 from vbatch.fit import fit_row
 from vbatch.ledger import done_mask, is_set, read_output
@@ -58,11 +58,9 @@ class Job:
         builder: RequestBuilder,
         stream: TextIO,
         clock: Callable[[], float],
-        api_prefix: str = "/v1",
     ):
         self.config = config
         self.builder = builder
-        self.route = api_prefix + builder.route
         self.stream = stream
         self.clock = clock
         self.params = {**config.generation_params(), "model": builder.model}
@@ -95,6 +93,9 @@ class Job:
         counting = " and counting prompt tokens" if counter is not None else ""
         self.say(f"checking {config.input}{counting}")
         scan = await asyncio.to_thread(scan_input, config, self.builder, counter)
+        if scan.counting_error:
+            self.say(f"counting prompt tokens failed ({scan.counting_error}); rows are not "
+                     "fitted to the context before sending")
         self._mask, self._already = done_mask(scan.id_hashes, state)
         self._already_failed = state.failed
         scan.id_hashes = np.empty(0, np.int64)
@@ -119,7 +120,7 @@ class Job:
 
     async def execute(
         self,
-        client: HTTPClient,
+        pool: EndpointPool,
         handle_signals: bool,
         recover: Callable[[], Awaitable[bool]] | None,
     ) -> RunResult:
@@ -147,7 +148,7 @@ class Job:
             controller = AdaptiveController(bound, maximum=config.max_concurrency,
                                             clock=self.clock, done=lambda: stats.done)
         dispatcher = Dispatcher(
-            client, self.route, sink, endpoint=config.endpoint, n=config.n,
+            pool, self.builder.route, sink, endpoint=config.endpoint, n=config.n,
             concurrency=config.pool_size, max_retries=config.max_retries,
             retry_base_delay=config.retry_base_delay, shutdown_grace=config.shutdown_grace,
             clock=self.clock, recover=recover, limit=self.limit,
@@ -158,7 +159,7 @@ class Job:
         background = [asyncio.create_task(writer.run_checkpoints()),
                       asyncio.create_task(progress.run())]
         if controller is not None:
-            background.append(asyncio.create_task(controller.run(client)))
+            background.append(asyncio.create_task(controller.run(pool.load)))
         restore = _install_signal_handlers(dispatcher.stop) if handle_signals else None
         try:
             await dispatcher.run(self._work())
@@ -172,6 +173,8 @@ class Job:
             writer.close()
             stats.finish()
             progress.close()
+        if len(pool.endpoints) > 1:
+            stats.endpoints = pool.summary()
         if controller is not None:
             stats.concurrency_trace = [
                 {**vars(sample), "t": round(sample.t - stats.started, 3)}

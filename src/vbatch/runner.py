@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import secrets
 import sys
 import threading
@@ -13,13 +15,14 @@ from typing import Any, TextIO
 
 from vbatch.client import HTTPClient
 from vbatch.config import RunConfig, normalize_base_url
+from vbatch.endpoints import PROBE_TIMEOUT_S, Endpoint, EndpointPool, read_endpoints_file
 from vbatch.errors import ConfigError, RequestError
 from vbatch.fit import fitting_limit
 from vbatch.job import Job, RunResult
 from vbatch.model import DEFAULT_MODEL_NAME, prepare_default_model
 from vbatch.requests import RequestBuilder
 from vbatch.server import ManagedServer
-from vbatch.server_options import ServerOptions
+from vbatch.server_options import ServerOptions, replica_options
 from vbatch.tokens import LocalTokenCounter, RemoteTokenCounter, TokenCounter, model_context_limit
 
 OUTPUT_FIELDS = frozenset(
@@ -67,7 +70,7 @@ async def arun(
     clashes = OUTPUT_FIELDS.intersection(config.keep)
     if clashes:
         raise ConfigError(f"--keep {sorted(clashes)[0]}: that name is a field of the output")
-    if config.base_url is not None:
+    if config.remote:
         return await _run_remote(config, handle_signals, stream, clock)
     return await _run_managed(config, handle_signals, stream, clock)
 
@@ -77,17 +80,29 @@ def _client(config: RunConfig, root: str, api_key: str | None) -> HTTPClient:
                       timeout=config.request_timeout)
 
 
+def _endpoint(config: RunConfig, root: str, api: str, api_key: str | None, weight: float = 1.0
+              ) -> Endpoint:
+    probe = HTTPClient(root, api_key=api_key, pool_size=4, timeout=PROBE_TIMEOUT_S)
+    return Endpoint(url=api, client=_client(config, root, api_key), probe=probe,
+                    prefix=api[len(root):], weight=weight)
+
+
 async def _run_remote(config: RunConfig, handle_signals: bool, stream: TextIO,
                       clock: Callable[[], float]) -> RunResult:
-    urls = normalize_base_url(config.base_url or "")
-    prefix = urls.api[len(urls.root):]
-    async with _client(config, urls.root, config.resolved_api_key) as client:
-        model, limit = await discover_model(client, prefix, config.model)
-        job = Job(config, RequestBuilder(config, model), stream, clock, api_prefix=prefix)
-        counter = await _token_counter(config, client, model, job) if limit else None
+    listed = [(url, 1.0) for url in config.base_urls]
+    if config.endpoints_file is not None:
+        listed += read_endpoints_file(config.endpoints_file)
+    key = config.resolved_api_key
+    urls = [(normalize_base_url(url), weight) for url, weight in listed]
+    endpoints = [_endpoint(config, u.root, u.api, key, weight) for u, weight in urls]
+    async with EndpointPool(endpoints) as pool:
+        first = pool.first
+        model, limit = await discover_model(first.client, first.prefix, config.model)
+        job = Job(config, RequestBuilder(config, model), stream, clock)
+        counter = await _token_counter(config, first.client, model, job) if limit else None
         await job.prepare(counter)
         job.set_limit(limit if counter is not None else None)
-        return await job.execute(client, handle_signals, None)
+        return await job.execute(pool, handle_signals, pool.recover)
 
 
 async def _token_counter(config: RunConfig, client: HTTPClient, model: str, job: Job
@@ -134,13 +149,16 @@ async def _run_managed(config: RunConfig, handle_signals: bool, stream: TextIO,
     await job.prepare(counter)
     limit = config.max_model_len or _limit_from_data(job, model)
     if config.max_model_len is None and limit is not None:
-        options = ServerOptions(**{**options.__dict__, "max_model_len": limit})
+        options = dataclasses.replace(options, max_model_len=limit)
     job.set_limit(limit)
-    async with (
-        ManagedServer(options, stream=stream, quiet=config.quiet) as server,
-        _client(config, server.root_url, server.api_key) as client,
-    ):
-        return await job.execute(client, handle_signals, server.recover)
+    replicas = [replica_options(options, i, config.replicas) for i in range(config.replicas)]
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [ManagedServer(o, stream=stream, quiet=config.quiet) for o in replicas]
+        await asyncio.gather(*(stack.enter_async_context(server) for server in servers))
+        endpoints = [_endpoint(config, s.root_url, s.api_url, s.api_key) for s in servers]
+        pool = await stack.enter_async_context(EndpointPool(endpoints))
+        recover = servers[0].recover if len(servers) == 1 else pool.recover
+        return await job.execute(pool, handle_signals, recover)
 
 
 def _limit_from_data(job: Job, model: str) -> int | None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vbatch.config import RunConfig
-from vbatch.errors import InputError
+from vbatch.errors import InputError, RequestError
 from vbatch.ledger import id_hash
 from vbatch.readers import RawRow, read_rows
 from vbatch.requests import RequestBuilder
@@ -55,6 +55,7 @@ class InputScan:
     bad: int
     id_hashes: np.ndarray
     prompt_tokens: array[int] | None = None
+    counting_error: str | None = None
 
 
 _COUNT_BATCH = 512
@@ -95,6 +96,7 @@ def scan_input(
     """
     hashes = array("q")
     counts = _Counts(counter) if counter is not None else None
+    counting_error = None
     bad = 0
     for row in read_rows(config.input, config.input_format):
         checked = check_row(builder, row)
@@ -104,12 +106,19 @@ def scan_input(
             bad += 1
         hashes.append(id_hash(checked.row_id))
         if counts is not None:
-            counts.add(row.index, checked.content)
+            try:
+                counts.add(row.index, checked.content)
+            except RequestError as exc:
+                counts, counting_error = None, str(exc)
     if counts is not None:
-        counts.flush()
+        try:
+            counts.flush()
+        except RequestError as exc:
+            counts, counting_error = None, str(exc)
     id_hashes = np.frombuffer(hashes, dtype=np.int64) if hashes else np.empty(0, np.int64)
     _refuse_duplicates(config, builder, id_hashes)
-    return InputScan(len(hashes), bad, id_hashes, counts.values if counts else None)
+    values = counts.values if counts is not None else None
+    return InputScan(len(hashes), bad, id_hashes, values, counting_error)
 
 
 def _refuse_duplicates(config: RunConfig, builder: RequestBuilder, hashes: np.ndarray) -> None:

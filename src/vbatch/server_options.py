@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import os
 import sys
@@ -51,6 +52,9 @@ class ServerOptions:
     startup_timeout: float = 1200.0
     stop_grace: float = 10.0
     max_restarts: int = 3
+    cpus: tuple[int, ...] | None = None
+    gpus: tuple[int, ...] | None = None
+    memory_share: int = 1
 
     @property
     def resolved_build(self) -> str:
@@ -138,7 +142,28 @@ def server_environment(options: ServerOptions, api_key: str | None) -> dict[str,
     if Path(options.model).is_dir():
         env.setdefault("HF_HUB_OFFLINE", "1")
     if options.resolved_build == "cpu":
-        kv_gib = max(1, min(16, int(_memory_gib() // 8)))
+        kv_gib = max(1, min(16, int(_memory_gib() // 8 // options.memory_share)))
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_gib))
-        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_ranges(_usable_cpus()))
+        cpus = list(options.cpus) if options.cpus else _usable_cpus()
+        if options.cpus:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_ranges(cpus)
+        else:
+            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_ranges(cpus))
+    elif options.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, options.gpus))
     return env
+
+
+def replica_options(options: ServerOptions, index: int, count: int) -> ServerOptions:
+    """Options of replica ``index`` of ``count``: its own log, port, and CPUs or GPUs."""
+    if count == 1:
+        return options
+    log = options.log_path.with_name(f"{options.log_path.stem}.{index}{options.log_path.suffix}")
+    if options.resolved_build == "cpu":
+        cpus = _usable_cpus()
+        share = cpus[index::count] if len(cpus) >= count else [cpus[index % len(cpus)]]
+        return dataclasses.replace(options, log_path=log, port=None, cpus=tuple(share),
+                                   memory_share=count)
+    size = options.tensor_parallel_size
+    gpus = tuple(range(index * size, (index + 1) * size))
+    return dataclasses.replace(options, log_path=log, port=None, gpus=gpus)

@@ -67,6 +67,7 @@ class RunStats:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     failures: dict[str, FailureGroup] = field(default_factory=dict)
     concurrency_trace: list[dict[str, Any]] | None = None
+    endpoints: list[dict[str, Any]] | None = None
     started: float = 0.0
     finished: float | None = None
 
@@ -139,6 +140,7 @@ class RunStats:
                 key: {"count": group.count, "example": group.example}
                 for key, group in sorted(self.failures.items(), key=lambda kv: -kv[1].count)
             },
+            "endpoints": self.endpoints,
             "concurrency_trace": self.concurrency_trace,
         }
 
@@ -169,6 +171,12 @@ class RunStats:
                          "the context was full (their records say context_truncated)")
         for key, failure in data["failures"].items():
             lines.append(f"failed: {failure['count']} x {key}: {failure['example']}")
+        for endpoint in self.endpoints or []:
+            lines.append(
+                f"endpoint {endpoint['url']}: {endpoint['requests']} requests, "
+                f"{endpoint['transport_errors']} connection errors, drained "
+                f"{endpoint['times_drained']} times, mean latency {endpoint['mean_latency_s']} s"
+            )
         if self.already_failed:
             lines.append(
                 f"{self.already_failed} rows failed in an earlier run: rerun with --retry-failed "
