@@ -96,6 +96,23 @@ def saturation(requests: int, capacity: int, latency: float) -> list[dict[str, A
     return rows
 
 
+def endpoints(requests: int, capacity: int, latency: float) -> list[dict[str, Any]]:
+    """Throughput over one simulated endpoint, then over two: the ratio should be near 2."""
+    source = write_prompts(WORK / f"prompts-{requests}.jsonl", requests)
+    rows = []
+    args = ("--capacity", str(capacity), "--latency", str(latency))
+    with Simulator(*args) as one, Simulator(*args) as two:
+        for name, urls in (("vbatch, 1 endpoint", [one.url]),
+                           ("vbatch, 2 endpoints", [one.url, two.url])):
+            extra = [arg for url in urls[1:] for arg in ("--base-url", url)]
+            m = measure(vbatch_command(source, WORK / "vbatch.out", urls[0], *extra))
+            rows.append({"bench": "endpoints", "client": name, "requests": requests,
+                         "requests_per_s": requests / m.wall_s})
+    for row in rows:
+        row["ratio_to_baseline"] = row["requests_per_s"] / rows[0]["requests_per_s"]
+    return rows
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     columns = ["bench", "client", "requests", "requests_per_s", "cpu_ms_per_request",
                "peak_rss_mb", "wall_s", "ratio_to_baseline", "ratio_to_smallest",
@@ -112,7 +129,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("benches", nargs="*", default=["overhead", "memory", "saturation"])
+    parser.add_argument("benches", nargs="*",
+                        default=["overhead", "memory", "saturation", "endpoints"])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
@@ -123,6 +141,8 @@ def main() -> None:
         rows += memory([10_000, 100_000] if args.quick else [100_000, 1_000_000])
     if "saturation" in args.benches:
         rows += saturation(2_000 if args.quick else 20_000, 256, 2.0)
+    if "endpoints" in args.benches:
+        rows += endpoints(2_000 if args.quick else 8_000, 64, 0.5)
     print_table(rows)
     (WORK / "results.json").write_text(json.dumps(rows, indent=2))
     print(f"\nwritten to {WORK / 'results.json'}")

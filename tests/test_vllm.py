@@ -203,3 +203,17 @@ def test_adaptive_concurrency_follows_the_real_server(vllm_url: str, tmp_path: P
     for sample in queued:
         assert sample["limit"] <= sample["running"] + max(4, -(-sample["running"] // 10))
     assert len(read_jsonl(out)) == 400
+
+
+@pytest.mark.timeout(900)
+def test_two_managed_replicas_share_the_work(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    stats = tmp_path / "stats.json"
+    run_ok("run", str(prompts(tmp_path, 60)), "-o", str(out), "--replicas", "2",
+           "--max-tokens", "16", "--max-model-len", "512", "--stats-json", str(stats))
+    endpoints = json.loads(stats.read_text())["endpoints"]
+    assert len(endpoints) == 2
+    assert all(endpoint["requests"] > 0 for endpoint in endpoints)
+    assert Counter(r["id"] for r in read_jsonl(out)) == Counter(f"q{i}" for i in range(60))
+    assert (tmp_path / "out.jsonl.server.0.log").exists()
+    assert (tmp_path / "out.jsonl.server.1.log").exists()
