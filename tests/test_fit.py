@@ -11,6 +11,7 @@ from vbatch import RunConfig, run
 from vbatch.errors import HTTPStatusError
 from vbatch.fit import ContextError, fit_row, fitting_limit, parse_context_error
 from vbatch.plan import make_plan
+from vbatch.tokens import token_bound
 
 from .conftest import SimulatorProcess, read_jsonl, run_cli, write_jsonl
 
@@ -196,3 +197,22 @@ def test_no_tokenize_endpoint_still_runs(simulator: SimulatorProcess, tmp_path: 
                      simulator.url + "/../nothing/v1")
     assert result.returncode in (0, 1, 2)
     assert "Traceback" not in result.stderr
+
+
+def test_token_bound() -> None:
+    assert token_bound({"prompt": "héllo"}) == 6 + 16
+    chat = {"messages": [{"role": "system", "content": "ab"}, {"role": "user", "content": "c"}]}
+    assert token_bound(chat) == 512 + 2 + 16 + 1 + 16
+    image = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}
+    assert token_bound(image) is None
+
+
+def test_rows_that_surely_fit_are_not_tokenized(simulator: SimulatorProcess, tmp_path: Path
+                                                ) -> None:
+    simulator.configure(max_model_len=2048)
+    rows = [{"id": "small", "prompt": words(5)}, {"id": "big", "prompt": words(400)}]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    result = run(RunConfig(input=source, output=tmp_path / "out.jsonl", base_url=simulator.url,
+                           quiet=True, max_tokens=20))
+    assert result.exit_code == 0
+    assert simulator.stats()["tokenize_requests"] == 2

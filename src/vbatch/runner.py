@@ -99,21 +99,24 @@ async def _run_remote(config: RunConfig, handle_signals: bool, stream: TextIO,
         first = pool.first
         model, limit = await discover_model(first.client, first.prefix, config.model)
         job = Job(config, RequestBuilder(config, model), stream, clock)
-        counter = await _token_counter(config, first.client, model, job) if limit else None
+        counter = (await _token_counter(config, first.client, model, job, limit)
+                   if limit else None)
         await job.prepare(counter)
         job.set_limit(limit if counter is not None else None)
         return await job.execute(pool, handle_signals, pool.recover)
 
 
-async def _token_counter(config: RunConfig, client: HTTPClient, model: str, job: Job
-                         ) -> TokenCounter | None:
+async def _token_counter(config: RunConfig, client: HTTPClient, model: str, job: Job,
+                         limit: int) -> TokenCounter | None:
     """The local tokenizer when the model is known here, else the server's ``/tokenize``."""
     local = config.tokenizer
     if local is None and config.model and Path(config.model).is_dir():
         local = config.model
     if local:
         return await asyncio.to_thread(LocalTokenCounter, local)
-    counter = RemoteTokenCounter(client, model, asyncio.get_running_loop())
+    asked = config.max_tokens or 1
+    counter = RemoteTokenCounter(client, model, asyncio.get_running_loop(),
+                                 fits=lambda tokens: tokens + asked <= limit)
     try:
         await counter.count_async([{"prompt": "hello"}])
     except RequestError as exc:

@@ -67,6 +67,7 @@ class SimCounters:
     generation_tokens: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     dropped: int = 0
+    tokenize_requests: int = 0
 
 
 def count_tokens(text: str) -> int:
@@ -286,6 +287,7 @@ class Simulator:
         return self._json({"object": "list", "data": [model]})
 
     async def tokenize(self, request: web.Request) -> web.Response:
+        self.counters.tokenize_requests += 1
         body = orjson.loads(await request.read())
         count = int(len(prompt_text(body).split()) * self.config.tokenize_scale)
         return self._json({"count": count, "max_model_len": self.config.max_model_len,
