@@ -181,13 +181,23 @@ def test_no_orphan_server_after_stop(tmp_path: Path, how: signal.Signals) -> Non
     assert time.monotonic() - started < 60
 
 
-def test_bad_model_path_fails_with_hint(tmp_path: Path) -> None:
+def test_bad_model_path_fails_before_starting(tmp_path: Path) -> None:
     source = prompts(tmp_path, 1)
     result = run_cli("run", str(source), "-o", str(tmp_path / "out.jsonl"), "--model",
                      str(tmp_path / "no-such-model"), timeout=600)
-    assert result.returncode == 3
+    assert result.returncode == 2
+    assert "no-such-model" in result.stderr
     assert "Hint: the model path or name looks wrong" in result.stderr
-    assert "Last lines of" in result.stderr
+
+
+def test_server_failing_to_start_shows_its_log_and_a_hint(tmp_path: Path) -> None:
+    source = prompts(tmp_path, 1)
+    result = run_cli("run", str(source), "-o", str(tmp_path / "out.jsonl"), "--",
+                     "--no-such-vllm-flag", timeout=600)
+    assert result.returncode == 3
+    assert "Hint: vllm serve rejected an argument" in result.stderr
+    assert "Last lines of" in result.stderr and "no-such-vllm-flag" in result.stderr
+    assert not list(tmp_path.glob("out.jsonl"))
 
 
 def test_adaptive_concurrency_follows_the_real_server(vllm_url: str, tmp_path: Path) -> None:

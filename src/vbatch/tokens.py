@@ -43,7 +43,10 @@ class LocalTokenCounter:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot load the tokenizer of {model}: {exc}") from None
+            raise ConfigError(
+                f"cannot load the tokenizer of {model}: {exc}\nHint: the model path or name "
+                "looks wrong: give a local model directory or a hub name"
+            ) from None
 
     def count(self, contents: list[dict[str, Any]]) -> list[int]:
         chats = [i for i, c in enumerate(contents) if "messages" in c]
