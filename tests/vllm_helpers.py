@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -98,7 +97,3 @@ def wait_for_lines(path: Path, count: int, timeout: float) -> int:
                 return lines
         time.sleep(0.2)
     return lines
-
-
-def quiet_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1"}

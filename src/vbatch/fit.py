@@ -21,8 +21,6 @@ from dataclasses import dataclass
 
 from vbatch.errors import HTTPStatusError
 
-OVERFLOW_POLICIES = ("clamp", "skip", "fail")
-
 
 @dataclass(frozen=True)
 class Fit:

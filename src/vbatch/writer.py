@@ -41,7 +41,6 @@ class ResultWriter:
         self._buffer = bytearray()
         self._fd: int | None = None
         self._last_fsync = clock()
-        self.records_written = 0
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +49,6 @@ class ResultWriter:
     def add(self, record: dict[str, Any]) -> None:
         """Queue one record; it reaches the file at the next flush."""
         self._buffer += orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        self.records_written += 1
         if len(self._buffer) >= _BUFFER_LIMIT:
             self.flush()
 
