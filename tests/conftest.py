@@ -94,7 +94,9 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # Split on "\n" only: model text may hold U+2028, U+0085 and the like, which JSON keeps
+    # unescaped and str.splitlines() would split on.
+    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
 
 
 def vbatch_cmd(*args: str) -> list[str]:

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 from vbatch import ManifestMismatchError, OutputError, RunConfig, run
@@ -135,3 +136,20 @@ def test_sigkill_at_a_random_moment_then_resume(
     counts = Counter(r["id"] for r in read_jsonl(out))
     assert set(counts) == {d["id"] for d in data}
     assert max(counts.values()) == 1
+
+
+def test_unicode_line_separators_in_text_do_not_break_records(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", rows(2))
+    out = tmp_path / "out.jsonl"
+    record = {"id": "row-0", "index": 0, "status": "ok", "text": "a\u2028b\x85c\x1cd",
+              "finish_reason": "stop", "usage": None, "error": None}
+    out.write_bytes(orjson.dumps(record) + b"\n")
+    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3,
+                    force=True)
+    result = run(cfg.replace(ordered=True))
+    assert result.stats.already_done == 1 and result.stats.ok == 1
+    records = read_jsonl(out)
+    assert [r["id"] for r in records] == ["row-0", "row-1"]
+    assert records[0]["text"] == "a\u2028b\x85c\x1cd"
