@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,19 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed(decorators):
         command = decorator(command)
     return command
+
+
+@contextlib.contextmanager
+def _exit_on_error() -> Iterator[None]:
+    """Print a vbatch error and exit: 3 when a managed server failed, else 2."""
+    try:
+        yield
+    except ServerError as exc:
+        click.echo(f"vbatch: error: {exc}", err=True)
+        sys.exit(EXIT_SERVER)
+    except VbatchError as exc:
+        click.echo(f"vbatch: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 def _parse_concurrency(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
@@ -154,14 +167,8 @@ def run(input_path: Path, output: Path, **options: Any) -> None:
     for name in ("stop", "keep", "server_args"):
         options[name] = tuple(options[name])
     try:
-        config = RunConfig(input=input_path, output=output, **options)
-        result = run_job(config)
-    except ServerError as exc:
-        click.echo(f"vbatch: error: {exc}", err=True)
-        sys.exit(EXIT_SERVER)
-    except VbatchError as exc:
-        click.echo(f"vbatch: error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        with _exit_on_error():
+            result = run_job(RunConfig(input=input_path, output=output, **options))
     except KeyboardInterrupt:
         click.echo("vbatch: interrupted before sending; nothing was lost.", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -224,14 +231,8 @@ def serve(model: str | None, port: int, log_path: Path | None, **options: Any) -
     Arguments after -- go to vllm serve. Ctrl-C or SIGTERM stops the server.
     """
     options["extra_args"] = tuple(options.pop("server_args"))
-    try:
+    with _exit_on_error():
         code = serve_foreground(model, port=port, log_path=log_path, **options)
-    except ServerError as exc:
-        click.echo(f"vbatch: error: {exc}", err=True)
-        sys.exit(EXIT_SERVER)
-    except VbatchError as exc:
-        click.echo(f"vbatch: error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
     sys.exit(code)
 
 
@@ -255,11 +256,8 @@ def serve(model: str | None, port: int, log_path: Path | None, **options: Any) -
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(input_path: Path, as_json: bool, **options: Any) -> None:
     """Count INPUT's prompt tokens exactly and print the --max-model-len that fits it."""
-    try:
+    with _exit_on_error():
         token_plan = plan_input(input_path, **options)
-    except VbatchError as exc:
-        click.echo(f"vbatch: error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
     if as_json:
         click.echo(orjson.dumps(token_plan.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
