@@ -152,8 +152,19 @@ def main() -> None:
 @click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the end-of-run summary as JSON to this file.")
 @server_options
-@click.option("--replicas", type=int, default=1, show_default=True,
-              help="Managed servers to start and balance over (each on its own GPUs or CPUs).")
+@click.option("--replicas", type=int,
+              help="Managed servers to start and balance over, each on its own GPUs or CPUs "
+              "(default 1; with --ray: one per GPU group of the cluster, or per endpoint).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None,
+              metavar="[ADDRESS]",
+              help="Spread the rows over a Ray cluster: one actor per replica, each with its own "
+              "server (or the given endpoints). ADDRESS: 'auto', ray://host:10001, or nothing "
+              "(RAY_ADDRESS, else a local cluster). Needs vbatch[ray].")
+@click.option("--shard-rows", type=int,
+              help="Rows per shard handed to a Ray worker (default: about 8 shards per worker).")
+@click.option("--shard-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where Ray workers write shard outputs; every node must reach it "
+              "(default: OUTPUT.shards beside the output).")
 @click.argument("server_args", nargs=-1, type=click.UNPROCESSED)
 def run(input_path: Path, output: Path, **options: Any) -> None:
     """Send every row of INPUT (JSONL, CSV or Parquet) and write one record per row to -o.
@@ -164,6 +175,8 @@ def run(input_path: Path, output: Path, **options: Any) -> None:
     """
     options["retry_base_delay"] = options.pop("retry_delay")
     options["base_url"] = tuple(options["base_url"]) or None
+    options["ray"] = options["ray_address"] is not None
+    options["ray_address"] = options["ray_address"] or None
     for name in ("stop", "keep", "server_args"):
         options[name] = tuple(options[name])
     try:

@@ -65,7 +65,11 @@ class RunConfig:
     on_overflow: OverflowPolicy = "clamp"
     tokenizer: str | None = None
     endpoints_file: Path | None = None
-    replicas: int = 1
+    replicas: int | None = None
+    ray: bool = False
+    ray_address: str | None = None
+    shard_rows: int | None = None
+    shard_dir: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", Path(self.input))
@@ -80,6 +84,10 @@ class RunConfig:
             object.__setattr__(self, "base_url", urls[0] if len(urls) == 1 else urls or None)
         if self.endpoints_file is not None:
             object.__setattr__(self, "endpoints_file", Path(self.endpoints_file))
+        if self.shard_dir is not None:
+            object.__setattr__(self, "shard_dir", Path(self.shard_dir))
+        if self.ray_address:
+            object.__setattr__(self, "ray", True)
         self._validate()
 
     def _validate(self) -> None:
@@ -127,10 +135,16 @@ class RunConfig:
                     "arguments after -- go to the vLLM server vbatch starts, "
                     "but --base-url points at a running one"
                 )
-            if self.replicas != 1:
-                raise ConfigError("--replicas starts servers: it cannot go with --base-url")
-        if self.replicas < 1:
+            if self.replicas is not None and not self.ray:
+                raise ConfigError("--replicas starts servers: it cannot go with --base-url "
+                                  "(with --ray it sets how many workers share the endpoints)")
+        if self.replicas is not None and self.replicas < 1:
             raise ConfigError(f"--replicas must be at least 1, got {self.replicas}")
+        if self.shard_rows is not None and self.shard_rows < 1:
+            raise ConfigError(f"--shard-rows must be at least 1, got {self.shard_rows}")
+        if not self.ray and (self.shard_rows is not None or self.shard_dir is not None):
+            raise ConfigError("--shard-rows and --shard-dir split the work of a --ray run: "
+                              "add --ray")
         if self.input.resolve() == self.output.resolve():
             raise ConfigError(f"the output {self.output} is the input file: choose another -o")
 
@@ -161,6 +175,13 @@ class RunConfig:
     def pool_size(self) -> int:
         """Most requests that can ever be in flight."""
         return self.concurrency if isinstance(self.concurrency, int) else self.max_concurrency
+
+    @property
+    def resolved_shard_dir(self) -> Path:
+        """Where a Ray run's shard outputs go: ``--shard-dir``, else ``OUTPUT.shards``."""
+        if self.shard_dir is not None:
+            return self.shard_dir
+        return self.output.with_name(self.output.name + ".shards")
 
     def generation_params(self) -> dict[str, Any]:
         """The options that decide what a row's result is; a resumed run must match them."""

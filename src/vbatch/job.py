@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from array import array
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TextIO
 
 import numpy as np
@@ -25,7 +27,8 @@ from vbatch.progress import Progress
 from vbatch.readers import read_rows
 from vbatch.records import failed_record
 from vbatch.requests import RequestBuilder
-from vbatch.scan import InputScan, check_row, scan_input
+from vbatch.scan import InputScan, RowSource, check_row, scan_input
+from vbatch.shards import Shard, read_shard
 from vbatch.stats import RunStats
 from vbatch.tokens import TokenCounter
 from vbatch.writer import ResultWriter, write_in_input_order
@@ -58,23 +61,48 @@ class Job:
         builder: RequestBuilder,
         stream: TextIO,
         clock: Callable[[], float],
+        shard: Shard | None = None,
     ):
         self.config = config
         self.builder = builder
         self.stream = stream
         self.clock = clock
+        self.shard = shard
+        self._rows: RowSource = (
+            partial(read_shard, config.input, config.input_format, shard) if shard is not None
+            else partial(read_rows, config.input, config.input_format)
+        )
+        self._first_row = shard.first_row if shard is not None else 0
         self.params = {**config.generation_params(), "model": builder.model}
         self.limit: int | None = None
         self._scan: InputScan | None = None
         self._mask = b""
         self._already = 0
         self._already_failed = 0
+        self.stats: RunStats | None = None
+        self._dispatcher: Dispatcher | None = None
 
     def say(self, text: str) -> None:
         """A progress message on the stream, unless quiet."""
         if not self.config.quiet:
             self.stream.write(f"vbatch: {text}\n")
             self.stream.flush()
+
+    @property
+    def total(self) -> int:
+        """Rows of the input (of the shard), once prepared."""
+        assert self._scan is not None, "prepare() first"
+        return self._scan.total
+
+    @property
+    def done_mask(self) -> bytes:
+        """One packed bit per row, set where the output already has its record."""
+        return self._mask
+
+    @property
+    def prompt_token_counts(self) -> array[int] | None:
+        """Prompt tokens by row (4 bytes each), when counted."""
+        return self._scan.prompt_tokens if self._scan is not None else None
 
     @property
     def prompt_tokens(self) -> np.ndarray | None:
@@ -92,7 +120,7 @@ class Job:
             self.say(f"repaired a torn last line in {config.output} ({state.repaired_bytes} bytes)")
         counting = " and counting prompt tokens" if counter is not None else ""
         self.say(f"checking {config.input}{counting}")
-        scan = await asyncio.to_thread(scan_input, config, self.builder, counter)
+        scan = await asyncio.to_thread(scan_input, config, self.builder, counter, self._rows)
         if scan.counting_error:
             self.say(f"counting prompt tokens failed ({scan.counting_error}); rows are not "
                      "fitted to the context before sending")
@@ -100,6 +128,24 @@ class Job:
         self._already_failed = state.failed
         scan.id_hashes = np.empty(0, np.int64)
         self._scan = scan
+
+    async def adopt(self, done_bits: bytes, prompt_tokens: array[int] | None) -> None:
+        """Take a checked shard from the driver: rows already done, prompt tokens by row.
+
+        Rows this shard's own output already holds (a worker died on it) are skipped too.
+        """
+        assert self.shard is not None, "adopt() runs a shard"
+        rows = self.shard.rows
+        state = read_output(self.config.output, retry_failed=False)
+        done = np.unpackbits(np.frombuffer(done_bits, np.uint8), count=rows).astype(bool)
+        if state.done_hashes.size:
+            scan = await asyncio.to_thread(scan_input, self.config, self.builder, None,
+                                           self._rows)
+            done |= np.isin(scan.id_hashes, state.done_hashes)
+        self._mask = np.packbits(done).tobytes()
+        self._already = int(np.count_nonzero(done))
+        self._already_failed = state.failed
+        self._scan = InputScan(rows, 0, np.empty(0, np.int64), prompt_tokens)
 
     def set_limit(self, limit: int | None) -> None:
         """Fit rows to a context of ``limit`` tokens; ``fail`` stops here when some don't."""
@@ -128,9 +174,10 @@ class Job:
         config = self.config
         scan = self._scan
         assert scan is not None, "prepare() first"
-        write_manifest(config.output, config.input, self.params)
-        stats = RunStats(clock=self.clock, total_rows=scan.total, already_done=self._already,
-                         already_failed=self._already_failed)
+        if self.shard is None:
+            write_manifest(config.output, config.input, self.params)
+        stats = self.new_stats()
+        self.stats = stats
         if self._already:
             self.say(f"resuming: {self._already} of {scan.total} rows are already in "
                      f"{config.output}")
@@ -154,13 +201,14 @@ class Job:
             clock=self.clock, recover=recover, limit=self.limit,
             clamp=config.on_overflow == "clamp", bound=bound,
         )
-        progress = Progress(stats, self.stream, mode=self._progress_mode())
+        self._dispatcher = dispatcher
+        progress = Progress(stats, self.stream, mode=self.progress_mode())
         stats.start()
         background = [asyncio.create_task(writer.run_checkpoints()),
                       asyncio.create_task(progress.run())]
         if controller is not None:
             background.append(asyncio.create_task(controller.run(pool.load)))
-        restore = _install_signal_handlers(dispatcher.stop) if handle_signals else None
+        restore = install_signal_handlers(dispatcher.stop) if handle_signals else None
         try:
             await dispatcher.run(self._work())
         finally:
@@ -181,10 +229,21 @@ class Job:
                 for sample in controller.trace
             ]
         result = RunResult(stats, interrupted=dispatcher.interrupted)
-        self._finish(result)
+        self.finish(result)
         return result
 
-    def _progress_mode(self) -> str:
+    def stop(self) -> None:
+        """Stop sending, as SIGINT does: in-flight rows get the shutdown grace."""
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+
+    def new_stats(self) -> RunStats:
+        """Statistics for a run of this job, with what earlier runs did."""
+        return RunStats(clock=self.clock, total_rows=self.total, already_done=self._already,
+                        already_failed=self._already_failed)
+
+    def progress_mode(self) -> str:
+        """``bar`` on a terminal, ``log`` otherwise, ``quiet`` with --quiet."""
         if self.config.quiet:
             return "quiet"
         return "bar" if self.stream.isatty() else "log"
@@ -196,8 +255,9 @@ class Job:
         scan = self._scan
         counts = scan.prompt_tokens if scan is not None else None
         limit = self.limit if counts is not None else None
-        for row in read_rows(config.input, config.input_format):
-            if is_set(self._mask, row.index):
+        first = self._first_row
+        for row in self._rows():
+            if is_set(self._mask, row.index - first):
                 continue
             checked = check_row(builder, row)
             data = row.data or {}
@@ -206,7 +266,7 @@ class Job:
                 yield _unsent(failed_record(checked.row_id, row.index, checked.error), fields)
                 continue
             assert checked.content is not None
-            tokens = counts[row.index] if counts is not None else None
+            tokens = counts[row.index - first] if counts is not None else None
             max_tokens = config.max_tokens
             if limit is not None and tokens is not None:
                 fit = fit_row(tokens, max_tokens, limit, config.on_overflow)
@@ -220,7 +280,8 @@ class Job:
             body = builder.body(checked.content, max_tokens)
             yield WorkItem(checked.row_id, row.index, body, fields, tokens, max_tokens)
 
-    def _finish(self, result: RunResult) -> None:
+    def finish(self, result: RunResult) -> None:
+        """Order the output (``--ordered``), write ``--stats-json`` and print the summary."""
         config = self.config
         if config.ordered and not result.interrupted:
             self.say(f"writing {config.output} in input order")
@@ -243,7 +304,8 @@ def _unsent(record: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _install_signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
+def install_signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
+    """Call ``stop`` on SIGINT and SIGTERM; returns the function that undoes this."""
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:

@@ -20,7 +20,7 @@ import orjson
 
 from vbatch.errors import OutputError
 
-_RECORD_HEAD = re.compile(rb'^\{"id":("(?:[^"\\]|\\.)*"),"index":\d+,"status":"(ok|failed)"')
+_RECORD_HEAD = re.compile(rb'^\{"id":("(?:[^"\\]|\\.)*"),"index":(\d+),"status":"(ok|failed)"')
 
 
 @dataclass
@@ -65,33 +65,43 @@ def repair_torn_tail(path: Path) -> int:
     return size - keep
 
 
-def _parse_head(line: bytes, path: Path, line_no: int) -> tuple[str, str]:
+@dataclass(frozen=True, slots=True)
+class RecordHead:
+    """What the ledger reads of a record: its id, row index and status."""
+
+    row_id: str
+    index: int
+    status: str
+
+
+def _parse_head(line: bytes, path: Path, line_no: int) -> RecordHead:
     match = _RECORD_HEAD.match(line)
     if match:
-        return orjson.loads(match.group(1)), match.group(2).decode()
+        return RecordHead(orjson.loads(match.group(1)), int(match.group(2)),
+                          match.group(3).decode())
     try:
         record = orjson.loads(line)
-        return str(record["id"]), str(record["status"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return RecordHead(str(record["id"]), int(record["index"]), str(record["status"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         raise OutputError(
             f"{path}:{line_no} is not a vbatch record: move the file away or choose another -o"
         ) from None
 
 
-def _records(path: Path) -> Iterator[tuple[bytes, str, str]]:
+def records(path: Path) -> Iterator[tuple[bytes, RecordHead]]:
+    """Each record line of the output ``path`` with its head."""
     with open(path, "rb") as handle:
         for line_no, line in enumerate(handle, start=1):
             if line.strip():
-                row_id, status = _parse_head(line, path, line_no)
-                yield line, row_id, status
+                yield line, _parse_head(line, path, line_no)
 
 
 def _drop_failed(path: Path) -> None:
     tmp = path.with_name(path.name + ".retrying")
     try:
         with open(tmp, "wb") as kept:
-            for line, _, status in _records(path):
-                if status != "failed":
+            for line, head in records(path):
+                if head.status != "failed":
                     kept.write(line)
             kept.flush()
             os.fsync(kept.fileno())
@@ -113,12 +123,12 @@ def read_output(path: Path, *, retry_failed: bool) -> OutputState:
         _drop_failed(path)
     hashes = array("q")
     ok = failed = 0
-    for _, row_id, status in _records(path):
-        if status == "failed":
+    for _, head in records(path):
+        if head.status == "failed":
             failed += 1
         else:
             ok += 1
-        hashes.append(id_hash(row_id))
+        hashes.append(id_hash(head.row_id))
     done = np.frombuffer(hashes, dtype=np.int64) if hashes else np.empty(0, dtype=np.int64)
     return OutputState(done, ok, failed, repaired)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -81,25 +81,32 @@ def _non_utf8_problem(raw: bytes) -> str | None:
 
 
 def _read_jsonl(path: Path) -> Iterator[RawRow]:
-    index = 0
     with open_binary(path) as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            location = f"{path}:{line_no}"
-            try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                problem = _non_utf8_problem(raw) or f"malformed JSON ({exc})"
-                yield RawRow(index, location, None, InputError(location, problem))
-                index += 1
-                continue
-            if not isinstance(data, dict):
-                problem = f"expected a JSON object, got {type(data).__name__}"
-                yield RawRow(index, location, None, InputError(location, problem))
-            else:
-                yield RawRow(index, location, data)
+        yield from jsonl_rows(handle, path)
+
+
+def jsonl_rows(
+    lines: Iterable[bytes], path: Path, first_index: int = 0, first_line: int = 1
+) -> Iterator[RawRow]:
+    """The rows of JSONL ``lines``, numbered from ``first_index`` (row) and ``first_line``."""
+    index = first_index
+    for line_no, raw in enumerate(lines, start=first_line):
+        if not raw.strip():
+            continue
+        location = f"{path}:{line_no}"
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            problem = _non_utf8_problem(raw) or f"malformed JSON ({exc})"
+            yield RawRow(index, location, None, InputError(location, problem))
             index += 1
+            continue
+        if not isinstance(data, dict):
+            problem = f"expected a JSON object, got {type(data).__name__}"
+            yield RawRow(index, location, None, InputError(location, problem))
+        else:
+            yield RawRow(index, location, data)
+        index += 1
 
 
 class _LineCounter:
@@ -165,15 +172,27 @@ def _read_csv(path: Path) -> Iterator[RawRow]:
             index += 1
 
 
-def _read_parquet(path: Path) -> Iterator[RawRow]:
+def open_parquet(path: Path) -> Any:
+    """A ``pyarrow.parquet.ParquetFile``, or a ConfigError that says why not."""
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise ConfigError(f"{path} is not a readable Parquet file: {exc}") from exc
-    index = 0
-    for batch in parquet.iter_batches(batch_size=4096):
+
+
+def _read_parquet(path: Path) -> Iterator[RawRow]:
+    yield from parquet_rows(path)
+
+
+def parquet_rows(
+    path: Path, row_groups: list[int] | None = None, first_index: int = 0
+) -> Iterator[RawRow]:
+    """The rows of ``path`` (of only ``row_groups``), numbered from ``first_index``."""
+    parquet = open_parquet(path)
+    index = first_index
+    for batch in parquet.iter_batches(batch_size=4096, row_groups=row_groups):
         for data in batch.to_pylist():
             yield RawRow(index, f"{path} row {index + 1}", data)
             index += 1

@@ -64,12 +64,17 @@ async def arun(
     context (``config.on_overflow``). With ``handle_signals``, SIGINT and SIGTERM stop the
     run cleanly: no new rows are taken, in-flight rows get ``config.shutdown_grace`` seconds
     (a second signal abandons them at once), the output is flushed and the result says
-    ``interrupted``.
+    ``interrupted``. With ``config.ray``, the rows are spread over Ray actors (one per
+    replica, each with its own server or the given endpoints) and merged at the end.
     """
     stream = stream if stream is not None else sys.stderr
     clashes = OUTPUT_FIELDS.intersection(config.keep)
     if clashes:
         raise ConfigError(f"--keep {sorted(clashes)[0]}: that name is a field of the output")
+    if config.ray:
+        from vbatch.ray_driver import run_on_ray
+
+        return await run_on_ray(config, handle_signals, stream, clock)
     if config.remote:
         return await _run_remote(config, handle_signals, stream, clock)
     return await _run_managed(config, handle_signals, stream, clock)
@@ -80,33 +85,38 @@ def _client(config: RunConfig, root: str, api_key: str | None) -> HTTPClient:
                       timeout=config.request_timeout)
 
 
-def _endpoint(config: RunConfig, root: str, api: str, api_key: str | None, weight: float = 1.0
-              ) -> Endpoint:
+def make_endpoint(config: RunConfig, root: str, api: str, api_key: str | None,
+                  weight: float = 1.0) -> Endpoint:
+    """An endpoint for the server at ``root`` whose OpenAI API is at ``api``."""
     probe = HTTPClient(root, api_key=api_key, pool_size=4, timeout=PROBE_TIMEOUT_S)
     return Endpoint(url=api, client=_client(config, root, api_key), probe=probe,
                     prefix=api[len(root):], weight=weight)
 
 
-async def _run_remote(config: RunConfig, handle_signals: bool, stream: TextIO,
-                      clock: Callable[[], float]) -> RunResult:
+def remote_endpoints(config: RunConfig) -> list[Endpoint]:
+    """The running servers of ``--base-url`` and ``--endpoints``."""
     listed = [(url, 1.0) for url in config.base_urls]
     if config.endpoints_file is not None:
         listed += read_endpoints_file(config.endpoints_file)
     key = config.resolved_api_key
     urls = [(normalize_base_url(url), weight) for url, weight in listed]
-    endpoints = [_endpoint(config, u.root, u.api, key, weight) for u, weight in urls]
-    async with EndpointPool(endpoints) as pool:
+    return [make_endpoint(config, u.root, u.api, key, weight) for u, weight in urls]
+
+
+async def _run_remote(config: RunConfig, handle_signals: bool, stream: TextIO,
+                      clock: Callable[[], float]) -> RunResult:
+    async with EndpointPool(remote_endpoints(config)) as pool:
         first = pool.first
         model, limit = await discover_model(first.client, first.prefix, config.model)
         job = Job(config, RequestBuilder(config, model), stream, clock)
-        counter = (await _token_counter(config, first.client, model, job, limit)
+        counter = (await token_counter(config, first.client, model, job, limit)
                    if limit else None)
         await job.prepare(counter)
         job.set_limit(limit if counter is not None else None)
         return await job.execute(pool, handle_signals, pool.recover)
 
 
-async def _token_counter(config: RunConfig, client: HTTPClient, model: str, job: Job,
+async def token_counter(config: RunConfig, client: HTTPClient, model: str, job: Job,
                          limit: int) -> TokenCounter | None:
     """The local tokenizer when the model is known here, else the server's ``/tokenize``."""
     local = config.tokenizer
@@ -126,14 +136,16 @@ async def _token_counter(config: RunConfig, client: HTTPClient, model: str, job:
     return counter
 
 
-async def _run_managed(config: RunConfig, handle_signals: bool, stream: TextIO,
-                       clock: Callable[[], float]) -> RunResult:
-    model = config.model
-    served_name = None
-    if model is None:
-        model = str(await asyncio.to_thread(prepare_default_model))
-        served_name = DEFAULT_MODEL_NAME
-    options = ServerOptions(
+async def managed_model(config: RunConfig) -> tuple[str, str | None]:
+    """The model a managed server loads, and the name it serves it under (if not that)."""
+    if config.model is not None:
+        return config.model, None
+    return str(await asyncio.to_thread(prepare_default_model)), DEFAULT_MODEL_NAME
+
+
+def server_options(config: RunConfig, model: str, served_name: str | None) -> ServerOptions:
+    """The managed server of ``config``, loading ``model``."""
+    return ServerOptions(
         model=model,
         served_model_name=served_name,
         log_path=config.output.with_name(config.output.name + ".server.log"),
@@ -147,24 +159,31 @@ async def _run_managed(config: RunConfig, handle_signals: bool, stream: TextIO,
         startup_timeout=config.startup_timeout,
         max_restarts=config.max_restarts,
     )
+
+
+async def _run_managed(config: RunConfig, handle_signals: bool, stream: TextIO,
+                       clock: Callable[[], float]) -> RunResult:
+    model, served_name = await managed_model(config)
+    options = server_options(config, model, served_name)
     job = Job(config, RequestBuilder(config, options.name), stream, clock)
     counter = await asyncio.to_thread(LocalTokenCounter, config.tokenizer or model)
     await job.prepare(counter)
-    limit = config.max_model_len or _limit_from_data(job, model)
+    limit = config.max_model_len or limit_from_data(job, model)
     if config.max_model_len is None and limit is not None:
         options = dataclasses.replace(options, max_model_len=limit)
     job.set_limit(limit)
-    replicas = [replica_options(options, i, config.replicas) for i in range(config.replicas)]
+    count = config.replicas or 1
+    replicas = [replica_options(options, i, count) for i in range(count)]
     async with contextlib.AsyncExitStack() as stack:
         servers = [ManagedServer(o, stream=stream, quiet=config.quiet) for o in replicas]
         await asyncio.gather(*(stack.enter_async_context(server) for server in servers))
-        endpoints = [_endpoint(config, s.root_url, s.api_url, s.api_key) for s in servers]
+        endpoints = [make_endpoint(config, s.root_url, s.api_url, s.api_key) for s in servers]
         pool = await stack.enter_async_context(EndpointPool(endpoints))
         recover = servers[0].recover if len(servers) == 1 else pool.recover
         return await job.execute(pool, handle_signals, recover)
 
 
-def _limit_from_data(job: Job, model: str) -> int | None:
+def limit_from_data(job: Job, model: str) -> int | None:
     """``--max-model-len`` from the longest prompt and ``max_tokens``, within the model's."""
     model_limit = model_context_limit(model)
     counts = job.prompt_tokens

@@ -10,7 +10,9 @@ counted exactly into a 4-byte slot.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,8 @@ from vbatch.ledger import id_hash
 from vbatch.readers import RawRow, read_rows
 from vbatch.requests import RequestBuilder
 from vbatch.tokens import TokenCounter
+
+RowSource = Callable[[], Iterator[RawRow]]
 
 
 @dataclass(slots=True)
@@ -62,14 +66,15 @@ _COUNT_BATCH = 512
 
 
 class _Counts:
-    """Prompt-token counts by row index, filled a batch at a time."""
+    """Prompt-token counts in row order, filled a batch at a time."""
 
     def __init__(self, counter: TokenCounter):
         self.counter = counter
         self.values: array[int] = array("I")
         self._pending: list[tuple[int, dict[str, Any]]] = []
 
-    def add(self, index: int, content: dict[str, Any] | None) -> None:
+    def add(self, content: dict[str, Any] | None) -> None:
+        index = len(self.values)
         self.values.append(0)
         if content is not None:
             self._pending.append((index, content))
@@ -89,16 +94,19 @@ def scan_input(
     config: RunConfig,
     builder: RequestBuilder,
     counter: TokenCounter | None = None,
+    rows: RowSource | None = None,
 ) -> InputScan:
-    """Check every row (and count its prompt tokens with ``counter``).
+    """Check every row of the input, or of ``rows`` (and count prompt tokens with ``counter``).
 
     Raises InputError on the first bad row when ``on_bad_row`` is fail.
     """
+    if rows is None:
+        rows = partial(read_rows, config.input, config.input_format)
     hashes = array("q")
     counts = _Counts(counter) if counter is not None else None
     counting_error = None
     bad = 0
-    for row in read_rows(config.input, config.input_format):
+    for row in rows():
         checked = check_row(builder, row)
         if checked.error is not None:
             if config.on_bad_row == "fail":
@@ -107,7 +115,7 @@ def scan_input(
         hashes.append(id_hash(checked.row_id))
         if counts is not None:
             try:
-                counts.add(row.index, checked.content)
+                counts.add(checked.content)
             except RequestError as exc:
                 counts, counting_error = None, str(exc)
     if counts is not None:
@@ -116,12 +124,13 @@ def scan_input(
         except RequestError as exc:
             counts, counting_error = None, str(exc)
     id_hashes = np.frombuffer(hashes, dtype=np.int64) if hashes else np.empty(0, np.int64)
-    _refuse_duplicates(config, builder, id_hashes)
+    _refuse_duplicates(config, builder, id_hashes, rows)
     values = counts.values if counts is not None else None
     return InputScan(len(hashes), bad, id_hashes, values, counting_error)
 
 
-def _refuse_duplicates(config: RunConfig, builder: RequestBuilder, hashes: np.ndarray) -> None:
+def _refuse_duplicates(config: RunConfig, builder: RequestBuilder, hashes: np.ndarray,
+                       rows: RowSource) -> None:
     if hashes.size < 2:
         return
     ordered = np.sort(hashes)
@@ -130,7 +139,7 @@ def _refuse_duplicates(config: RunConfig, builder: RequestBuilder, hashes: np.nd
         return
     suspects = set(repeated.tolist())
     first_seen: dict[str, str] = {}
-    for row in read_rows(config.input, config.input_format):
+    for row in rows():
         row_id = check_row(builder, row).row_id
         if id_hash(row_id) not in suspects:
             continue

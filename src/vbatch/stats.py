@@ -29,6 +29,13 @@ class LatencyHistogram:
         self.count += 1
         self.maximum = max(self.maximum, seconds)
 
+    def absorb(self, other: LatencyHistogram) -> None:
+        """Add the latencies counted by ``other``."""
+        for bucket, count in enumerate(other._counts):
+            self._counts[bucket] += count
+        self.count += other.count
+        self.maximum = max(self.maximum, other.maximum)
+
     def quantile(self, q: float) -> float | None:
         """The ``q`` quantile (0..1), as its bucket's upper edge capped at the maximum seen."""
         if self.count == 0:
@@ -113,6 +120,22 @@ class RunStats:
             self.failures[key] = FailureGroup(1, str(error.get("message", ""))[:300])
         else:
             group.count += 1
+
+    def absorb(self, other: RunStats) -> None:
+        """Add what ``other`` (a part of this run, e.g. one shard) recorded."""
+        self.ok += other.ok
+        self.failed += other.failed
+        self.clamped += other.clamped
+        self.context_truncated += other.context_truncated
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.latency.absorb(other.latency)
+        for key, group in other.failures.items():
+            mine = self.failures.get(key)
+            if mine is None:
+                self.failures[key] = FailureGroup(group.count, group.example)
+            else:
+                mine.count += group.count
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as plain data (what ``--stats-json`` writes)."""
