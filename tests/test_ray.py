@@ -1,0 +1,171 @@
+"""``--ray``: a local Ray cluster, two actors, the simulator (and the real server, marked)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from vbatch import RunConfig, run
+
+from .conftest import SimulatorProcess, read_jsonl, run_cli, vbatch_cmd, write_jsonl
+
+VARYING = ("latency_s", "attempts")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """A local two-CPU Ray cluster, reachable by other processes with ``--ray auto``."""
+    import ray
+
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                       configure_logging=False)
+    yield str(context.address_info["gcs_address"])
+    ray.shutdown()
+
+
+def rows(count: int) -> list[dict[str, str]]:
+    return [{"id": f"row-{i}", "prompt": f"question {i} " + "word " * (i % 13)}
+            for i in range(count)]
+
+
+def comparable(path: Path) -> list[dict[str, Any]]:
+    records = [{k: v for k, v in r.items() if k not in VARYING} for r in read_jsonl(path)]
+    return sorted(records, key=lambda r: r["index"])
+
+
+def shard_workers() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline and cmdline[0].startswith("ray::ShardWorker"):
+            found.append(process)
+    return found
+
+
+def wait_for(condition: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def shard_lines(shard_dir: Path) -> int:
+    if not shard_dir.is_dir():
+        return 0
+    return sum(path.read_bytes().count(b"\n") for path in shard_dir.glob("shard-*.jsonl"))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_two_actors_give_the_records_of_a_single_process_run(
+    ray_cluster: str, simulator: SimulatorProcess, tmp_path: Path, fmt: str
+) -> None:
+    data = rows(300)
+    if fmt == "jsonl":
+        source = write_jsonl(tmp_path / "in.jsonl", data)
+    else:
+        source = tmp_path / "in.parquet"
+        pq.write_table(pa.Table.from_pylist(data), source, row_group_size=25)
+    base = dict(input=source, base_url=simulator.url, max_tokens=5, temperature=0.0,
+                keep=("prompt",))
+    single = tmp_path / "single.jsonl"
+    assert run(RunConfig(output=single, quiet=True, **base)).exit_code == 0
+    simulator.reset()
+    sharded = tmp_path / "ray.jsonl"
+    messages = io.StringIO()
+    result = run(RunConfig(output=sharded, ray=True, replicas=2, shard_rows=40, **base),
+                 stream=messages)
+    assert result.exit_code == 0 and result.stats.ok == 300
+    assert simulator.stats()["requests_seen"] == 300
+    assert comparable(sharded) == comparable(single)
+    said = messages.getvalue()
+    assert "Ray worker 0 on" in said and "Ray worker 1 on" in said
+    assert not (tmp_path / "ray.jsonl.shards").exists()
+    again = run(RunConfig(output=sharded, ray=True, replicas=2, shard_rows=40, quiet=True,
+                          **base))
+    assert again.stats.ok == 0 and again.stats.already_done == 300
+
+
+def test_killing_an_actor_mid_run_loses_and_duplicates_nothing(
+    ray_cluster: str, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    simulator.configure(latency=0.05, capacity=16)
+    source = write_jsonl(tmp_path / "in.jsonl", rows(800))
+    out = tmp_path / "out.jsonl"
+    config = RunConfig(input=source, output=out, base_url=simulator.url, max_tokens=3,
+                       ray=True, replicas=2, shard_rows=50, concurrency=8)
+    messages = io.StringIO()
+    outcome: dict[str, Any] = {}
+    runner = threading.Thread(
+        target=lambda: outcome.update(result=run(config, stream=messages)), daemon=True
+    )
+    runner.start()
+    wait_for(lambda: len(shard_workers()) == 2 and shard_lines(tmp_path / "out.jsonl.shards") > 100)
+    shard_workers()[0].send_signal(signal.SIGKILL)
+    runner.join(timeout=120)
+    assert not runner.is_alive()
+    assert "a Ray worker died" in messages.getvalue()
+    records = read_jsonl(out)
+    counts = Counter(r["id"] for r in records)
+    assert set(counts) == {r["id"] for r in rows(800)}
+    assert max(counts.values()) == 1
+    assert all(r["status"] == "ok" for r in records)
+    assert outcome["result"].exit_code == 0
+
+
+def test_driver_killed_then_rerun_finishes_each_row_once(
+    ray_cluster: str, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    simulator.configure(latency=0.05, capacity=16)
+    source = write_jsonl(tmp_path / "in.jsonl", rows(600))
+    out = tmp_path / "out.jsonl"
+    args = ("run", str(source), "-o", str(out), "--base-url", simulator.url, "--max-tokens",
+            "3", "--ray", ray_cluster, "--replicas", "2", "--shard-rows", "50",
+            "--concurrency", "8", "--quiet")
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    driver = subprocess.Popen(vbatch_cmd(*args), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env)
+    try:
+        wait_for(lambda: shard_lines(tmp_path / "out.jsonl.shards") > 100)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    assert not out.exists() or out.stat().st_size == 0
+    second = run_cli(*args[:-1], env={"RAY_ADDRESS": ray_cluster}, timeout=180)
+    assert second.returncode == 0, second.stderr
+    assert "by an earlier run" in second.stderr
+    counts = Counter(r["id"] for r in read_jsonl(out))
+    assert set(counts) == {r["id"] for r in rows(600)}
+    assert max(counts.values()) == 1
+    assert simulator.stats()["requests_seen"] < 600 + 16 * 2 + 100
+
+
+@pytest.mark.vllm
+def test_two_actors_against_the_real_server(ray_cluster: str, vllm_url: str, tmp_path: Path
+                                            ) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", rows(40))
+    base = dict(input=source, base_url=vllm_url, max_tokens=8, temperature=0.0, quiet=True)
+    single = tmp_path / "single.jsonl"
+    assert run(RunConfig(output=single, **base)).exit_code == 0
+    sharded = tmp_path / "ray.jsonl"
+    result = run(RunConfig(output=sharded, ray=True, replicas=2, shard_rows=10, **base))
+    assert result.exit_code == 0 and result.stats.ok == 40
+    by_index = {r["index"]: r for r in read_jsonl(single)}
+    for record in read_jsonl(sharded):
+        alone = by_index[record["index"]]
+        assert record["id"] == alone["id"] and record["status"] == "ok"
+        assert record["usage"]["prompt_tokens"] == alone["usage"]["prompt_tokens"]
+        assert record["text"]
