@@ -169,3 +169,23 @@ def test_two_actors_against_the_real_server(ray_cluster: str, vllm_url: str, tmp
         assert record["id"] == alone["id"] and record["status"] == "ok"
         assert record["usage"]["prompt_tokens"] == alone["usage"]["prompt_tokens"]
         assert record["text"]
+
+
+@pytest.mark.vllm
+def test_each_actor_starts_its_own_server(ray_cluster: str, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", rows(30))
+    out = tmp_path / "out.jsonl"
+    messages = io.StringIO()
+    result = run(RunConfig(input=source, output=out, max_tokens=8, ray=True, replicas=2,
+                           shard_rows=10), stream=messages)
+    assert result.exit_code == 0 and result.stats.ok == 30
+    assert sorted(r["index"] for r in read_jsonl(out)) == list(range(30))
+    said = messages.getvalue()
+    assert "--max-model-len 256" in said
+    started = [line for line in said.splitlines() if line.startswith("vbatch: Ray worker ")]
+    ports = {line.rsplit(":", 1)[1] for line in started}
+    assert len(ports) == 2
+    for replica in (0, 1):
+        assert "Application startup complete" in (
+            tmp_path / f"out.jsonl.server.{replica}.log").read_text()
+    assert not shard_workers()

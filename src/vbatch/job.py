@@ -178,9 +178,7 @@ class Job:
             write_manifest(config.output, config.input, self.params)
         stats = self.new_stats()
         self.stats = stats
-        if self._already:
-            self.say(f"resuming: {self._already} of {scan.total} rows are already in "
-                     f"{config.output}")
+        self.say_resuming()
         writer = ResultWriter(config.output, clock=self.clock)
         writer.open()
 
@@ -236,6 +234,12 @@ class Job:
         """Stop sending, as SIGINT does: in-flight rows get the shutdown grace."""
         if self._dispatcher is not None:
             self._dispatcher.stop()
+
+    def say_resuming(self) -> None:
+        """Say how many rows the output already holds, if any."""
+        if self._already:
+            self.say(f"resuming: {self._already} of {self.total} rows are already in "
+                     f"{self.config.output}")
 
     def new_stats(self) -> RunStats:
         """Statistics for a run of this job, with what earlier runs did."""

@@ -144,6 +144,8 @@ class _RayRun:
         mask = job.done_mask
         write_manifest(config.output, config.input, job.params)
         todo = deque(s for s in shards if _has_work(mask, s))
+        workers = min(workers, len(todo))
+        job.say_resuming()
         job.say(f"{len(todo)} shards of up to {shard_rows} rows for {workers} Ray workers; "
                 f"shard outputs in {config.resolved_shard_dir}")
         plan = WorkerPlan(config, self.prepared.request_model, self.prepared.limit,
