@@ -1,6 +1,6 @@
 """``make bench``: vbatch against the baseline (benchmarks/baseline_openai.py) in one run.
 
-    python benchmarks/run.py [overhead] [memory] [saturation] [--quick]
+    python benchmarks/run.py [overhead] [memory] [saturation] [endpoints] [ray] [--quick]
 
 Prints one table with ratios and writes bench-results/results.json.
 """
@@ -113,6 +113,30 @@ def endpoints(requests: int, capacity: int, latency: float) -> list[dict[str, An
     return rows
 
 
+def ray_workers(requests: int, capacity: int, latency: float) -> list[dict[str, Any]]:
+    """``--ray`` on a local cluster: one worker on one endpoint, then two over two endpoints.
+
+    ``requests_per_s`` counts from the first shard handed out (the run's --stats-json);
+    ``wall_s`` includes starting Ray and the workers.
+    """
+    source = write_prompts(WORK / f"prompts-{requests}.jsonl", requests)
+    rows = []
+    args = ("--capacity", str(capacity), "--latency", str(latency))
+    with Simulator(*args) as one, Simulator(*args) as two:
+        for name, urls in (("vbatch --ray, 1 worker, 1 endpoint", [one.url]),
+                           ("vbatch --ray, 2 workers, 2 endpoints", [one.url, two.url])):
+            extra = [arg for url in urls[1:] for arg in ("--base-url", url)]
+            stats = WORK / "ray-stats.json"
+            m = measure(vbatch_command(source, WORK / "vbatch.out", urls[0], *extra, "--ray",
+                                       "--stats-json", str(stats)))
+            rows.append({"bench": "ray", "client": name, "requests": requests,
+                         "requests_per_s": json.loads(stats.read_text())["rows_per_s"],
+                         "wall_s": m.wall_s})
+    for row in rows:
+        row["ratio_to_baseline"] = row["requests_per_s"] / rows[0]["requests_per_s"]
+    return rows
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     columns = ["bench", "client", "requests", "requests_per_s", "cpu_ms_per_request",
                "peak_rss_mb", "wall_s", "ratio_to_baseline", "ratio_to_smallest",
@@ -130,7 +154,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("benches", nargs="*",
-                        default=["overhead", "memory", "saturation", "endpoints"])
+                        default=["overhead", "memory", "saturation", "endpoints", "ray"])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
@@ -143,6 +167,8 @@ def main() -> None:
         rows += saturation(2_000 if args.quick else 20_000, 256, 2.0)
     if "endpoints" in args.benches:
         rows += endpoints(2_000 if args.quick else 8_000, 64, 0.5)
+    if "ray" in args.benches:
+        rows += ray_workers(2_000 if args.quick else 8_000, 64, 0.5)
     print_table(rows)
     (WORK / "results.json").write_text(json.dumps(rows, indent=2))
     print(f"\nwritten to {WORK / 'results.json'}")
