@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import signal
 import subprocess
 import threading
@@ -135,16 +134,15 @@ def test_driver_killed_then_rerun_finishes_each_row_once(
     args = ("run", str(source), "-o", str(out), "--base-url", simulator.url, "--max-tokens",
             "3", "--ray", ray_cluster, "--replicas", "2", "--shard-rows", "50",
             "--concurrency", "8", "--quiet")
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
     driver = subprocess.Popen(vbatch_cmd(*args), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=env)
+                              stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: shard_lines(tmp_path / "out.jsonl.shards") > 100)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     assert not out.exists() or out.stat().st_size == 0
-    second = run_cli(*args[:-1], env={"RAY_ADDRESS": ray_cluster}, timeout=180)
+    second = run_cli(*args[:-1], timeout=180)
     assert second.returncode == 0, second.stderr
     assert "by an earlier run" in second.stderr
     counts = Counter(r["id"] for r in read_jsonl(out))
@@ -189,3 +187,29 @@ def test_each_actor_starts_its_own_server(ray_cluster: str, tmp_path: Path) -> N
         assert "Application startup complete" in (
             tmp_path / f"out.jsonl.server.{replica}.log").read_text()
     assert not shard_workers()
+
+
+def test_ctrl_c_stops_the_actors_cleanly_and_a_rerun_completes(
+    ray_cluster: str, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    simulator.configure(latency=0.05, capacity=16)
+    source = write_jsonl(tmp_path / "in.jsonl", rows(600))
+    out = tmp_path / "out.jsonl"
+    args = ("run", str(source), "-o", str(out), "--base-url", simulator.url, "--max-tokens",
+            "3", "--ray", ray_cluster, "--replicas", "2", "--shard-rows", "50",
+            "--concurrency", "8")
+    driver = subprocess.Popen(vbatch_cmd(*args), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: shard_lines(tmp_path / "out.jsonl.shards") > 100)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=60)
+    assert driver.returncode == 130, stderr
+    assert "interrupted" in stderr
+    first = read_jsonl(out)
+    assert 100 < len(first) < 600
+    assert not (tmp_path / "out.jsonl.shards").exists()
+    second = run_cli(*args, "--quiet", timeout=180)
+    assert second.returncode == 0, second.stderr
+    counts = Counter(r["id"] for r in read_jsonl(out))
+    assert set(counts) == {r["id"] for r in rows(600)}
+    assert max(counts.values()) == 1
