@@ -148,6 +148,9 @@ def main() -> None:
 @click.option("--tokenizer",
               help="Model directory or hub name whose tokenizer counts prompt tokens here "
               "(default: the server's /tokenize, or --model when it is a directory).")
+@click.option("--group-by-prefix", is_flag=True,
+              help="Send rows whose prompts start alike (same system prompt or few-shot block) "
+              "one after another, for vLLM's prefix cache (uncompressed JSONL input).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")
 @click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the end-of-run summary as JSON to this file.")

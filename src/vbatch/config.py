@@ -70,6 +70,7 @@ class RunConfig:
     ray_address: str | None = None
     shard_rows: int | None = None
     shard_dir: Path | None = None
+    group_by_prefix: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", Path(self.input))
@@ -142,6 +143,9 @@ class RunConfig:
             raise ConfigError(f"--replicas must be at least 1, got {self.replicas}")
         if self.shard_rows is not None and self.shard_rows < 1:
             raise ConfigError(f"--shard-rows must be at least 1, got {self.shard_rows}")
+        if self.ray and self.group_by_prefix:
+            raise ConfigError("--group-by-prefix does not work with --ray yet: shards are sent "
+                              "in input order")
         if not self.ray and (self.shard_rows is not None or self.shard_dir is not None):
             raise ConfigError("--shard-rows and --shard-dir split the work of a --ray run: "
                               "add --ray")

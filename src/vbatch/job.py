@@ -23,6 +23,7 @@ from vbatch.fit import fit_row
 from vbatch.ledger import done_mask, is_set, read_output
 from vbatch.manifest import check_manifest, write_manifest
 from vbatch.plan import ids_of, not_fitting
+from vbatch.prefix import check_groupable
 from vbatch.progress import Progress
 from vbatch.readers import read_rows
 from vbatch.records import failed_record
@@ -118,9 +119,14 @@ class Job:
         state = read_output(config.output, retry_failed=config.retry_failed)
         if state.repaired_bytes:
             self.say(f"repaired a torn last line in {config.output} ({state.repaired_bytes} bytes)")
+        if config.group_by_prefix:
+            check_groupable(config.input, config.input_format)
         counting = " and counting prompt tokens" if counter is not None else ""
         self.say(f"checking {config.input}{counting}")
         scan = await asyncio.to_thread(scan_input, config, self.builder, counter, self._rows)
+        if scan.prefix_order is not None:
+            order = scan.prefix_order.order()
+            self._rows = partial(scan.prefix_order.rows, config.input, order)
         if scan.counting_error:
             self.say(f"counting prompt tokens failed ({scan.counting_error}); rows are not "
                      "fitted to the context before sending")

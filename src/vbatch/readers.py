@@ -28,6 +28,8 @@ class RawRow:
     location: str
     data: dict[str, Any] | None
     error: InputError | None = None
+    offset: int = -1
+    line: int = 0
 
 
 def detect_format(path: Path, override: str | None = None) -> str:
@@ -86,27 +88,36 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
 
 
 def jsonl_rows(
-    lines: Iterable[bytes], path: Path, first_index: int = 0, first_line: int = 1
+    lines: Iterable[bytes], path: Path, first_index: int = 0, first_line: int = 1,
+    first_offset: int = 0,
 ) -> Iterator[RawRow]:
-    """The rows of JSONL ``lines``, numbered from ``first_index`` (row) and ``first_line``."""
+    """The rows of JSONL ``lines``, numbered from ``first_index`` (row) and ``first_line``.
+
+    Each row knows its line's byte ``offset`` (meaningful for an uncompressed file).
+    """
     index = first_index
+    offset = first_offset
     for line_no, raw in enumerate(lines, start=first_line):
+        start = offset
+        offset += len(raw)
         if not raw.strip():
             continue
-        location = f"{path}:{line_no}"
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            problem = _non_utf8_problem(raw) or f"malformed JSON ({exc})"
-            yield RawRow(index, location, None, InputError(location, problem))
-            index += 1
-            continue
-        if not isinstance(data, dict):
-            problem = f"expected a JSON object, got {type(data).__name__}"
-            yield RawRow(index, location, None, InputError(location, problem))
-        else:
-            yield RawRow(index, location, data)
+        yield jsonl_row(raw, path, index, line_no, start)
         index += 1
+
+
+def jsonl_row(raw: bytes, path: Path, index: int, line_no: int, offset: int = -1) -> RawRow:
+    """Row ``index`` from the JSONL line ``raw`` (line ``line_no`` of ``path``)."""
+    location = f"{path}:{line_no}"
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        problem = _non_utf8_problem(raw) or f"malformed JSON ({exc})"
+        return RawRow(index, location, None, InputError(location, problem), offset, line_no)
+    if not isinstance(data, dict):
+        problem = f"expected a JSON object, got {type(data).__name__}"
+        return RawRow(index, location, None, InputError(location, problem), offset, line_no)
+    return RawRow(index, location, data, None, offset, line_no)
 
 
 class _LineCounter:

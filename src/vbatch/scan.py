@@ -20,6 +20,7 @@ import numpy as np
 from vbatch.config import RunConfig
 from vbatch.errors import InputError, RequestError
 from vbatch.ledger import id_hash
+from vbatch.prefix import PrefixOrder
 from vbatch.readers import RawRow, read_rows
 from vbatch.requests import RequestBuilder
 from vbatch.tokens import TokenCounter
@@ -60,6 +61,7 @@ class InputScan:
     id_hashes: np.ndarray
     prompt_tokens: array[int] | None = None
     counting_error: str | None = None
+    prefix_order: PrefixOrder | None = None
 
 
 _COUNT_BATCH = 512
@@ -106,8 +108,11 @@ def scan_input(
     counts = _Counts(counter) if counter is not None else None
     counting_error = None
     bad = 0
+    prefix = PrefixOrder() if config.group_by_prefix else None
     for row in rows():
         checked = check_row(builder, row)
+        if prefix is not None:
+            prefix.add(row, checked.content)
         if checked.error is not None:
             if config.on_bad_row == "fail":
                 raise checked.error
@@ -126,7 +131,7 @@ def scan_input(
     id_hashes = np.frombuffer(hashes, dtype=np.int64) if hashes else np.empty(0, np.int64)
     _refuse_duplicates(config, builder, id_hashes, rows)
     values = counts.values if counts is not None else None
-    return InputScan(len(hashes), bad, id_hashes, values, counting_error)
+    return InputScan(len(hashes), bad, id_hashes, values, counting_error, prefix)
 
 
 def _refuse_duplicates(config: RunConfig, builder: RequestBuilder, hashes: np.ndarray,

@@ -110,7 +110,7 @@ def _jsonl_range(path: Path, shard: Shard) -> Iterator[RawRow]:
     with open(path, "rb", buffering=1 << 20) as handle:
         handle.seek(start)
         yield from jsonl_rows(_lines_until(handle, end - start), path, shard.first_row,
-                              shard.first_line)
+                              shard.first_line, start)
 
 
 def _lines_until(handle: Iterator[bytes], length: int) -> Iterator[bytes]:
