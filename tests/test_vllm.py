@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .conftest import read_jsonl, run_cli, vbatch_cmd, write_jsonl
@@ -188,6 +189,27 @@ def test_bad_model_path_fails_before_starting(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no-such-model" in result.stderr
     assert "Hint: the model path or name looks wrong" in result.stderr
+
+
+def api_server_pids() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["cmdline"])
+            if "vllm.entrypoints.openai.api_server" in " ".join(p.info["cmdline"] or [])}
+
+
+def test_known_context_starts_the_server_while_checking(tmp_path: Path) -> None:
+    before = api_server_pids()
+    good = prompts(tmp_path, 20)
+    result = run_cli("run", str(good), "-o", str(tmp_path / "out.jsonl"), "--max-tokens", "4",
+                     "--max-model-len", "1024", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.index("starting vLLM") < result.stderr.index("checking")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(good.read_text() + '{"id": "q0", "prompt": "again"}\n')
+    result = run_cli("run", str(bad), "-o", str(tmp_path / "bad-out.jsonl"), "--max-model-len",
+                     "1024", timeout=600)
+    assert result.returncode == 2 and "duplicate id 'q0'" in result.stderr
+    assert "starting vLLM" in result.stderr
+    assert api_server_pids() <= before
 
 
 def test_server_failing_to_start_shows_its_log_and_a_hint(tmp_path: Path) -> None:

@@ -19,9 +19,16 @@ class ServeProcess:
             [sys.executable, "-m", "vbatch", "serve", "--port", "0", "--log", str(log), *args],
             stdout=subprocess.PIPE, text=True,
         )
+        self.url = ""
+        try:
+            self._wait_ready(log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, log: Path) -> None:
         assert self.process.stdout is not None
         deadline = time.monotonic() + 900
-        self.url = ""
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
             if not line:

@@ -166,21 +166,44 @@ async def _run_managed(config: RunConfig, handle_signals: bool, stream: TextIO,
     model, served_name = await managed_model(config)
     options = server_options(config, model, served_name)
     job = Job(config, RequestBuilder(config, options.name), stream, clock)
-    counter = await asyncio.to_thread(LocalTokenCounter, config.tokenizer or model)
-    await job.prepare(counter)
-    limit = config.max_model_len or limit_from_data(job, model)
-    if config.max_model_len is None and limit is not None:
-        options = dataclasses.replace(options, max_model_len=limit)
-    job.set_limit(limit)
-    count = config.replicas or 1
-    replicas = [replica_options(options, i, count) for i in range(count)]
     async with contextlib.AsyncExitStack() as stack:
-        servers = [ManagedServer(o, stream=stream, quiet=config.quiet) for o in replicas]
-        await asyncio.gather(*(stack.enter_async_context(server) for server in servers))
+        if config.max_model_len is not None:
+            # The context is known: start the servers while the input is checked.
+            starting = asyncio.create_task(_start_servers(stack, config, options, stream))
+            try:
+                await _prepare_managed(job, model)
+            except BaseException:
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                raise
+            servers = await starting
+        else:
+            limit = await _prepare_managed(job, model)
+            options = dataclasses.replace(options, max_model_len=limit)
+            servers = await _start_servers(stack, config, options, stream)
         endpoints = [make_endpoint(config, s.root_url, s.api_url, s.api_key) for s in servers]
         pool = await stack.enter_async_context(EndpointPool(endpoints))
         recover = servers[0].recover if len(servers) == 1 else pool.recover
         return await job.execute(pool, handle_signals, recover)
+
+
+async def _prepare_managed(job: Job, model: str) -> int | None:
+    """Check and count the input; returns the context the rows are fitted to."""
+    config = job.config
+    counter = await asyncio.to_thread(LocalTokenCounter, config.tokenizer or model)
+    await job.prepare(counter)
+    limit = config.max_model_len or limit_from_data(job, model)
+    job.set_limit(limit)
+    return limit
+
+
+async def _start_servers(stack: contextlib.AsyncExitStack, config: RunConfig,
+                         options: ServerOptions, stream: TextIO) -> list[ManagedServer]:
+    count = config.replicas or 1
+    servers = [ManagedServer(replica_options(options, i, count), stream=stream,
+                             quiet=config.quiet) for i in range(count)]
+    await asyncio.gather(*(stack.enter_async_context(server) for server in servers))
+    return servers
 
 
 def limit_from_data(job: Job, model: str) -> int | None:
