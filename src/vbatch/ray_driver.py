@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import numpy as np
+
 from vbatch.config import RunConfig
 from vbatch.endpoints import EndpointPool, read_endpoints_file
 from vbatch.errors import ConfigError, VbatchError
@@ -102,7 +104,7 @@ async def _prepare(job: Job, counter: Any, request_model: str, limit: int | None
     await job.prepare(counter)
     if managed_model_path is not None:
         limit = config.max_model_len or limit_from_data(job, managed_model_path)
-    job.set_limit(limit if job.prompt_tokens is not None or managed_model_path else None)
+    job.set_limit(limit)
     return _Prepared(job, request_model, limit)
 
 
@@ -277,8 +279,8 @@ class _RayRun:
 
 
 def _has_work(mask: bytes, shard: Shard) -> bool:
-    bits = done_bits(mask, shard.first_row, shard.rows)
-    return sum(bin(byte).count("1") for byte in bits) < shard.rows
+    bits = np.frombuffer(done_bits(mask, shard.first_row, shard.rows), np.uint8)
+    return int(np.count_nonzero(np.unpackbits(bits, count=shard.rows))) < shard.rows
 
 
 def _set_counts(stats: RunStats, finished: RunStats, live: list[LiveCounts]) -> None:

@@ -61,8 +61,7 @@ class ShardWorker:
     def __init__(self, plan: WorkerPlan, replica: int):
         self.plan = plan
         self.replica = replica
-        self.config = plan.config.replace(quiet=True, stats_json=None, ordered=False,
-                                          retry_failed=False, force=True)
+        self.config = plan.config.replace(quiet=True, stats_json=None, ordered=False)
         self._stack = contextlib.AsyncExitStack()
         self._pool: EndpointPool | None = None
         self._server: ManagedServer | None = None
