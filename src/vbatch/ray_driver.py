@@ -238,6 +238,9 @@ class _RayRun:
                 except ray.exceptions.RayActorError as exc:
                     self.job.say(f"a Ray worker died on {shard.name} ({_cause(exc)}); "
                                  "its shard goes to another worker")
+                    # An actor that is only unreachable could still be writing the shard file.
+                    with contextlib.suppress(Exception):
+                        ray.kill(actor, no_restart=True)
                     actors.remove(actor)
                     todo.appendleft(shard)
                     if not actors:
