@@ -213,3 +213,16 @@ def test_ctrl_c_stops_the_actors_cleanly_and_a_rerun_completes(
     counts = Counter(r["id"] for r in read_jsonl(out))
     assert set(counts) == {r["id"] for r in rows(600)}
     assert max(counts.values()) == 1
+
+
+def test_relative_paths_work_in_workers_started_elsewhere(
+    ray_cluster: str, simulator: SimulatorProcess, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", rows(60))
+    monkeypatch.chdir(tmp_path)
+    result = run(RunConfig(input=Path("in.jsonl"), output=Path("out.jsonl"),
+                           base_url=simulator.url, max_tokens=2, ray=True, replicas=2,
+                           shard_rows=20, quiet=True))
+    assert result.exit_code == 0 and result.stats.ok == 60
+    assert sorted(r["index"] for r in read_jsonl(tmp_path / "out.jsonl")) == list(range(60))

@@ -18,6 +18,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
@@ -150,8 +151,8 @@ class _RayRun:
         job.say_resuming()
         job.say(f"{len(todo)} shards of up to {shard_rows} rows for {workers} Ray workers; "
                 f"shard outputs in {config.resolved_shard_dir}")
-        plan = WorkerPlan(config, self.prepared.request_model, self.prepared.limit,
-                          config.resolved_shard_dir, self._replicas_per_node(workers))
+        plan = WorkerPlan(_absolute(config), self.prepared.request_model, self.prepared.limit,
+                          config.resolved_shard_dir.resolve(), self._replicas_per_node(workers))
         stats = job.new_stats()
         finished = RunStats(clock=job.clock)
         progress = Progress(stats, job.stream, mode=job.progress_mode())
@@ -279,6 +280,16 @@ class _RayRun:
         for actor in actors:
             with contextlib.suppress(Exception):
                 self.ray.kill(actor)
+
+
+def _absolute(config: RunConfig) -> RunConfig:
+    """``config`` with its paths absolute: workers run in other directories and machines."""
+    changes: dict[str, Any] = {"input": config.input.resolve(), "output": config.output.resolve()}
+    if config.endpoints_file is not None:
+        changes["endpoints_file"] = config.endpoints_file.resolve()
+    if config.model is not None and Path(config.model).is_dir():
+        changes["model"] = str(Path(config.model).resolve())
+    return config.replace(**changes)
 
 
 def _has_work(mask: bytes, shard: Shard) -> bool:
