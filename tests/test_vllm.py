@@ -212,6 +212,15 @@ def test_known_context_starts_the_server_while_checking(tmp_path: Path) -> None:
     assert api_server_pids() <= before
 
 
+def test_serve_without_model_passes_the_arguments_after_the_dashes(tmp_path: Path) -> None:
+    result = run_cli("serve", "--port", "0", "--log", str(tmp_path / "serve.log"), "--",
+                     "--no-such-vllm-flag", timeout=600)
+    assert result.returncode == 3
+    assert "starting vLLM with --no-such-vllm-flag" not in result.stderr
+    assert "SmolLM2-135M-Instruct" in result.stderr
+    assert "Hint: vllm serve rejected an argument" in result.stderr
+
+
 def test_server_failing_to_start_shows_its_log_and_a_hint(tmp_path: Path) -> None:
     source = prompts(tmp_path, 1)
     result = run_cli("run", str(source), "-o", str(tmp_path / "out.jsonl"), "--",

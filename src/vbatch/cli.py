@@ -246,7 +246,11 @@ def serve(model: str | None, port: int, log_path: Path | None, **options: Any) -
     MODEL is a model directory or hub name; without it, the embedded default model.
     Arguments after -- go to vllm serve. Ctrl-C or SIGTERM stops the server.
     """
-    options["extra_args"] = tuple(options.pop("server_args"))
+    extra = tuple(options.pop("server_args"))
+    if model is not None and model.startswith("-"):
+        # `vbatch serve -- --flag`: with no MODEL, click hands the first argument after -- to it.
+        model, extra = None, (model, *extra)
+    options["extra_args"] = extra
     with _exit_on_error():
         code = serve_foreground(model, port=port, log_path=log_path, **options)
     sys.exit(code)
