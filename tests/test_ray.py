@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import signal
 import subprocess
 import threading
@@ -226,3 +227,21 @@ def test_relative_paths_work_in_workers_started_elsewhere(
                            shard_rows=20, quiet=True))
     assert result.exit_code == 0 and result.stats.ok == 60
     assert sorted(r["index"] for r in read_jsonl(tmp_path / "out.jsonl")) == list(range(60))
+
+
+def test_group_by_prefix_groups_each_shard(ray_cluster: str, simulator: SimulatorProcess,
+                                           tmp_path: Path) -> None:
+    systems = ["A " * 300, "B " * 300, "C " * 300]
+    data = [{"id": f"r{i}", "messages": [{"role": "system", "content": systems[i % 3]},
+                                         {"role": "user", "content": f"q {i}"}]}
+            for i in range(90)]
+    source = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out.jsonl"
+    result = run(RunConfig(input=source, output=out, base_url=simulator.url, max_tokens=2,
+                           concurrency=1, ray=True, replicas=1, shard_rows=30,
+                           group_by_prefix=True, ordered=True, quiet=True))
+    assert result.exit_code == 0
+    sent = [body["messages"][0]["content"][0] for body in simulator.requests()]
+    assert len(sent) == 90
+    assert sum(1 for a, b in itertools.pairwise(sent) if a != b) <= 3 * 3 - 1
+    assert [r["index"] for r in read_jsonl(out)] == list(range(90))

@@ -143,9 +143,6 @@ class RunConfig:
             raise ConfigError(f"--replicas must be at least 1, got {self.replicas}")
         if self.shard_rows is not None and self.shard_rows < 1:
             raise ConfigError(f"--shard-rows must be at least 1, got {self.shard_rows}")
-        if self.ray and self.group_by_prefix:
-            raise ConfigError("--group-by-prefix does not work with --ray yet: shards are sent "
-                              "in input order")
         if not self.ray and (self.shard_rows is not None or self.shard_dir is not None):
             raise ConfigError("--shard-rows and --shard-dir split the work of a --ray run: "
                               "add --ray")

@@ -124,9 +124,7 @@ class Job:
         counting = " and counting prompt tokens" if counter is not None else ""
         self.say(f"checking {config.input}{counting}")
         scan = await asyncio.to_thread(scan_input, config, self.builder, counter, self._rows)
-        if scan.prefix_order is not None:
-            order = scan.prefix_order.order()
-            self._rows = partial(scan.prefix_order.rows, config.input, order)
+        self._follow_prefix_order(scan)
         if scan.counting_error:
             self.say(f"counting prompt tokens failed ({scan.counting_error}); rows are not "
                      "fitted to the context before sending")
@@ -144,14 +142,23 @@ class Job:
         rows = self.shard.rows
         state = read_output(self.config.output, retry_failed=False)
         done = np.unpackbits(np.frombuffer(done_bits, np.uint8), count=rows).astype(bool)
-        if state.done_hashes.size:
+        if state.done_hashes.size or self.config.group_by_prefix:
             scan = await asyncio.to_thread(scan_input, self.config, self.builder, None,
                                            self._rows)
-            done |= np.isin(scan.id_hashes, state.done_hashes)
+            if state.done_hashes.size:
+                done |= np.isin(scan.id_hashes, state.done_hashes)
+            self._follow_prefix_order(scan)
         self._mask = np.packbits(done).tobytes()
         self._already = int(np.count_nonzero(done))
         self._already_failed = state.failed
         self._scan = InputScan(rows, 0, np.empty(0, np.int64), prompt_tokens)
+
+    def _follow_prefix_order(self, scan: InputScan) -> None:
+        """With ``--group-by-prefix``, read the rows in the order the scan found."""
+        if scan.prefix_order is not None:
+            order = scan.prefix_order.order()
+            self._rows = partial(scan.prefix_order.rows, self.config.input, order,
+                                 self._first_row)
 
     def set_limit(self, limit: int | None) -> None:
         """Fit rows to a context of ``limit`` tokens; ``fail`` stops here when some don't."""

@@ -81,11 +81,12 @@ class PrefixOrder:
         self.keys = array("Q")
         return order
 
-    def rows(self, path: Path, order: np.ndarray) -> Iterator[RawRow]:
-        """The rows of ``path`` in ``order``."""
+    def rows(self, path: Path, order: np.ndarray, first_index: int = 0) -> Iterator[RawRow]:
+        """The rows of ``path`` in ``order`` (positions among the rows added, which were rows
+        ``first_index`` onwards of the file)."""
         with open(path, "rb") as handle:
             for start in range(0, order.size, _CHUNK):
-                for index in order[start:start + _CHUNK].tolist():
-                    handle.seek(self.offsets[index])
-                    yield jsonl_row(handle.readline(), path, index, self.lines[index],
-                                    self.offsets[index])
+                for position in order[start:start + _CHUNK].tolist():
+                    handle.seek(self.offsets[position])
+                    yield jsonl_row(handle.readline(), path, first_index + position,
+                                    self.lines[position], self.offsets[position])

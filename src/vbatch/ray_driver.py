@@ -29,6 +29,7 @@ from vbatch.errors import ConfigError, VbatchError
 from vbatch.job import Job, RunResult, install_signal_handlers
 from vbatch.manifest import write_manifest
 from vbatch.merge import done_bits, merge_shards
+from vbatch.prefix import check_groupable
 from vbatch.progress import Progress
 from vbatch.requests import RequestBuilder
 from vbatch.runner import (
@@ -69,6 +70,10 @@ async def run_on_ray(config: RunConfig, handle_signals: bool, stream: TextIO,
                      clock: Callable[[], float]) -> RunResult:
     """Run ``config`` over Ray actors (see the module docstring)."""
     ray = import_ray()
+    if config.group_by_prefix:
+        check_groupable(config.input, config.input_format)
+    # Each worker groups its own shards' rows; the driver only checks them.
+    checked = config.replace(group_by_prefix=False)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False,
@@ -78,14 +83,14 @@ async def run_on_ray(config: RunConfig, handle_signals: bool, stream: TextIO,
             async with EndpointPool(remote_endpoints(config)) as pool:
                 first = pool.first
                 model, limit = await discover_model(first.client, first.prefix, config.model)
-                job = Job(config, RequestBuilder(config, model), stream, clock)
+                job = Job(checked, RequestBuilder(config, model), stream, clock)
                 counter = (await token_counter(config, first.client, model, job, limit)
                            if limit else None)
                 prepared = await _prepare(job, counter, model, limit)
         else:
             model, served_name = await managed_model(config)
             request_model = served_name or model
-            job = Job(config, RequestBuilder(config, request_model), stream, clock)
+            job = Job(checked, RequestBuilder(config, request_model), stream, clock)
             counter = await asyncio.to_thread(LocalTokenCounter, config.tokenizer or model)
             prepared = await _prepare(job, counter, request_model, None, model)
         return await _RayRun(ray, config, prepared, handle_signals).run()
