@@ -1,11 +1,11 @@
 """``--group-by-prefix`` on the real CPU vLLM server: rows sharing long few-shot prefixes.
 
-GROUPS few-shot blocks of about 700 tokens, ROWS_PER_GROUP questions each, shuffled; max_tokens
-8, so the prompts' prefill dominates. The server's KV cache is kept small (1 GiB, ~46k tokens
-for the default model), as it is on a busy GPU, so cached prefixes are evicted when the same
-block comes back much later. The same rows run in input order, then grouped, then in input
-order again (the server's prefix cache reset before each); the table gives wall time and the
-prefix cache hit rate from the server's /metrics.
+GROUPS few-shot blocks (about 900 prompt tokens a row), ROWS_PER_GROUP questions each,
+shuffled; max_tokens 8, so the prompts' prefill dominates. The server's KV cache is kept small
+(1 GiB, ~46k tokens for the default model), as it is on a busy GPU, so cached prefixes are
+evicted when the same block comes back much later. The same rows run in input order, then
+grouped, then in input order again (the server's prefix cache reset before each); the table
+gives wall time and the prefix cache hit rate from the server's /metrics.
 
     python benchmarks/prefix.py
 """
