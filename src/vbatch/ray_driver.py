@@ -32,13 +32,7 @@ from vbatch.merge import done_bits, merge_shards
 from vbatch.prefix import check_groupable
 from vbatch.progress import Progress
 from vbatch.requests import RequestBuilder
-from vbatch.runner import (
-    discover_model,
-    limit_from_data,
-    managed_model,
-    remote_endpoints,
-    token_counter,
-)
+from vbatch.runner import limit_from_data, managed_model, remote_endpoints, remote_job
 from vbatch.shard_worker import LiveCounts, ShardWorker, WorkerPlan
 from vbatch.shards import Shard, plan_shards
 from vbatch.stats import RunStats
@@ -81,11 +75,8 @@ async def run_on_ray(config: RunConfig, handle_signals: bool, stream: TextIO,
     try:
         if config.remote:
             async with EndpointPool(remote_endpoints(config)) as pool:
-                first = pool.first
-                model, limit = await discover_model(first.client, first.prefix, config.model)
-                job = Job(checked, RequestBuilder(config, model), stream, clock)
-                counter = (await token_counter(config, first.client, model, job, limit)
-                           if limit else None)
+                job, counter, model, limit = await remote_job(config, pool, stream, clock,
+                                                              checked)
                 prepared = await _prepare(job, counter, model, limit)
         else:
             model, served_name = await managed_model(config)

@@ -103,14 +103,22 @@ def remote_endpoints(config: RunConfig) -> list[Endpoint]:
     return [make_endpoint(config, u.root, u.api, key, weight) for u, weight in urls]
 
 
+async def remote_job(config: RunConfig, pool: EndpointPool, stream: TextIO,
+                     clock: Callable[[], float], job_config: RunConfig | None = None
+                     ) -> tuple[Job, TokenCounter | None, str, int | None]:
+    """The job for the running servers of ``pool`` (its options ``job_config``, else
+    ``config``), its token counter, and the model and context found at the first server."""
+    first = pool.first
+    model, limit = await discover_model(first.client, first.prefix, config.model)
+    job = Job(job_config or config, RequestBuilder(config, model), stream, clock)
+    counter = await token_counter(config, first.client, model, job, limit) if limit else None
+    return job, counter, model, limit
+
+
 async def _run_remote(config: RunConfig, handle_signals: bool, stream: TextIO,
                       clock: Callable[[], float]) -> RunResult:
     async with EndpointPool(remote_endpoints(config)) as pool:
-        first = pool.first
-        model, limit = await discover_model(first.client, first.prefix, config.model)
-        job = Job(config, RequestBuilder(config, model), stream, clock)
-        counter = (await token_counter(config, first.client, model, job, limit)
-                   if limit else None)
+        job, counter, _, limit = await remote_job(config, pool, stream, clock)
         await job.prepare(counter)
         job.set_limit(limit if counter is not None else None)
         return await job.execute(pool, handle_signals, pool.recover)
