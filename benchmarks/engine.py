@@ -10,11 +10,13 @@ the baseline client against the same server; vbatch end to end with its managed 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,19 +93,29 @@ def reset_prefix_cache(url: str) -> None:
     urllib.request.urlopen(request, timeout=30).read()
 
 
-def against_server(prompts: Path) -> list[dict[str, Any]]:
-    log = WORK / "serve.log"
+@contextlib.contextmanager
+def served(log: Path, env: dict[str, str]) -> Iterator[str]:
+    """A ``vbatch serve`` of the default model (context CONTEXT) for the block: its URL."""
     server = subprocess.Popen(
         [PYTHON, "-m", "vbatch", "serve", "--port", "0", "--log", str(log), "--max-model-len",
-         str(CONTEXT)], stdout=subprocess.PIPE, text=True, env=engine_env())
+         str(CONTEXT)], stdout=subprocess.PIPE, text=True, env=env)
     assert server.stdout is not None
     url = ""
     for line in server.stdout:
         if " at http" in line:
             url = line.rsplit(" ", 1)[1].strip()
             break
-    rows = []
     try:
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        server.stdout.close()
+
+
+def against_server(prompts: Path) -> list[dict[str, Any]]:
+    rows = []
+    with served(WORK / "serve.log", engine_env()) as url:
         reset_prefix_cache(url)
         out, stats = WORK / "vbatch_served.jsonl", WORK / "vbatch_served.stats.json"
         out.unlink(missing_ok=True)
@@ -120,10 +132,6 @@ def against_server(prompts: Path) -> list[dict[str, Any]]:
         wall, _ = timed(baseline_command(prompts, out, url, DEFAULT_MODEL_NAME, MAX_TOKENS))
         rows.append({"client": "baseline (AsyncOpenAI+gather)", "phase": "whole script",
                      "wall_s": wall, "completion_tokens": completion_tokens(out)})
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        server.stdout.close()
     return rows
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import WORK, engine_env, reset_prefix_cache, timed
+from engine import WORK, engine_env, reset_prefix_cache, served, timed
 from harness import PYTHON
 
 GROUPS, ROWS_PER_GROUP, CONTEXT = 64, 8, 2048
@@ -79,23 +78,10 @@ def main() -> None:
     WORK.mkdir(exist_ok=True)
     source = write_rows(WORK / "prefix-rows.jsonl")
     env = {**engine_env(), "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-    server = subprocess.Popen(
-        [PYTHON, "-m", "vbatch", "serve", "--port", "0", "--log", str(WORK / "prefix-serve.log"),
-         "--max-model-len", str(CONTEXT)], stdout=subprocess.PIPE, text=True, env=env)
-    assert server.stdout is not None
-    url = ""
-    for line in server.stdout:
-        if " at http" in line:
-            url = line.rsplit(" ", 1)[1].strip()
-            break
-    try:
-        rows = [one_run(url, source, "input"), one_run(url, source, "grouped",
-                                                       "--group-by-prefix"),
+    with served(WORK / "prefix-serve.log", env) as url:
+        rows = [one_run(url, source, "input"),
+                one_run(url, source, "grouped", "--group-by-prefix"),
                 one_run(url, source, "input-again")]
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        server.stdout.close()
     baseline = (rows[0]["wall_s"] + rows[2]["wall_s"]) / 2
     print(f"{'order':>12} | {'rows':>5} | {'prompt tok':>10} | {'wall_s':>7} | "
           f"{'prefix hits':>11} | {'speed-up':>8}")
