@@ -126,15 +126,27 @@ def test_killing_an_actor_mid_run_loses_and_duplicates_nothing(
     assert outcome["result"].exit_code == 0
 
 
+def slow_run_args(simulator: SimulatorProcess, tmp_path: Path, ray_address: str,
+                  count: int) -> tuple[str, ...]:
+    """A ``vbatch run --ray`` of ``count`` rows against a slowed simulator, two workers."""
+    simulator.configure(latency=0.05, capacity=16)
+    source = write_jsonl(tmp_path / "in.jsonl", rows(count))
+    return ("run", str(source), "-o", str(tmp_path / "out.jsonl"), "--base-url", simulator.url,
+            "--max-tokens", "3", "--ray", ray_address, "--replicas", "2", "--shard-rows", "50",
+            "--concurrency", "8")
+
+
+def assert_each_row_once(out: Path, count: int) -> None:
+    counts = Counter(r["id"] for r in read_jsonl(out))
+    assert set(counts) == {r["id"] for r in rows(count)}
+    assert max(counts.values()) == 1
+
+
 def test_driver_killed_then_rerun_finishes_each_row_once(
     ray_cluster: str, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
-    simulator.configure(latency=0.05, capacity=16)
-    source = write_jsonl(tmp_path / "in.jsonl", rows(600))
     out = tmp_path / "out.jsonl"
-    args = ("run", str(source), "-o", str(out), "--base-url", simulator.url, "--max-tokens",
-            "3", "--ray", ray_cluster, "--replicas", "2", "--shard-rows", "50",
-            "--concurrency", "8", "--quiet")
+    args = (*slow_run_args(simulator, tmp_path, ray_cluster, 600), "--quiet")
     driver = subprocess.Popen(vbatch_cmd(*args), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
@@ -146,9 +158,7 @@ def test_driver_killed_then_rerun_finishes_each_row_once(
     second = run_cli(*args[:-1], timeout=180)
     assert second.returncode == 0, second.stderr
     assert "by an earlier run" in second.stderr
-    counts = Counter(r["id"] for r in read_jsonl(out))
-    assert set(counts) == {r["id"] for r in rows(600)}
-    assert max(counts.values()) == 1
+    assert_each_row_once(out, 600)
     assert simulator.stats()["requests_seen"] < 600 + 16 * 2 + 100
 
 
@@ -193,12 +203,8 @@ def test_each_actor_starts_its_own_server(ray_cluster: str, tmp_path: Path) -> N
 def test_ctrl_c_stops_the_actors_cleanly_and_a_rerun_completes(
     ray_cluster: str, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
-    simulator.configure(latency=0.05, capacity=16)
-    source = write_jsonl(tmp_path / "in.jsonl", rows(600))
     out = tmp_path / "out.jsonl"
-    args = ("run", str(source), "-o", str(out), "--base-url", simulator.url, "--max-tokens",
-            "3", "--ray", ray_cluster, "--replicas", "2", "--shard-rows", "50",
-            "--concurrency", "8")
+    args = slow_run_args(simulator, tmp_path, ray_cluster, 600)
     driver = subprocess.Popen(vbatch_cmd(*args), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     wait_for(lambda: shard_lines(tmp_path / "out.jsonl.shards") > 100)
@@ -211,9 +217,7 @@ def test_ctrl_c_stops_the_actors_cleanly_and_a_rerun_completes(
     assert not (tmp_path / "out.jsonl.shards").exists()
     second = run_cli(*args, "--quiet", timeout=180)
     assert second.returncode == 0, second.stderr
-    counts = Counter(r["id"] for r in read_jsonl(out))
-    assert set(counts) == {r["id"] for r in rows(600)}
-    assert max(counts.values()) == 1
+    assert_each_row_once(out, 600)
 
 
 def test_relative_paths_work_in_workers_started_elsewhere(
