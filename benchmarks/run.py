@@ -96,21 +96,37 @@ def saturation(requests: int, capacity: int, latency: float) -> list[dict[str, A
     return rows
 
 
-def endpoints(requests: int, capacity: int, latency: float) -> list[dict[str, Any]]:
-    """Throughput over one simulated endpoint, then over two: the ratio should be near 2."""
+def _one_endpoint_then_two(names: tuple[str, str], requests: int, capacity: int,
+                           latency: float, *flags: str) -> list[tuple[str, Any, dict[str, Any]]]:
+    """vbatch over one simulated endpoint, then over two: (name, measurement, --stats-json)."""
     source = write_prompts(WORK / f"prompts-{requests}.jsonl", requests)
-    rows = []
+    stats = WORK / "two-endpoints-stats.json"
+    runs = []
     args = ("--capacity", str(capacity), "--latency", str(latency))
     with Simulator(*args) as one, Simulator(*args) as two:
-        for name, urls in (("vbatch, 1 endpoint", [one.url]),
-                           ("vbatch, 2 endpoints", [one.url, two.url])):
+        for name, urls in zip(names, ([one.url], [one.url, two.url]), strict=True):
             extra = [arg for url in urls[1:] for arg in ("--base-url", url)]
-            m = measure(vbatch_command(source, WORK / "vbatch.out", urls[0], *extra))
-            rows.append({"bench": "endpoints", "client": name, "requests": requests,
-                         "requests_per_s": requests / m.wall_s})
+            m = measure(vbatch_command(source, WORK / "vbatch.out", urls[0], *extra, *flags,
+                                       "--stats-json", str(stats)))
+            runs.append((name, m, json.loads(stats.read_text())))
+    return runs
+
+
+def _ratios_to_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         row["ratio_to_baseline"] = row["requests_per_s"] / rows[0]["requests_per_s"]
     return rows
+
+
+def endpoints(requests: int, capacity: int, latency: float) -> list[dict[str, Any]]:
+    """Throughput over one simulated endpoint, then over two: the ratio should be near 2."""
+    runs = _one_endpoint_then_two(("vbatch, 1 endpoint", "vbatch, 2 endpoints"), requests,
+                                  capacity, latency)
+    return _ratios_to_first([
+        {"bench": "endpoints", "client": name, "requests": requests,
+         "requests_per_s": requests / m.wall_s}
+        for name, m, _ in runs
+    ])
 
 
 def ray_workers(requests: int, capacity: int, latency: float) -> list[dict[str, Any]]:
@@ -119,22 +135,14 @@ def ray_workers(requests: int, capacity: int, latency: float) -> list[dict[str, 
     ``requests_per_s`` counts from the first shard handed out (the run's --stats-json);
     ``wall_s`` includes starting Ray and the workers.
     """
-    source = write_prompts(WORK / f"prompts-{requests}.jsonl", requests)
-    rows = []
-    args = ("--capacity", str(capacity), "--latency", str(latency))
-    with Simulator(*args) as one, Simulator(*args) as two:
-        for name, urls in (("vbatch --ray, 1 worker, 1 endpoint", [one.url]),
-                           ("vbatch --ray, 2 workers, 2 endpoints", [one.url, two.url])):
-            extra = [arg for url in urls[1:] for arg in ("--base-url", url)]
-            stats = WORK / "ray-stats.json"
-            m = measure(vbatch_command(source, WORK / "vbatch.out", urls[0], *extra, "--ray",
-                                       "--stats-json", str(stats)))
-            rows.append({"bench": "ray", "client": name, "requests": requests,
-                         "requests_per_s": json.loads(stats.read_text())["rows_per_s"],
-                         "wall_s": m.wall_s})
-    for row in rows:
-        row["ratio_to_baseline"] = row["requests_per_s"] / rows[0]["requests_per_s"]
-    return rows
+    runs = _one_endpoint_then_two(("vbatch --ray, 1 worker, 1 endpoint",
+                                   "vbatch --ray, 2 workers, 2 endpoints"), requests, capacity,
+                                  latency, "--ray")
+    return _ratios_to_first([
+        {"bench": "ray", "client": name, "requests": requests,
+         "requests_per_s": stats["rows_per_s"], "wall_s": m.wall_s}
+        for name, m, stats in runs
+    ])
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
