@@ -1,0 +1,69 @@
+"""The command line and environment a managed vLLM server is started with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vbatch.server_options import (
+    ServerOptions,
+    cpu_ranges,
+    replica_options,
+    server_command,
+    server_environment,
+)
+
+
+def options(**changes: object) -> ServerOptions:
+    return ServerOptions(model="/models/m", log_path=Path("/tmp/server.log"),
+                         **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [
+    ([0], "0"), ([0, 1], "0-1"), ([3, 0, 1, 2, 5], "0-3,5"), ([1, 3, 5], "1,3,5"),
+])
+def test_cpu_ranges(cpus: list[int], expected: str) -> None:
+    assert cpu_ranges(cpus) == expected
+
+
+def test_cpu_server_runs_its_one_worker_in_the_engine_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    assert server_environment(options(build="cpu"), None)[
+        "VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    parallel = server_environment(options(build="cpu", tensor_parallel_size=2), None)
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in parallel
+    passed = server_environment(options(build="cpu", extra_args=("-tp", "2")), None)
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in passed
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in server_environment(options(build="gpu"), None)
+
+
+def test_the_callers_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "3")
+    monkeypatch.setenv("VLLM_API_KEY", "leaked-from-the-shell")
+    env = server_environment(options(build="cpu"), "k")
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "3"
+    assert env["VLLM_API_KEY"] == "k"
+    assert "VLLM_API_KEY" not in server_environment(options(build="cpu"), None)
+
+
+def test_command_sets_batch_limits_unless_passed_through() -> None:
+    command = server_command(options(build="cpu", max_model_len=2048), 8000)
+    assert command[command.index("--max-num-seqs") + 1] == "256"
+    assert command[command.index("--max-model-len") + 1] == "2048"
+    assert "--enforce-eager" in command and "--tensor-parallel-size" not in command
+    parallel = server_command(options(build="cpu", tensor_parallel_size=2), 8000)
+    assert parallel[parallel.index("--tensor-parallel-size") + 1] == "2"
+    given = server_command(options(build="cpu", extra_args=("--max-num-seqs=8",)), 8000)
+    assert given.count("--max-num-seqs") == 0 and given[-1] == "--max-num-seqs=8"
+
+
+def test_replicas_split_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("vbatch.server_options._usable_cpus", lambda: [0, 1, 2, 3])
+    first, second = (replica_options(options(build="cpu"), i, 2) for i in range(2))
+    assert (first.cpus, second.cpus) == ((0, 2), (1, 3))
+    assert first.log_path.name == "server.0.log" and second.memory_share == 2
+    assert server_environment(second, None)["VLLM_CPU_OMP_THREADS_BIND"] == "1,3"
