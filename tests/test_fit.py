@@ -11,7 +11,7 @@ from vbatch import RunConfig, run
 from vbatch.errors import HTTPStatusError
 from vbatch.fit import ContextError, fit_row, fitting_limit, parse_context_error
 from vbatch.plan import make_plan
-from vbatch.tokens import token_bound
+from vbatch.tokens import BoundedTokenCounter, token_bound
 
 from .conftest import SimulatorProcess, read_jsonl, run_cli, write_jsonl
 
@@ -205,6 +205,37 @@ def test_token_bound() -> None:
     assert token_bound(chat) == 512 + 2 + 16 + 1 + 16
     image = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}
     assert token_bound(image) is None
+
+
+class LengthCounter:
+    """Counts one token per character, and how many rows it was asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def count(self, contents: list[dict[str, Any]]) -> list[int]:
+        self.asked += [c["prompt"] for c in contents]
+        return [len(c["prompt"]) for c in contents]
+
+
+def test_bounded_counter_makes_the_exact_one_only_when_a_row_needs_it() -> None:
+    made: list[LengthCounter] = []
+
+    def exact() -> LengthCounter:
+        made.append(LengthCounter())
+        return made[-1]
+
+    counter = BoundedTokenCounter(exact, fits=lambda tokens: tokens + 10 <= 100)
+    assert counter.count([{"prompt": "a" * 5}, {"prompt": "b" * 70}]) == [5 + 16, 70 + 16]
+    assert made == []
+    long, image = {"prompt": "c" * 80}, {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {}}]}]}
+    assert counter.count([{"prompt": "d"}, long])[0] == 1 + 16
+    assert len(made) == 1 and made[0].asked == ["c" * 80]
+    assert counter.count([long, {"prompt": "e" * 90}]) == [80, 90]
+    assert len(made) == 1 and made[0].asked == ["c" * 80, "c" * 80, "e" * 90]
+    with pytest.raises(KeyError):
+        counter.count([image])
 
 
 def test_rows_that_surely_fit_are_not_tokenized(simulator: SimulatorProcess, tmp_path: Path

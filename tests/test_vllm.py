@@ -12,9 +12,13 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+
+from vbatch import RunConfig, run
+from vbatch.tokens import LocalTokenCounter
 
 from .conftest import read_jsonl, run_cli, vbatch_cmd, write_jsonl
 from .vllm_helpers import (
@@ -196,13 +200,30 @@ def api_server_pids() -> set[int]:
             if "vllm.entrypoints.openai.api_server" in " ".join(p.info["cmdline"] or [])}
 
 
-def test_known_context_starts_the_server_while_checking(tmp_path: Path) -> None:
+def test_known_context_starts_the_server_while_checking(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     before = api_server_pids()
+    server_up_when_counting: list[bool] = []
+    exact_count = LocalTokenCounter.count
+
+    def count(self: LocalTokenCounter, contents: list[dict[str, Any]]) -> list[int]:
+        deadline = time.monotonic() + 60
+        while not api_server_pids() - before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server_up_when_counting.append(bool(api_server_pids() - before))
+        return exact_count(self, contents)
+
+    monkeypatch.setattr(LocalTokenCounter, "count", count)
     good = prompts(tmp_path, 20)
-    result = run_cli("run", str(good), "-o", str(tmp_path / "out.jsonl"), "--max-tokens", "4",
-                     "--max-model-len", "1024", timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr.index("starting vLLM") < result.stderr.index("checking")
+    long_row = {"id": "long", "prompt": "Summarise: " + "the cat sat on the mat. " * 45}
+    with open(good, "a") as handle:
+        handle.write(json.dumps(long_row) + "\n")
+    result = run(RunConfig(input=good, output=tmp_path / "out.jsonl", max_tokens=4,
+                           max_model_len=1024, quiet=True))
+    assert (result.stats.ok, result.stats.failed) == (21, 0)
+    # Only the long row's byte length leaves its fit in doubt: it alone is counted, and
+    # by then the server is starting.
+    assert server_up_when_counting == [True]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(good.read_text() + '{"id": "q0", "prompt": "again"}\n')
     result = run_cli("run", str(bad), "-o", str(tmp_path / "bad-out.jsonl"), "--max-model-len",

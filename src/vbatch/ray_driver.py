@@ -32,11 +32,16 @@ from vbatch.merge import done_bits, merge_shards
 from vbatch.prefix import check_groupable
 from vbatch.progress import Progress
 from vbatch.requests import RequestBuilder
-from vbatch.runner import limit_from_data, managed_model, remote_endpoints, remote_job
+from vbatch.runner import (
+    fitting_counter,
+    limit_from_data,
+    managed_model,
+    remote_endpoints,
+    remote_job,
+)
 from vbatch.shard_worker import LiveCounts, ShardWorker, WorkerPlan
 from vbatch.shards import Shard, plan_shards
 from vbatch.stats import RunStats
-from vbatch.tokens import LocalTokenCounter
 
 _POLL_S = 0.5
 _SHARDS_PER_WORKER = 8
@@ -82,7 +87,8 @@ async def run_on_ray(config: RunConfig, handle_signals: bool, stream: TextIO,
             model, served_name = await managed_model(config)
             request_model = served_name or model
             job = Job(checked, RequestBuilder(config, request_model), stream, clock)
-            counter = await asyncio.to_thread(LocalTokenCounter, config.tokenizer or model)
+            counter = await asyncio.to_thread(fitting_counter, config, config.tokenizer or model,
+                                              config.max_model_len)
             prepared = await _prepare(job, counter, request_model, None, model)
         return await _RayRun(ray, config, prepared, handle_signals).run()
     finally:

@@ -23,7 +23,13 @@ from vbatch.model import DEFAULT_MODEL_NAME, prepare_default_model
 from vbatch.requests import RequestBuilder
 from vbatch.server import ManagedServer
 from vbatch.server_options import ServerOptions, replica_options
-from vbatch.tokens import LocalTokenCounter, RemoteTokenCounter, TokenCounter, model_context_limit
+from vbatch.tokens import (
+    BoundedTokenCounter,
+    LocalTokenCounter,
+    RemoteTokenCounter,
+    TokenCounter,
+    model_context_limit,
+)
 
 OUTPUT_FIELDS = frozenset(
     {"id", "index", "status", "text", "finish_reason", "usage", "error", "attempts", "latency_s",
@@ -131,17 +137,29 @@ async def token_counter(config: RunConfig, client: HTTPClient, model: str, job: 
     if local is None and config.model and Path(config.model).is_dir():
         local = config.model
     if local:
-        return await asyncio.to_thread(LocalTokenCounter, local)
-    asked = config.max_tokens or 1
-    counter = RemoteTokenCounter(client, model, asyncio.get_running_loop(),
-                                 fits=lambda tokens: tokens + asked <= limit)
+        return fitting_counter(config, local, limit)
+    counter = RemoteTokenCounter(client, model, asyncio.get_running_loop())
     try:
         await counter.count_async([{"prompt": "hello"}])
     except RequestError as exc:
         job.say(f"cannot count tokens with {client.base}/tokenize ({exc}); rows are not fitted "
                 "to the context before sending (give --tokenizer to count them here)")
         return None
-    return counter
+    return BoundedTokenCounter(lambda: counter, fits_within(config, limit))
+
+
+def fits_within(config: RunConfig, limit: int) -> Callable[[int], bool]:
+    """Whether a row of so many prompt tokens fits ``limit`` with the max_tokens asked."""
+    asked = config.max_tokens or 1
+    return lambda tokens: tokens + asked <= limit
+
+
+def fitting_counter(config: RunConfig, tokenizer: str, limit: int | None) -> TokenCounter:
+    """The counter that fits rows to ``limit`` (exact counts throughout when it is not known
+    yet: the context is then sized from them); the tokenizer loads only when needed."""
+    if limit is None:
+        return LocalTokenCounter(tokenizer)
+    return BoundedTokenCounter(lambda: LocalTokenCounter(tokenizer), fits_within(config, limit))
 
 
 async def managed_model(config: RunConfig) -> tuple[str, str | None]:
@@ -198,7 +216,8 @@ async def _run_managed(config: RunConfig, handle_signals: bool, stream: TextIO,
 async def _prepare_managed(job: Job, model: str) -> int | None:
     """Check and count the input; returns the context the rows are fitted to."""
     config = job.config
-    counter = await asyncio.to_thread(LocalTokenCounter, config.tokenizer or model)
+    counter = await asyncio.to_thread(fitting_counter, config, config.tokenizer or model,
+                                      config.max_model_len)
     await job.prepare(counter)
     limit = config.max_model_len or limit_from_data(job, model)
     job.set_limit(limit)

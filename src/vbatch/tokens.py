@@ -97,13 +97,35 @@ def token_bound(content: dict[str, Any]) -> int | None:
     return total
 
 
-class RemoteTokenCounter:
-    """Counts with the server's ``/tokenize``, from a worker thread, on the client's loop.
+class BoundedTokenCounter:
+    """Counts exactly only the rows that need it, for fitting rows to a known context.
 
     A row whose byte length proves it fits (:func:`token_bound` + max_tokens within the
-    context) is not sent to ``/tokenize``: its bound stands for its count, which leads to
-    the same decision and saves the server and the client one request per row.
+    context, as ``fits`` says) keeps its bound as its count: that leads to the same decision
+    and saves a ``/tokenize`` request per row, or loading a tokenizer at all (seconds, and
+    transformers imports torch). ``exact`` makes the exact counter the first time a row
+    needs one.
     """
+
+    def __init__(self, exact: Callable[[], TokenCounter], fits: Callable[[int], bool]):
+        self._make_exact = exact
+        self._exact: TokenCounter | None = None
+        self.fits = fits
+
+    def count(self, contents: list[dict[str, Any]]) -> list[int]:
+        bounds = [token_bound(content) for content in contents]
+        known = [b is not None and self.fits(b) for b in bounds]
+        unknown = [c for c, ok in zip(contents, known, strict=True) if not ok]
+        if not unknown:
+            return [int(b or 0) for b in bounds]
+        if self._exact is None:
+            self._exact = self._make_exact()
+        exact = iter(self._exact.count(unknown))
+        return [int(b or 0) if ok else next(exact) for b, ok in zip(bounds, known, strict=True)]
+
+
+class RemoteTokenCounter:
+    """Counts with the server's ``/tokenize``, from a worker thread, on the client's loop."""
 
     def __init__(
         self,
@@ -111,25 +133,15 @@ class RemoteTokenCounter:
         model: str,
         loop: asyncio.AbstractEventLoop,
         concurrency: int = 64,
-        fits: Callable[[int], bool] | None = None,
     ):
         self.client = client
         self.model = model
         self.loop = loop
         self.concurrency = concurrency
-        self.fits = fits
 
     def count(self, contents: list[dict[str, Any]]) -> list[int]:
-        counts: list[int | None] = []
-        for content in contents:
-            bound = token_bound(content) if self.fits is not None else None
-            counts.append(bound if bound is not None and self.fits and self.fits(bound) else None)
-        unknown = [c for c, n in zip(contents, counts, strict=True) if n is None]
-        if unknown:
-            future = asyncio.run_coroutine_threadsafe(self.count_async(unknown), self.loop)
-            exact = iter(future.result())
-            counts = [n if n is not None else next(exact) for n in counts]
-        return [int(n) for n in counts if n is not None]
+        future = asyncio.run_coroutine_threadsafe(self.count_async(contents), self.loop)
+        return future.result()
 
     async def count_async(self, contents: list[dict[str, Any]]) -> list[int]:
         """Count on the client's own loop."""
