@@ -67,9 +67,21 @@ def test_no_growth_until_the_server_has_taken_in_the_requests() -> None:
 
 
 def test_queue_target_once_requests_wait() -> None:
-    ctl, _, _ = controller(400)
+    ctl, _, clock = controller(400)
     assert ctl.update(ServerLoad(256, 144, 0.5, 0)) == 256 + 26
+    clock.now += 4
     assert ctl.update(ServerLoad(20, 3, 0.5, 0)) == 24
+
+
+def test_a_dip_in_running_does_not_shrink_the_bound_a_lasting_drop_does() -> None:
+    ctl, _, clock = controller(110)
+    assert ctl.update(ServerLoad(100, 12, 1.0, 0)) == 110
+    clock.now += 1
+    assert ctl.update(ServerLoad(90, 2, 0.9, 0)) == 110
+    for _ in range(4):
+        clock.now += 1
+        ctl.update(ServerLoad(60, 5, 0.9, 0))
+    assert ctl.limit.limit == 66
 
 
 def test_back_off_on_preemptions_then_hold() -> None:

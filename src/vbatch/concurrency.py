@@ -9,7 +9,9 @@ adjustable bound on vbatch's in-flight requests:
 - **hold a small queue** once requests wait or the KV cache is full: the bound becomes
   ``running + target queue``, with a target of ``max(4, 10% of running)`` waiting requests,
   so a finished sequence is replaced at once and the batch never runs dry, without piling
-  requests up in the server's queue;
+  requests up in the server's queue. ``running`` is the most the server ran over the last
+  3 seconds: a sample taken while finished sequences were being replaced does not shrink
+  the bound, a server that really runs fewer does after 3 seconds;
 - **slow start** while the server has no queue, vbatch uses its whole bound and the server
   has taken in what vbatch sent (running + waiting reaches 90% of vbatch's in-flight
   requests; requests still being received or tokenized are not in either gauge yet): the
@@ -33,6 +35,7 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+([-+0-9.eEinf
 RUNNING = ("vllm:num_requests_running",)
 WAITING = ("vllm:num_requests_waiting",)
 KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "vllm:cpu_cache_usage_perc")
+RUNNING_WINDOW_S = 3.0
 PREEMPTIONS = ("vllm:num_preemptions_total", "vllm:num_preemptions")
 
 
@@ -110,6 +113,11 @@ class ConcurrencyLimit:
                 future.set_result(None)
 
 
+def _queue_target(running: float) -> int:
+    """How many requests to keep waiting on a server that runs ``running``."""
+    return max(4, math.ceil(0.1 * running))
+
+
 @dataclass(frozen=True)
 class Sample:
     """One step of the controller, for traces and plots."""
@@ -143,6 +151,7 @@ class AdaptiveController:
         self.trace: deque[Sample] = deque(maxlen=trace_size)
         self._preemptions: float | None = None
         self._hold_until = 0.0
+        self._recent_running: deque[tuple[float, float]] = deque()
 
     def _bounded(self, value: float) -> int:
         return max(self.minimum, min(self.maximum, int(value)))
@@ -158,18 +167,18 @@ class AdaptiveController:
         )
         self._preemptions = load.preemptions
         kv_full = load.kv_usage is not None and load.kv_usage >= 0.98
-        target_queue = max(4, math.ceil(0.1 * load.running))
+        running = self._running_lately(now, load.running)
         if preempted:
             new = self._bounded(0.9 * load.running)
             self._hold_until = now + 5.0
         elif now < self._hold_until:
             new = current
         elif load.waiting > 0 or kv_full:
-            new = self._bounded(load.running + target_queue)
+            new = self._bounded(running + _queue_target(running))
         elif self.limit.in_flight >= 0.9 * current and (
             load.running + load.waiting >= 0.9 * self.limit.in_flight
         ):
-            new = self._bounded(max(current * 1.5, current + target_queue))
+            new = self._bounded(max(current * 1.5, current + _queue_target(load.running)))
         else:
             new = current
         self.limit.set(new)
@@ -177,6 +186,13 @@ class AdaptiveController:
             Sample(now, new, self.limit.in_flight, load.running, load.waiting, self.done())
         )
         return new
+
+    def _running_lately(self, now: float, running: float) -> float:
+        recent = self._recent_running
+        recent.append((now, running))
+        while recent[0][0] < now - RUNNING_WINDOW_S:
+            recent.popleft()
+        return max(value for _, value in recent)
 
     async def run(self, fetch: Callable[[], Awaitable[ServerLoad | None]], interval: float = 1.0
                   ) -> None:
