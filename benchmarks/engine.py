@@ -79,7 +79,9 @@ def layout_name(vbatch_layout: bool) -> str:
 
 def offline(model: str, prompts: Path, vbatch_layout: bool) -> dict[str, Any]:
     _, done = timed([PYTHON, str(ROOT / "benchmarks" / "offline_llm.py"), model, str(prompts),
-                     str(MAX_TOKENS), str(SEQS), str(BATCHED)], vbatch_layout)
+                     "--max-tokens", str(MAX_TOKENS), "--max-num-seqs", str(SEQS),
+                     "--max-num-batched-tokens", str(BATCHED), "--max-model-len", str(CONTEXT),
+                     "--enforce-eager"], vbatch_layout)
     line = next(x for x in done.stdout.splitlines() if x.startswith('{"load_s"'))
     data = json.loads(line)
     return {"client": f"vLLM offline LLM.chat ({layout_name(vbatch_layout)})",
@@ -115,11 +117,13 @@ def reset_prefix_cache(url: str) -> None:
 
 
 @contextlib.contextmanager
-def served(log: Path, env: dict[str, str]) -> Iterator[str]:
-    """A ``vbatch serve`` of the default model (context CONTEXT) for the block: its URL."""
+def served(log: Path, env: dict[str, str], *args: str) -> Iterator[str]:
+    """A ``vbatch serve`` for the block (the default model, context CONTEXT, unless ``args``
+    say otherwise): its URL."""
     server = subprocess.Popen(
-        [PYTHON, "-m", "vbatch", "serve", "--port", "0", "--log", str(log), "--max-model-len",
-         str(CONTEXT)], stdout=subprocess.PIPE, text=True, env=env)
+        [PYTHON, "-m", "vbatch", "serve", "--port", "0", "--log", str(log),
+         *(args or ("--max-model-len", str(CONTEXT)))], stdout=subprocess.PIPE, text=True,
+        env=env)
     assert server.stdout is not None
     url = ""
     for line in server.stdout:

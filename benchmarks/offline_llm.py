@@ -1,30 +1,48 @@
-"""vLLM offline ``LLM.chat`` on the benchmark prompts: the engine's ceiling.
+"""vLLM offline on the benchmark prompts: the engine's ceiling.
 
-    python benchmarks/offline_llm.py MODEL_DIR PROMPTS MAX_TOKENS MAX_NUM_SEQS MAX_BATCHED_TOKENS
+    python benchmarks/offline_llm.py MODEL PROMPTS [--api chat|generate] [--max-tokens N]
+        [--max-num-seqs N] [--max-num-batched-tokens N] [--max-model-len N] [--enforce-eager]
 
-Prints one JSON line: load and generation seconds, prompt and completion tokens.
+``chat`` sends each prompt as a user message through ``LLM.chat``; ``generate`` sends the
+prompt text as it is through ``LLM.generate``. Greedy. Prints one JSON line: load and
+generation seconds, prompt and completion tokens.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 
 
 def main() -> None:
-    model, prompts, max_tokens, seqs, batched = sys.argv[1:6]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("prompts")
+    parser.add_argument("--api", choices=["chat", "generate"], default="chat")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-num-seqs", type=int)
+    parser.add_argument("--max-num-batched-tokens", type=int)
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--enforce-eager", action="store_true")
+    args = parser.parse_args()
     started = time.perf_counter()
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=model, enforce_eager=True, max_num_seqs=int(seqs),
-              max_num_batched_tokens=int(batched), max_model_len=2048)
+    limits = {name: value for name, value in (("max_num_seqs", args.max_num_seqs),
+                                              ("max_num_batched_tokens",
+                                               args.max_num_batched_tokens)) if value}
+    llm = LLM(model=args.model, enforce_eager=args.enforce_eager,
+              max_model_len=args.max_model_len, **limits)
     loaded = time.perf_counter()
-    with open(prompts) as handle:
-        conversations = [[{"role": "user", "content": json.loads(line)["prompt"]}]
-                         for line in handle]
-    outputs = llm.chat(conversations, SamplingParams(max_tokens=int(max_tokens), temperature=0),
-                       use_tqdm=False)
+    with open(args.prompts) as handle:
+        prompts = [json.loads(line)["prompt"] for line in handle if line.strip()]
+    sampling = SamplingParams(max_tokens=args.max_tokens, temperature=0)
+    if args.api == "chat":
+        outputs = llm.chat([[{"role": "user", "content": p}] for p in prompts], sampling,
+                           use_tqdm=False)
+    else:
+        outputs = llm.generate(prompts, sampling, use_tqdm=False)
     done = time.perf_counter()
     print(json.dumps({
         "load_s": loaded - started,
