@@ -23,14 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ROOT
+from engine import LAYOUT, WORK, engine_env
 
 from vbatch.model import prepare_default_model
 from vbatch.server import free_port
-from vbatch.server_options import ServerOptions, server_command, server_environment
-
-WORK = ROOT / "bench-results"
-LAYOUT = "VLLM_ENABLE_V1_MULTIPROCESSING"
+from vbatch.server_options import ServerOptions, server_command
 
 
 def healthy(url: str) -> bool:
@@ -45,9 +42,7 @@ def start_and_stop(vbatch_layout: bool) -> tuple[float, float]:
     options = ServerOptions(model=str(prepare_default_model()), max_model_len=2048,
                             log_path=WORK / "startup.log")
     port = free_port()
-    env = server_environment(options, None)
-    if not vbatch_layout:
-        env.pop(LAYOUT, None)
+    env = engine_env(vbatch_layout)
     started = time.perf_counter()
     with open(options.log_path, "w") as log:
         server = subprocess.Popen(server_command(options, port), stdout=log, stderr=log,
