@@ -77,13 +77,35 @@ def layout_name(vbatch_layout: bool) -> str:
     return f"{LAYOUT}=0" if vbatch_layout else "vLLM's default layout"
 
 
-def offline(model: str, prompts: Path, vbatch_layout: bool) -> dict[str, Any]:
+def offline_run(model: str, prompts: Path, *options: str, vbatch_layout: bool = True
+                ) -> dict[str, Any]:
+    """``benchmarks/offline_llm.py`` with ``options``: what it measured."""
     _, done = timed([PYTHON, str(ROOT / "benchmarks" / "offline_llm.py"), model, str(prompts),
-                     "--max-tokens", str(MAX_TOKENS), "--max-num-seqs", str(SEQS),
-                     "--max-num-batched-tokens", str(BATCHED), "--max-model-len", str(CONTEXT),
-                     "--enforce-eager"], vbatch_layout)
-    line = next(x for x in done.stdout.splitlines() if x.startswith('{"load_s"'))
-    data = json.loads(line)
+                     *options], vbatch_layout)
+    return dict(json.loads(next(x for x in done.stdout.splitlines()
+                                if x.startswith('{"load_s"'))))
+
+
+def fresh_output(out: Path) -> None:
+    """No records or manifest left at ``out`` from an earlier run."""
+    out.unlink(missing_ok=True)
+    Path(str(out) + ".manifest.json").unlink(missing_ok=True)
+
+
+def vbatch_over_http(url: str, prompts: Path, name: str, *options: str) -> dict[str, Any]:
+    """A greedy ``vbatch run`` of ``prompts`` against ``url`` into a fresh WORK/NAME.jsonl:
+    its ``--stats-json``."""
+    out, stats = WORK / f"{name}.jsonl", WORK / f"{name}.stats.json"
+    fresh_output(out)
+    timed([PYTHON, "-m", "vbatch", "run", str(prompts), "-o", str(out), "--base-url", url,
+           "--temperature", "0", "--quiet", "--stats-json", str(stats), *options])
+    return dict(json.loads(stats.read_text()))
+
+
+def offline(model: str, prompts: Path, vbatch_layout: bool) -> dict[str, Any]:
+    data = offline_run(model, prompts, "--max-tokens", str(MAX_TOKENS), "--max-num-seqs",
+                       str(SEQS), "--max-num-batched-tokens", str(BATCHED), "--max-model-len",
+                       str(CONTEXT), "--enforce-eager", vbatch_layout=vbatch_layout)
     return {"client": f"vLLM offline LLM.chat ({layout_name(vbatch_layout)})",
             "phase": "generation", "wall_s": data["generation_s"],
             "completion_tokens": data["completion_tokens"]}
@@ -142,13 +164,8 @@ def against_server(prompts: Path) -> list[dict[str, Any]]:
     rows = []
     with served(WORK / "serve.log", engine_env(vbatch_layout=False)) as url:
         reset_prefix_cache(url)
-        out, stats = WORK / "vbatch_served.jsonl", WORK / "vbatch_served.stats.json"
-        out.unlink(missing_ok=True)
-        Path(str(out) + ".manifest.json").unlink(missing_ok=True)
-        timed([PYTHON, "-m", "vbatch", "run", str(prompts), "-o", str(out), "--base-url", url,
-               "--max-tokens", str(MAX_TOKENS), "--temperature", "0", "--quiet",
-               "--stats-json", str(stats)])
-        summary = json.loads(stats.read_text())
+        summary = vbatch_over_http(url, prompts, "vbatch_served", "--max-tokens",
+                                   str(MAX_TOKENS))
         rows.append({"client": "vbatch --base-url", "phase": "generation",
                      "wall_s": summary["wall_time_s"],
                      "completion_tokens": summary["completion_tokens"]})
@@ -164,8 +181,7 @@ def managed_end_to_end(prompts: Path, *extra: str) -> dict[str, Any]:
     """vbatch with its own server: sized from the data, or given the context run_batch gets
     (then the server starts while the prompts are checked and counted)."""
     out = WORK / "vbatch_managed.jsonl"
-    out.unlink(missing_ok=True)
-    Path(str(out) + ".manifest.json").unlink(missing_ok=True)
+    fresh_output(out)
     wall, _ = timed([PYTHON, "-m", "vbatch", "run", str(prompts), "-o", str(out),
                      "--max-tokens", str(MAX_TOKENS), "--temperature", "0", "--quiet", *extra],
                     vbatch_layout=False)

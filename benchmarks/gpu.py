@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import WORK, engine_env, served, timed
-from harness import PYTHON, ROOT
+from engine import WORK, engine_env, offline_run, served, vbatch_over_http
+from harness import ROOT
 
 from vbatch.model import prepare_default_model
 from vbatch.server_options import BATCH_LIMITS, vllm_build
@@ -48,22 +48,16 @@ def main() -> None:
     build = vllm_build()
     seqs, batched = BATCH_LIMITS[build]
     context = str(args.max_model_len)
-    _, done = timed([PYTHON, str(ROOT / "benchmarks" / "offline_llm.py"), model,
-                     str(args.prompts), "--api", "generate", "--max-tokens", str(args.max_tokens),
-                     "--max-num-seqs", str(seqs), "--max-num-batched-tokens", str(batched),
-                     "--max-model-len", context, *(["--enforce-eager"] if build == "cpu" else [])])
-    offline = json.loads(next(x for x in done.stdout.splitlines() if x.startswith('{"load_s"')))
+    offline = offline_run(model, args.prompts, "--api", "generate", "--max-tokens",
+                          str(args.max_tokens), "--max-num-seqs", str(seqs),
+                          "--max-num-batched-tokens", str(batched), "--max-model-len", context,
+                          *(["--enforce-eager"] if build == "cpu" else []))
     rows = [{"client": "vLLM offline LLM.generate", "wall_s": offline["generation_s"],
              "completion_tokens": offline["completion_tokens"]}]
-    out, stats = WORK / "gpu-vbatch.jsonl", WORK / "gpu-vbatch.stats.json"
-    out.unlink(missing_ok=True)
-    Path(str(out) + ".manifest.json").unlink(missing_ok=True)
     server_args = ("--model", model, "--max-model-len", context)
     with served(WORK / "gpu-serve.log", engine_env(vbatch_layout=False), *server_args) as url:
-        timed([PYTHON, "-m", "vbatch", "run", str(args.prompts), "-o", str(out), "--base-url", url,
-               "--endpoint", "completions", "--max-tokens", str(args.max_tokens),
-               "--temperature", "0", "--quiet", "--stats-json", str(stats)])
-    summary = json.loads(stats.read_text())
+        summary = vbatch_over_http(url, args.prompts, "gpu-vbatch", "--endpoint", "completions",
+                                   "--max-tokens", str(args.max_tokens))
     rows.append({"client": "vbatch over HTTP (/v1/completions)", "wall_s": summary["wall_time_s"],
                  "completion_tokens": summary["completion_tokens"]})
     device = device_name()

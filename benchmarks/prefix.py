@@ -22,8 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import WORK, engine_env, reset_prefix_cache, served, timed
-from harness import PYTHON
+from engine import WORK, engine_env, reset_prefix_cache, served, vbatch_over_http
 
 GROUPS, ROWS_PER_GROUP, CONTEXT = 64, 8, 2048
 TOPICS = ["rivers", "volcanoes", "chess", "bread", "tides", "bees", "glaciers", "comets"]
@@ -60,15 +59,9 @@ def prefix_counters(url: str) -> tuple[float, float]:
 
 def one_run(url: str, source: Path, name: str, *extra: str) -> dict[str, Any]:
     reset_prefix_cache(url)
-    out, stats = WORK / f"prefix-{name}.jsonl", WORK / f"prefix-{name}.stats.json"
-    out.unlink(missing_ok=True)
-    Path(str(out) + ".manifest.json").unlink(missing_ok=True)
     queries, hits = prefix_counters(url)
-    timed([PYTHON, "-m", "vbatch", "run", str(source), "-o", str(out), "--base-url", url,
-           "--max-tokens", "8", "--temperature", "0", "--quiet", "--stats-json", str(stats),
-           *extra])
+    summary = vbatch_over_http(url, source, f"prefix-{name}", "--max-tokens", "8", *extra)
     queries_after, hits_after = prefix_counters(url)
-    summary = json.loads(stats.read_text())
     return {"order": name, "wall_s": summary["wall_time_s"], "rows": summary["rows_ok"],
             "prompt_tokens": summary["prompt_tokens"],
             "prefix_hit_rate": (hits_after - hits) / max(1.0, queries_after - queries)}

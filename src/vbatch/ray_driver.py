@@ -33,8 +33,8 @@ from vbatch.prefix import check_groupable
 from vbatch.progress import Progress
 from vbatch.requests import RequestBuilder
 from vbatch.runner import (
-    fitting_counter,
     limit_from_data,
+    managed_counter,
     managed_model,
     remote_endpoints,
     remote_job,
@@ -87,8 +87,7 @@ async def run_on_ray(config: RunConfig, handle_signals: bool, stream: TextIO,
             model, served_name = await managed_model(config)
             request_model = served_name or model
             job = Job(checked, RequestBuilder(config, request_model), stream, clock)
-            counter = await asyncio.to_thread(fitting_counter, config, config.tokenizer or model,
-                                              config.max_model_len)
+            counter = await managed_counter(config, model)
             prepared = await _prepare(job, counter, request_model, None, model)
         return await _RayRun(ray, config, prepared, handle_signals).run()
     finally:

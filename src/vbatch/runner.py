@@ -162,6 +162,12 @@ def fitting_counter(config: RunConfig, tokenizer: str, limit: int | None) -> Tok
     return BoundedTokenCounter(lambda: LocalTokenCounter(tokenizer), fits_within(config, limit))
 
 
+async def managed_counter(config: RunConfig, model: str) -> TokenCounter:
+    """The counter for the input of a managed server loading ``model``."""
+    return await asyncio.to_thread(fitting_counter, config, config.tokenizer or model,
+                                   config.max_model_len)
+
+
 async def managed_model(config: RunConfig) -> tuple[str, str | None]:
     """The model a managed server loads, and the name it serves it under (if not that)."""
     if config.model is not None:
@@ -216,9 +222,7 @@ async def _run_managed(config: RunConfig, handle_signals: bool, stream: TextIO,
 async def _prepare_managed(job: Job, model: str) -> int | None:
     """Check and count the input; returns the context the rows are fitted to."""
     config = job.config
-    counter = await asyncio.to_thread(fitting_counter, config, config.tokenizer or model,
-                                      config.max_model_len)
-    await job.prepare(counter)
+    await job.prepare(await managed_counter(config, model))
     limit = config.max_model_len or limit_from_data(job, model)
     job.set_limit(limit)
     return limit
