@@ -24,7 +24,12 @@ from typing import TextIO
 import aiohttp
 
 from vbatch.errors import ServerDiedError, ServerStartError
-from vbatch.server_options import ServerOptions, server_command, server_environment
+from vbatch.server_options import (
+    ServerOptions,
+    dtype_choice,
+    server_command,
+    server_environment,
+)
 
 _POLL_S = 0.5
 _WATCH_S = 2.0
@@ -156,8 +161,10 @@ class ManagedServer:
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                 start_new_session=True,
             )
+        dtype = dtype_choice(self.options)
+        why = f"{dtype.dtype}: {dtype.reason}; " if dtype else ""
         self._say(f"starting vLLM with {self.options.model} on {self.root_url} "
-                  f"(log: {self.log_path})")
+                  f"({why}log: {self.log_path})")
         await self._wait_healthy()
 
     async def _wait_healthy(self) -> None:

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from vbatch.cpu import DtypeChoice, choose_dtype, cpu_info
 from vbatch.errors import ConfigError
 
 VLLM_ENTRY = ("-m", "vllm.entrypoints.openai.api_server")
@@ -80,6 +81,14 @@ def _one_worker(options: ServerOptions) -> bool:
         _given(options.extra_args, flag) for flag in parallel_flags)
 
 
+def dtype_choice(options: ServerOptions) -> DtypeChoice | None:
+    """The dtype vbatch gives a CPU server, or None where vLLM's own choice stands (a GPU
+    build, or ``--dtype`` among the arguments passed through)."""
+    if options.resolved_build != "cpu" or _given(options.extra_args, "--dtype"):
+        return None
+    return choose_dtype(cpu_info())
+
+
 def server_command(options: ServerOptions, port: int) -> list[str]:
     """The command line of the API server (without the guard around it).
 
@@ -98,6 +107,9 @@ def server_command(options: ServerOptions, port: int) -> list[str]:
         command += ["--tensor-parallel-size", str(options.tensor_parallel_size)]
     if options.max_model_len is not None:
         command += ["--max-model-len", str(options.max_model_len)]
+    dtype = dtype_choice(options)
+    if dtype is not None:
+        command += ["--dtype", dtype.dtype]
     default_seqs, default_tokens = BATCH_LIMITS[build]
     if not _given(extra, "--max-num-seqs"):
         command += ["--max-num-seqs", str(options.max_num_seqs or default_seqs)]

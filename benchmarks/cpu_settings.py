@@ -1,0 +1,137 @@
+"""CPU server settings: dtype, batch size, thread binding and OpenMP waiting, measured.
+
+Each trial starts ``vbatch serve`` (the default model, context 1,024) with one set of
+settings, runs ``make run``'s job against it (``examples/prompts.jsonl``, 148 chat prompts,
+``--max-tokens 128``, greedy) and records the time to a healthy server, to the first
+record, and to the last, with the generated tokens per second. ``--busy`` runs every trial
+again with a busy-loop process pinned to the last core (a machine shared with other work).
+``--emulate-avx2`` runs the server as an AVX2-only CPU would (see ``avx2/sitecustomize.py``).
+
+    python benchmarks/cpu_settings.py [--trials NAME,...] [--busy] [--emulate-avx2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine import WORK, fresh_output
+from harness import PYTHON, ROOT
+
+from vbatch.cpu import cpu_info
+
+PROMPTS = ROOT / "examples" / "prompts.jsonl"
+HERE = Path(__file__).resolve().parent
+# name: (vbatch serve arguments, environment, vbatch run arguments)
+TRIALS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
+    "default": ([], {}, []),
+    "bf16": (["--", "--dtype", "bfloat16"], {}, []),
+    "float32": (["--", "--dtype", "float32"], {}, []),
+    "seqs32": (["--max-num-seqs", "32"], {}, []),
+    "seqs64": (["--max-num-seqs", "64"], {}, []),
+    "seqs128": (["--max-num-seqs", "128"], {}, []),
+    "seqs256": (["--max-num-seqs", "256"], {}, []),
+    "tokens1024": (["--max-num-batched-tokens", "1024"], {}, []),
+    "tokens2048": (["--max-num-batched-tokens", "2048"], {}, []),
+    "tokens4096": (["--max-num-batched-tokens", "4096"], {}, []),
+    "nobind": ([], {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}, []),
+    "bind": ([], {"VLLM_CPU_OMP_THREADS_BIND": f"0-{(os.cpu_count() or 1) - 1}"}, []),
+    "passive": ([], {"OMP_WAIT_POLICY": "PASSIVE"}, []),
+    "active": ([], {"OMP_WAIT_POLICY": "ACTIVE"}, []),
+}
+
+
+def avx2_env() -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [str(HERE / "avx2"), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "VBATCH_EMULATE_AVX2": "1", "ATEN_CPU_CAPABILITY": "avx2",
+            "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def busy_loop() -> subprocess.Popen[bytes]:
+    last = max(os.sched_getaffinity(0))
+    return subprocess.Popen(["taskset", "-c", str(last), PYTHON, "-c", "while True: pass"])
+
+
+def first_record_after(out: Path, started: float, process: subprocess.Popen[str]
+                       ) -> float | None:
+    while process.poll() is None:
+        if out.exists() and out.stat().st_size > 0:
+            return time.perf_counter() - started
+        time.sleep(0.05)
+    return None
+
+
+def trial(name: str, busy: bool, emulate: bool) -> dict[str, Any]:
+    serve_args, env_extra, run_args = TRIALS[name]
+    env = {**os.environ, **(avx2_env() if emulate else {}), **env_extra}
+    if emulate and "--dtype" not in serve_args:
+        # vbatch reads the real CPU's flags, which still say bf16.
+        serve_args = [*serve_args, *([] if "--" in serve_args else ["--"]), "--dtype", "float32"]
+    log = WORK / f"cpu_settings_{name}.log"
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [PYTHON, "-m", "vbatch", "serve", "--port", "0", "--log", str(log), "--max-model-len",
+         "1024", *serve_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env)
+    assert server.stdout is not None
+    url = ""
+    for line in server.stdout:
+        if " at http" in line:
+            url = line.rsplit(" ", 1)[1].strip()
+            break
+    if not url:
+        raise RuntimeError(f"{name}: the server did not start; see {log}")
+    ready = time.perf_counter() - started
+    load = busy_loop() if busy else None
+    try:
+        out, stats = WORK / f"cpu_settings_{name}.jsonl", WORK / f"cpu_settings_{name}.stats.json"
+        fresh_output(out)
+        began = time.perf_counter()
+        client = subprocess.Popen(
+            [PYTHON, "-m", "vbatch", "run", str(PROMPTS), "-o", str(out), "--base-url", url,
+             "--max-tokens", "128", "--temperature", "0", "--quiet", "--stats-json",
+             str(stats), *run_args], text=True)
+        first = first_record_after(out, began, client)
+        client.wait()
+        wall = time.perf_counter() - began
+        summary = json.loads(stats.read_text())
+    finally:
+        if load is not None:
+            load.kill()
+            load.wait()
+        server.terminate()
+        server.wait(timeout=60)
+    return {"trial": name, "busy_core": busy, "emulated_avx2": emulate,
+            "ready_s": round(ready, 1), "first_record_s": first and round(first, 1),
+            "wall_s": round(wall, 1), "ok": summary["rows_ok"],
+            "tokens_per_s": round(summary["completion_tokens"] / wall, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", default="default", help="comma-separated: " + ",".join(TRIALS))
+    parser.add_argument("--busy", action="store_true", help="also with one core busy")
+    parser.add_argument("--emulate-avx2", action="store_true")
+    args = parser.parse_args()
+    WORK.mkdir(exist_ok=True)
+    info = cpu_info()
+    print(f"CPU: {info.model}; {info.summary}", flush=True)
+    results = WORK / "cpu_settings.jsonl"
+    for name in args.trials.split(","):
+        for busy in ([False, True] if args.busy else [False]):
+            row = {"cpu": info.model, "flags": info.summary, **trial(name, busy, args.emulate_avx2)}
+            print(json.dumps(row), flush=True)
+            with open(results, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
