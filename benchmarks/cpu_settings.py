@@ -3,11 +3,10 @@
 Each trial starts ``vbatch serve`` (the default model, context 1,024) with one set of
 settings, runs ``make run``'s job against it (``examples/prompts.jsonl``, 148 chat prompts,
 ``--max-tokens 128``, greedy) and records the time to a healthy server, to the first
-record, and to the last, with the generated tokens per second. ``--busy`` runs every trial
-again with a busy-loop process pinned to the last core (a machine shared with other work).
+record, and to the last, with the generated tokens per second. ``--load busy`` runs the trials with a busy-loop process pinned to the last core (a machine shared with other work).
 ``--emulate-avx2`` runs the server as an AVX2-only CPU would (see ``avx2/sitecustomize.py``).
 
-    python benchmarks/cpu_settings.py [--trials NAME,...] [--busy] [--emulate-avx2]
+    python benchmarks/cpu_settings.py [--trials NAME,...] [--load alone,busy] [--emulate-avx2]
 """
 
 from __future__ import annotations
@@ -45,6 +44,8 @@ TRIALS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
     "nobind": ([], {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}, []),
     "bind": ([], {"VLLM_CPU_OMP_THREADS_BIND": f"0-{(os.cpu_count() or 1) - 1}"}, []),
     "passive": ([], {"OMP_WAIT_POLICY": "PASSIVE"}, []),
+    "nobind_passive": ([], {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_WAIT_POLICY": "PASSIVE"},
+                       []),
     "active": ([], {"OMP_WAIT_POLICY": "ACTIVE"}, []),
 }
 
@@ -118,7 +119,8 @@ def trial(name: str, busy: bool, emulate: bool) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", default="default", help="comma-separated: " + ",".join(TRIALS))
-    parser.add_argument("--busy", action="store_true", help="also with one core busy")
+    parser.add_argument("--load", default="alone",
+                        help="alone, busy (a busy loop on the last core) or alone,busy")
     parser.add_argument("--emulate-avx2", action="store_true")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
@@ -126,7 +128,7 @@ def main() -> None:
     print(f"CPU: {info.model}; {info.summary}", flush=True)
     results = WORK / "cpu_settings.jsonl"
     for name in args.trials.split(","):
-        for busy in ([False, True] if args.busy else [False]):
+        for busy in (load == "busy" for load in args.load.split(",")):
             row = {"cpu": info.model, "flags": info.summary, **trial(name, busy, args.emulate_avx2)}
             print(json.dumps(row), flush=True)
             with open(results, "a") as handle:

@@ -14,6 +14,16 @@ from typing import Any
 
 import pytest
 
+from vbatch.cpu import choose_dtype, cpu_info
+
+
+def pytest_report_header() -> list[str]:
+    """The CPU, so that a slow run of the real-server tests explains itself."""
+    info = cpu_info()
+    dtype = choose_dtype(info)
+    return [f"CPU: {info.model}, {os.cpu_count()} cores; flags: {info.summary}; "
+            f"CPU vLLM dtype: {dtype.dtype} ({dtype.reason})"]
+
 
 class SimulatorProcess:
     """A running ``vbatch simulate`` subprocess."""

@@ -52,7 +52,7 @@ def test_the_callers_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_command_sets_batch_limits_unless_passed_through() -> None:
     command = server_command(options(build="cpu", max_model_len=2048), 8000)
-    assert command[command.index("--max-num-seqs") + 1] == "256"
+    assert command[command.index("--max-num-seqs") + 1] == "128"
     assert command[command.index("--max-model-len") + 1] == "2048"
     assert "--enforce-eager" in command and "--tensor-parallel-size" not in command
     parallel = server_command(options(build="cpu", tensor_parallel_size=2), 8000)
@@ -67,3 +67,16 @@ def test_replicas_split_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (first.cpus, second.cpus) == ((0, 2), (1, 3))
     assert first.log_path.name == "server.0.log" and second.memory_share == 2
     assert server_environment(second, None)["VLLM_CPU_OMP_THREADS_BIND"] == "1,3"
+
+
+def test_cpu_threads_sleep_while_waiting_and_float_unless_given_cpus(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OMP_WAIT_POLICY", "VLLM_CPU_OMP_THREADS_BIND"):
+        monkeypatch.delenv(name, raising=False)
+    env = server_environment(options(build="cpu"), None)
+    assert (env["OMP_WAIT_POLICY"], env["VLLM_CPU_OMP_THREADS_BIND"]) == ("PASSIVE", "nobind")
+    assert "OMP_WAIT_POLICY" not in server_environment(options(build="gpu"), None)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")
+    env = server_environment(options(build="cpu"), None)
+    assert (env["OMP_WAIT_POLICY"], env["VLLM_CPU_OMP_THREADS_BIND"]) == ("ACTIVE", "0-1")

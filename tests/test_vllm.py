@@ -130,32 +130,32 @@ def test_structured_output_is_valid_json(vllm_url: str, tmp_path: Path) -> None:
 
 
 def test_few_hundred_rows_resume_after_sigkill(vllm_url: str, tmp_path: Path) -> None:
-    source = prompts(tmp_path, 300)
+    source = prompts(tmp_path, 200)
     out = tmp_path / "out.jsonl"
-    args = ["run", str(source), "-o", str(out), "--base-url", vllm_url, "--max-tokens", "16",
-            "--concurrency", "64", "--quiet"]
+    args = ["run", str(source), "-o", str(out), "--base-url", vllm_url, "--max-tokens", "8",
+            "--concurrency", "32", "--quiet"]
     process = subprocess.Popen(vbatch_cmd(*args))
     done_before_kill = wait_for_lines(out, 40, timeout=300)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert 40 <= done_before_kill < 300
+    assert 40 <= done_before_kill < 200
     run_ok(*args)
     counts = Counter(r["id"] for r in read_jsonl(out))
-    assert set(counts) == {f"q{i}" for i in range(300)}
+    assert set(counts) == {f"q{i}" for i in range(200)}
     assert max(counts.values()) == 1
     assert {r["status"] for r in read_jsonl(out)} == {"ok"}
 
 
 @pytest.mark.timeout(900)
 def test_managed_server_killed_mid_run_is_restarted(tmp_path: Path) -> None:
-    source = prompts(tmp_path, 120)
+    source = prompts(tmp_path, 40)
     out = tmp_path / "out.jsonl"
     process = subprocess.Popen(
         vbatch_cmd("run", str(source), "-o", str(out), "--max-tokens", "32", "--concurrency",
-                   "32", "--max-model-len", "1024"),
+                   "4", "--max-model-len", "512"),
         stderr=subprocess.PIPE, text=True,
     )
-    assert wait_for_lines(out, 10, timeout=600) >= 10
+    assert wait_for_lines(out, 4, timeout=600) >= 4
     servers = api_servers_below(process.pid)
     assert len(servers) == 1
     servers[0].kill()
@@ -163,20 +163,20 @@ def test_managed_server_killed_mid_run_is_restarted(tmp_path: Path) -> None:
     assert process.returncode == 0, stderr[-3000:]
     assert "restarting it (1/3)" in stderr
     records = read_jsonl(out)
-    assert Counter(r["id"] for r in records) == Counter(f"q{i}" for i in range(120))
+    assert Counter(r["id"] for r in records) == Counter(f"q{i}" for i in range(40))
     assert {r["status"] for r in records} == {"ok"}
 
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_no_orphan_server_after_stop(tmp_path: Path, how: signal.Signals) -> None:
-    source = prompts(tmp_path, 400)
+    source = prompts(tmp_path, 100)
     out = tmp_path / "out.jsonl"
     process = subprocess.Popen(
         vbatch_cmd("run", str(source), "-o", str(out), "--max-tokens", "32", "--quiet",
-                   "--max-model-len", "1024"),
+                   "--concurrency", "4", "--max-model-len", "512"),
     )
-    assert wait_for_lines(out, 5, timeout=600) >= 5
+    assert wait_for_lines(out, 2, timeout=600) >= 2
     family = descendants(process.pid)
     assert api_servers_below(process.pid)
     started = time.monotonic()
@@ -256,8 +256,8 @@ def test_server_failing_to_start_shows_its_log_and_a_hint(tmp_path: Path) -> Non
 def test_adaptive_concurrency_follows_the_real_server(vllm_url: str, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     stats = tmp_path / "stats.json"
-    run_ok("run", str(prompts(tmp_path, 400)), "-o", str(out), "--base-url", vllm_url,
-           "--max-tokens", "24", "--stats-json", str(stats), "--quiet")
+    run_ok("run", str(prompts(tmp_path, 300)), "-o", str(out), "--base-url", vllm_url,
+           "--max-tokens", "16", "--stats-json", str(stats), "--quiet")
     trace = json.loads(stats.read_text())["concurrency_trace"]
     assert trace, "the controller read the server's /metrics"
     assert max(sample["running"] for sample in trace) > 0
@@ -266,18 +266,18 @@ def test_adaptive_concurrency_follows_the_real_server(vllm_url: str, tmp_path: P
         lately = max(s["running"] for s in trace
                      if sample["t"] - RUNNING_WINDOW_S - 0.01 <= s["t"] <= sample["t"])
         assert sample["limit"] <= lately + max(4, -(-lately // 10))
-    assert len(read_jsonl(out)) == 400
+    assert len(read_jsonl(out)) == 300
 
 
 @pytest.mark.timeout(900)
 def test_two_managed_replicas_share_the_work(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     stats = tmp_path / "stats.json"
-    run_ok("run", str(prompts(tmp_path, 60)), "-o", str(out), "--replicas", "2",
-           "--max-tokens", "16", "--max-model-len", "512", "--stats-json", str(stats))
+    run_ok("run", str(prompts(tmp_path, 24)), "-o", str(out), "--replicas", "2",
+           "--max-tokens", "8", "--max-model-len", "512", "--stats-json", str(stats))
     endpoints = json.loads(stats.read_text())["endpoints"]
     assert len(endpoints) == 2
     assert all(endpoint["requests"] > 0 for endpoint in endpoints)
-    assert Counter(r["id"] for r in read_jsonl(out)) == Counter(f"q{i}" for i in range(60))
+    assert Counter(r["id"] for r in read_jsonl(out)) == Counter(f"q{i}" for i in range(24))
     assert (tmp_path / "out.jsonl.server.0.log").exists()
     assert (tmp_path / "out.jsonl.server.1.log").exists()

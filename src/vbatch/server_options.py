@@ -13,9 +13,10 @@ from vbatch.cpu import DtypeChoice, choose_dtype, cpu_info
 from vbatch.errors import ConfigError
 
 VLLM_ENTRY = ("-m", "vllm.entrypoints.openai.api_server")
-# Batch limits set on purpose: the CPU API server defaulted to 128 sequences / 2,048 batched
-# tokens while offline LLM used 256 / 4,096; on a GPU, offline uses 1,024 / 16,384.
-BATCH_LIMITS = {"cpu": (256, 4096), "gpu": (1024, 16384)}
+# Batch limits set on purpose (vLLM's API server and offline LLM default to different ones).
+# CPU: 128 sequences finished make run's job as fast as 256 and gave its first record
+# earlier (benchmarks/cpu_settings.py); on a GPU, offline LLM's 1,024 / 16,384.
+BATCH_LIMITS = {"cpu": (128, 4096), "gpu": (1024, 16384)}
 
 
 def vllm_build() -> str:
@@ -169,11 +170,15 @@ def server_environment(options: ServerOptions, api_key: str | None) -> dict[str,
             # The CPU build otherwise spawns a third process for its one worker, which
             # imports torch and vLLM again: about 9 s more start-up on two cores.
             env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        cpus = list(options.cpus) if options.cpus else _usable_cpus()
+        # OpenMP threads that spin while they wait, or are pinned each to one core, run
+        # every step at the pace of the busiest core: with one of two cores taken by
+        # another process a job took over 10x longer; sleeping, unpinned threads made it
+        # 1.9x (benchmarks/cpu_settings.py --load busy).
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         if options.cpus:
-            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_ranges(cpus)
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_ranges(list(options.cpus))
         else:
-            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_ranges(cpus))
+            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     elif options.gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, options.gpus))
     return env
