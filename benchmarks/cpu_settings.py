@@ -3,7 +3,9 @@
 Each trial starts ``vbatch serve`` (the default model, context 1,024) with one set of
 settings, runs ``make run``'s job against it (``examples/prompts.jsonl``, 148 chat prompts,
 ``--max-tokens 128``, greedy) and records the time to a healthy server, to the first
-record, and to the last, with the generated tokens per second. ``--load busy`` runs the trials with a busy-loop process pinned to the last core (a machine shared with other work).
+record, and to the last, with the generated tokens per second. ``--load busy`` runs
+the trials with a busy-loop process pinned to the last core (a machine shared with other
+work).
 ``--emulate-avx2`` runs the server as an AVX2-only CPU would (see ``avx2/sitecustomize.py``).
 
     python benchmarks/cpu_settings.py [--trials NAME,...] [--load alone,busy] [--emulate-avx2]
@@ -23,12 +25,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import WORK, fresh_output
-from harness import PYTHON, ROOT
-
-from vbatch.cpu import cpu_info
+from harness import PYTHON, ROOT, emulate_avx2, machine
 
 PROMPTS = ROOT / "examples" / "prompts.jsonl"
-HERE = Path(__file__).resolve().parent
 # name: (vbatch serve arguments, environment, vbatch run arguments)
 TRIALS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
     "default": ([], {}, []),
@@ -50,12 +49,6 @@ TRIALS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
 }
 
 
-def avx2_env() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(HERE / "avx2"), os.environ.get("PYTHONPATH")]))
-    return {"PYTHONPATH": path, "VBATCH_EMULATE_AVX2": "1", "ATEN_CPU_CAPABILITY": "avx2",
-            "ONEDNN_MAX_CPU_ISA": "AVX2"}
-
-
 def busy_loop() -> subprocess.Popen[bytes]:
     last = max(os.sched_getaffinity(0))
     return subprocess.Popen(["taskset", "-c", str(last), PYTHON, "-c", "while True: pass"])
@@ -72,10 +65,7 @@ def first_record_after(out: Path, started: float, process: subprocess.Popen[str]
 
 def trial(name: str, busy: bool, emulate: bool) -> dict[str, Any]:
     serve_args, env_extra, run_args = TRIALS[name]
-    env = {**os.environ, **(avx2_env() if emulate else {}), **env_extra}
-    if emulate and "--dtype" not in serve_args:
-        # vbatch reads the real CPU's flags, which still say bf16.
-        serve_args = [*serve_args, *([] if "--" in serve_args else ["--"]), "--dtype", "float32"]
+    env = {**os.environ, **env_extra}
     log = WORK / f"cpu_settings_{name}.log"
     started = time.perf_counter()
     server = subprocess.Popen(
@@ -124,12 +114,13 @@ def main() -> None:
     parser.add_argument("--emulate-avx2", action="store_true")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
-    info = cpu_info()
-    print(f"CPU: {info.model}; {info.summary}", flush=True)
+    if args.emulate_avx2:
+        emulate_avx2()
+    print(machine(), flush=True)
     results = WORK / "cpu_settings.jsonl"
     for name in args.trials.split(","):
         for busy in (load == "busy" for load in args.load.split(",")):
-            row = {"cpu": info.model, "flags": info.summary, **trial(name, busy, args.emulate_avx2)}
+            row = {"machine": machine(), **trial(name, busy, args.emulate_avx2)}
             print(json.dumps(row), flush=True)
             with open(results, "a") as handle:
                 handle.write(json.dumps(row) + "\n")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,8 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import PYTHON, ROOT, baseline_command
+from harness import PYTHON, ROOT, baseline_command, emulate_avx2, machine
 
+from vbatch.cpu import choose_dtype, cpu_info
 from vbatch.model import DEFAULT_MODEL_NAME, prepare_default_model
 from vbatch.server_options import ServerOptions, server_environment
 
@@ -102,11 +104,19 @@ def vbatch_over_http(url: str, prompts: Path, name: str, *options: str) -> dict[
     return dict(json.loads(stats.read_text()))
 
 
+def cpu_dtype() -> str:
+    """The dtype vbatch gives its CPU servers here."""
+    if os.environ.get("VBATCH_EMULATE_AVX2"):
+        return "float32"
+    return choose_dtype(cpu_info()).dtype
+
+
 def offline(model: str, prompts: Path, vbatch_layout: bool) -> dict[str, Any]:
     data = offline_run(model, prompts, "--max-tokens", str(MAX_TOKENS), "--max-num-seqs",
                        str(SEQS), "--max-num-batched-tokens", str(BATCHED), "--max-model-len",
-                       str(CONTEXT), "--enforce-eager", vbatch_layout=vbatch_layout)
-    return {"client": f"vLLM offline LLM.chat ({layout_name(vbatch_layout)})",
+                       str(CONTEXT), "--enforce-eager", "--dtype", cpu_dtype(),
+                       vbatch_layout=vbatch_layout)
+    return {"client": f"vLLM offline LLM.chat ({layout_name(vbatch_layout)}, {cpu_dtype()})",
             "phase": "generation", "wall_s": data["generation_s"],
             "completion_tokens": data["completion_tokens"]}
 
@@ -123,11 +133,14 @@ def run_batch(model: str, prompts: Path, vbatch_layout: bool) -> dict[str, Any]:
                          "messages": [{"role": "user", "content": row["prompt"]}]},
             }) + "\n")
     out.unlink(missing_ok=True)
+    # As its users run it: vLLM's own dtype and layout; with vbatch's layout, vbatch's dtype.
+    dtype = ["--dtype", cpu_dtype()] if vbatch_layout else []
     wall, _ = timed([PYTHON, "-m", "vllm.entrypoints.openai.run_batch", "-i", str(batch), "-o",
                      str(out), "--model", model, "--served-model-name", DEFAULT_MODEL_NAME,
                      "--enforce-eager", "--max-num-seqs", str(SEQS), "--max-num-batched-tokens",
-                     str(BATCHED), "--max-model-len", str(CONTEXT)], vbatch_layout)
-    return {"client": f"vllm run_batch ({layout_name(vbatch_layout)})", "phase": "end to end",
+                     str(BATCHED), "--max-model-len", str(CONTEXT), *dtype], vbatch_layout)
+    settings = f"{layout_name(vbatch_layout)}, {dtype[1]}" if dtype else "vLLM's defaults"
+    return {"client": f"vllm run_batch ({settings})", "phase": "end to end",
             "wall_s": wall,
             "completion_tokens": completion_tokens(out)}
 
@@ -195,8 +208,13 @@ def main() -> None:
     parser.add_argument("--prompts", type=Path, default=ROOT / "benchmarks" / "prompts_300.jsonl")
     parser.add_argument("--rounds", type=int, default=2,
                         help="run_batch and vbatch end to end, alternated this many times")
+    parser.add_argument("--emulate-avx2", action="store_true",
+                        help="run the engine as an AVX2-only CPU would (avx2/sitecustomize.py)")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
+    if args.emulate_avx2:
+        emulate_avx2()
+    print(machine(), flush=True)
     model = str(prepare_default_model())
     rows = [offline(model, args.prompts, False), offline(model, args.prompts, True),
             run_batch(model, args.prompts, True), *against_server(args.prompts),
@@ -224,7 +242,7 @@ def main() -> None:
     ratios = [ours["tokens_per_s"] / peer["tokens_per_s"] for peer, ours in pairs]
     print("\nvbatch managed end to end over run_batch (vLLM's default layout), round by round: "
           + ", ".join(f"{r:.3f}" for r in ratios))
-    (WORK / "engine.json").write_text(json.dumps(rows, indent=2))
+    (WORK / "engine.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
     print(f"\nwritten to {WORK / 'engine.json'}", file=sys.stderr)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import WORK, engine_env, offline_run, served, vbatch_over_http
-from harness import ROOT
+from harness import ROOT, machine
 
 from vbatch.model import prepare_default_model
 from vbatch.server_options import BATCH_LIMITS, vllm_build
@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--max-model-len", type=int, default=4096)
     args = parser.parse_args()
+    print(machine(), flush=True)
     WORK.mkdir(exist_ok=True)
     model = args.model or str(prepare_default_model())
     build = vllm_build()

@@ -15,6 +15,23 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
+def machine() -> str:
+    """The CPU every figure of a run comes from: its model, cores and AVX flags."""
+    from vbatch.cpu import cpu_info
+
+    info = cpu_info()
+    emulated = " (emulating an AVX2-only CPU)" if os.environ.get("VBATCH_EMULATE_AVX2") else ""
+    return f"CPU: {info.model}, {os.cpu_count()} cores; flags: {info.summary}{emulated}"
+
+
+def emulate_avx2() -> None:
+    """From here on, child processes run as on an AVX2-only CPU (``avx2/sitecustomize.py``)."""
+    path = os.pathsep.join(filter(None, [str(ROOT / "benchmarks" / "avx2"),
+                                         os.environ.get("PYTHONPATH")]))
+    os.environ.update({"PYTHONPATH": path, "VBATCH_EMULATE_AVX2": "1",
+                       "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"})
+
+
 def write_prompts(path: Path, count: int) -> Path:
     """``count`` short chat prompts, one JSON object a line."""
     if path.exists():

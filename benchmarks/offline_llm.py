@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--max-num-batched-tokens", type=int)
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument("--dtype", default="auto")
     args = parser.parse_args()
     started = time.perf_counter()
     from vllm import LLM, SamplingParams
@@ -32,7 +33,7 @@ def main() -> None:
     limits = {name: value for name, value in (("max_num_seqs", args.max_num_seqs),
                                               ("max_num_batched_tokens",
                                                args.max_num_batched_tokens)) if value}
-    llm = LLM(model=args.model, enforce_eager=args.enforce_eager,
+    llm = LLM(model=args.model, enforce_eager=args.enforce_eager, dtype=args.dtype,
               max_model_len=args.max_model_len, **limits)
     loaded = time.perf_counter()
     with open(args.prompts) as handle:

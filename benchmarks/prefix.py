@@ -23,6 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import WORK, engine_env, reset_prefix_cache, served, vbatch_over_http
+from harness import machine
 
 GROUPS, ROWS_PER_GROUP, CONTEXT = 64, 8, 2048
 TOPICS = ["rivers", "volcanoes", "chess", "bread", "tides", "bees", "glaciers", "comets"]
@@ -68,6 +69,7 @@ def one_run(url: str, source: Path, name: str, *extra: str) -> dict[str, Any]:
 
 
 def main() -> None:
+    print(machine(), flush=True)
     WORK.mkdir(exist_ok=True)
     source = write_rows(WORK / "prefix-rows.jsonl")
     env = {**engine_env(), "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}

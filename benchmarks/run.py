@@ -19,6 +19,7 @@ from harness import (
     ROOT,
     Simulator,
     baseline_command,
+    machine,
     measure,
     vbatch_command,
     write_prompts,
@@ -166,6 +167,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
+    print(machine(), flush=True)
     rows: list[dict[str, Any]] = []
     if "overhead" in args.benches:
         rows += overhead(5_000 if args.quick else 50_000)

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import LAYOUT, WORK, engine_env
+from harness import machine
 
 from vbatch.model import prepare_default_model
 from vbatch.server import free_port
@@ -62,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    print(machine(), flush=True)
     WORK.mkdir(exist_ok=True)
     results: dict[str, list[tuple[float, float]]] = {"vbatch": [], "vllm": []}
     for _ in range(args.rounds):
