@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from vbatch import ConfigError
+from vbatch.config import normalize_base_url, redact_url
 from vbatch.endpoints import read_endpoints_file
 
 from .conftest import (
@@ -99,3 +100,24 @@ def test_endpoints_file_errors(tmp_path: Path) -> None:
         read_endpoints_file(path)
     path.write_text("http://a:1/v1 2\nhttp://b:2\n")
     assert read_endpoints_file(path) == [("http://a:1/v1", 2.0), ("http://b:2", 1.0)]
+
+
+def test_a_password_in_the_url_is_used_and_never_shown(simulator: SimulatorProcess,
+                                                       tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "hi"}])
+    out = tmp_path / "out.jsonl"
+    root = simulator.url.removesuffix("/v1")
+    with_password = root.replace("http://", "http://alice:hunter2@") + "/v1"
+    urls = normalize_base_url(with_password)
+    assert "hunter2" not in urls.api + urls.root and urls.credentials == "alice:hunter2"
+    assert redact_url(with_password) == with_password.replace("hunter2", "***")
+    done = run_cli("run", str(source), "-o", str(out), "--base-url", with_password,
+                   "--max-tokens", "2", "--max-retries", "0")
+    assert done.returncode == 0, done.stderr
+    dead = with_password.replace(root.rsplit(":", 1)[1], "9")
+    failed = run_cli("run", str(source), "-o", str(tmp_path / "dead.jsonl"), "--base-url", dead,
+                     "--model", "m", "--max-tokens", "2", "--max-retries", "0")
+    assert failed.returncode == 1
+    for text in (done.stderr, failed.stderr, out.read_text(),
+                 (tmp_path / "dead.jsonl").read_text()):
+        assert "hunter2" not in text

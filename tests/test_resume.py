@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import random
 import signal
@@ -13,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from vbatch import ManifestMismatchError, OutputError, RunConfig, run
+from vbatch import ManifestMismatchError, OutputError, RunConfig, arun, run
 from vbatch.ledger import read_output, repair_torn_tail
 
 from .conftest import SimulatorProcess, read_jsonl, run_cli, vbatch_cmd, write_jsonl
@@ -64,11 +66,49 @@ def test_repair_torn_tail_cuts_only_the_partial_line(tmp_path: Path) -> None:
     assert path.read_bytes() == b""
 
 
-def test_damaged_middle_line_is_an_error(tmp_path: Path) -> None:
+def test_a_file_with_no_record_is_refused_untouched(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
-    path.write_text('{"id":"a","index":0,"status":"ok"}\ngarbage\n{"id":"b","index":1,"status":"ok"}\n')
-    with pytest.raises(OutputError, match=r"out\.jsonl:2"):
+    path.write_text('garbage\n{"a": 1}\n{"b": 2}')
+    with pytest.raises(OutputError, match=r"out\.jsonl:1"):
         read_output(path, retry_failed=False)
+    assert path.read_text() == 'garbage\n{"a": 1}\n{"b": 2}'
+
+
+def test_torn_line_glued_mid_file_is_removed_and_both_rows_rerun(
+        simulator: SimulatorProcess, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", rows(10))
+    out = tmp_path / "out.jsonl"
+    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3)
+    run(cfg)
+    lines = out.read_bytes().splitlines(keepends=True)
+    torn, glued = json.loads(lines[4])["id"], json.loads(lines[5])["id"]
+    lines[4:6] = [lines[4][:30] + lines[5]]
+    out.write_bytes(b"".join(lines))
+    simulator.reset()
+    messages = io.StringIO()
+    result = asyncio.run(arun(cfg.replace(quiet=False), stream=messages))
+    assert result.exit_code == 0
+    assert "removed 1 damaged lines" in messages.getvalue() and "line 5" in messages.getvalue()
+    sent = sorted(body["messages"][0]["content"] for body in simulator.requests())
+    assert sent == sorted(r["prompt"] for r in rows(10) if r["id"] in (torn, glued))
+    assert Counter(r["id"] for r in read_jsonl(out)) == Counter(r["id"] for r in rows(10))
+
+
+def test_second_records_of_an_id_are_removed_on_resume(
+        simulator: SimulatorProcess, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", rows(10))
+    out = tmp_path / "out.jsonl"
+    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3)
+    run(cfg)
+    first = out.read_bytes()
+    out.chmod(0o600)
+    with open(out, "ab") as handle:
+        handle.write(first.splitlines(keepends=True)[3] + first.splitlines(keepends=True)[7])
+    simulator.reset()
+    result = run(cfg)
+    assert result.exit_code == 0 and simulator.stats()["requests_seen"] == 0
+    assert out.read_bytes() == first
+    assert out.stat().st_mode & 0o777 == 0o600
 
 
 def test_retry_failed_replaces_failed_records(simulator: SimulatorProcess, tmp_path: Path) -> None:
@@ -145,9 +185,10 @@ def test_unicode_line_separators_in_text_do_not_break_records(
     out = tmp_path / "out.jsonl"
     record = {"id": "row-0", "index": 0, "status": "ok", "text": "a\u2028b\x85c\x1cd",
               "finish_reason": "stop", "usage": None, "error": None}
-    out.write_bytes(orjson.dumps(record) + b"\n")
     cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3,
                     force=True)
+    run(cfg)
+    out.write_bytes(orjson.dumps(record) + b"\n")
     result = run(cfg.replace(ordered=True))
     assert result.stats.already_done == 1 and result.stats.ok == 1
     records = read_jsonl(out)

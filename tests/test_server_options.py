@@ -80,3 +80,14 @@ def test_cpu_threads_sleep_while_waiting_and_float_unless_given_cpus(
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")
     env = server_environment(options(build="cpu"), None)
     assert (env["OMP_WAIT_POLICY"], env["VLLM_CPU_OMP_THREADS_BIND"]) == ("ACTIVE", "0-1")
+
+
+def test_the_server_gets_none_of_the_callers_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "DB_PASSWORD"):
+        monkeypatch.setenv(name, "secret")
+    monkeypatch.setenv("HF_TOKEN", "hub")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    env = server_environment(options(build="cpu"), "own-key")
+    assert "secret" not in env.values()
+    assert env["HF_TOKEN"] == "hub" and env["TOKENIZERS_PARALLELISM"] == "false"
+    assert env["VLLM_API_KEY"] == "own-key"

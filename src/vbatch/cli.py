@@ -100,7 +100,8 @@ def main() -> None:
 @click.option("--endpoints", "endpoints_file", type=click.Path(dir_okay=False, path_type=Path),
               help="File of servers to balance over: one 'URL [WEIGHT]' per line.")
 @click.option("--model", help="Model name sent in requests (default: the one the server serves).")
-@click.option("--api-key", help="API key (default: env VBATCH_API_KEY or OPENAI_API_KEY). "
+@click.option("--api-key", help="API key (default: env VBATCH_API_KEY or OPENAI_API_KEY; "
+              "prefer them: a command line is visible to every user in ps). "
               "Never logged or written.")
 @click.option("--endpoint", type=click.Choice(["chat", "completions"]), default="chat",
               show_default=True, help="Which API to call.")
@@ -234,8 +235,9 @@ def simulate(port: int, **options: Any) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True,
               help="Port to listen on (0 picks a free one).")
-@click.option("--api-key", envvar="VBATCH_API_KEY",
-              help="Require this API key (env VBATCH_API_KEY); none by default.")
+@click.option("--api-key", envvar=["VBATCH_API_KEY", "VLLM_API_KEY"],
+              help="Require this API key (env VBATCH_API_KEY or VLLM_API_KEY; prefer them: "
+              "a command line is visible to every user in ps); none by default.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Server log file (default: under ~/.cache/vbatch/logs).")
 @server_options

@@ -8,6 +8,7 @@ exceptions (:mod:`vbatch.errors`) here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import time
 from types import TracebackType
@@ -73,11 +74,15 @@ class HTTPClient:
         api_key: str | None = None,
         pool_size: int = 256,
         timeout: float = 600.0,
+        credentials: str | None = None,
     ):
         self.base = base.rstrip("/")
         self._headers = dict(_JSON)
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        elif credentials:
+            token = base64.b64encode(credentials.encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
         self._pool_size = pool_size
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None

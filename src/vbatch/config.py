@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from vbatch.errors import ConfigError
 
@@ -17,6 +17,64 @@ BadRowPolicy = Literal["fail", "skip"]
 OverflowPolicy = Literal["clamp", "skip", "fail"]
 INPUT_FORMATS = ("jsonl", "csv", "parquet")
 API_KEY_ENV_VARS = ("VBATCH_API_KEY", "OPENAI_API_KEY")
+# Number options and the least value each takes (None: any).
+_WHOLE = {"max_tokens": 1, "seed": None, "n": 1, "max_concurrency": 1, "max_retries": 0,
+          "max_model_len": 1, "tensor_parallel_size": 1, "max_num_seqs": 1,
+          "max_num_batched_tokens": 1, "max_restarts": 0, "replicas": 1, "shard_rows": 1}
+# Fractional options: (least value, whether that value itself is allowed, greatest value).
+_REAL = {"temperature": (0.0, True, None), "top_p": (0.0, False, 1.0),
+         "retry_base_delay": (0.0, True, None), "request_timeout": (0.0, False, None),
+         "shutdown_grace": (0.0, True, None), "gpu_memory_utilization": (0.0, False, 1.0),
+         "startup_timeout": (0.0, False, None)}
+_TEXTS = ("stop", "keep", "server_args")
+_FLAGS = ("ordered", "retry_failed", "force", "quiet", "ray", "group_by_prefix")
+_FLAG_NAMES = {"retry_base_delay": "--retry-delay"}
+
+
+def _flag(name: str) -> str:
+    return _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def _whole(name: str, value: Any, least: int | None) -> int:
+    number = value
+    text = isinstance(value, str) and value.strip().lstrip("+-").isdigit()
+    if text or (isinstance(value, float) and value.is_integer()):
+        number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise ConfigError(f"{name} ({_flag(name)}) must be a whole number, not {value!r}")
+    if least is not None and number < least:
+        raise ConfigError(f"{name} ({_flag(name)}) must be at least {least}, not {value!r}")
+    return number
+
+
+def _real(name: str, value: Any, bounds: tuple[float, bool, float | None]) -> float:
+    least, inclusive, most = bounds
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = value
+    if isinstance(number, bool) or not isinstance(number, int | float) or number != number:
+        raise ConfigError(f"{name} ({_flag(name)}) must be a number, not {value!r}")
+    low = number < least if inclusive else number <= least
+    if low or (most is not None and number > most):
+        what = f"{'at least' if inclusive else 'above'} {least:g}"
+        what += f" and at most {most:g}" if most is not None else ""
+        raise ConfigError(f"{name} ({_flag(name)}) must be {what}, not {value!r}")
+    return float(number)
+
+
+def _texts(name: str, value: Any) -> tuple[str, ...]:
+    items = (value,) if isinstance(value, str) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        items = (None,)
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{name} ({_flag(name)}) must be a text or a list of texts, "
+                          f"not {value!r}")
+    return items
 
 
 @dataclass(frozen=True)
@@ -77,9 +135,7 @@ class RunConfig:
         object.__setattr__(self, "output", Path(self.output))
         if self.stats_json is not None:
             object.__setattr__(self, "stats_json", Path(self.stats_json))
-        object.__setattr__(self, "stop", tuple(self.stop))
-        object.__setattr__(self, "keep", tuple(self.keep))
-        object.__setattr__(self, "server_args", tuple(self.server_args))
+        self._coerce()
         if self.base_url is not None and not isinstance(self.base_url, str):
             urls = tuple(self.base_url)
             object.__setattr__(self, "base_url", urls[0] if len(urls) == 1 else urls or None)
@@ -90,6 +146,23 @@ class RunConfig:
         if self.ray_address:
             object.__setattr__(self, "ray", True)
         self._validate()
+
+    def _coerce(self) -> None:
+        """Check the type of every option, taking "10" for 10 and "END" for ("END",)."""
+        for name, least in _WHOLE.items():
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _whole(name, getattr(self, name), least))
+        for name, bounds in _REAL.items():
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _real(name, getattr(self, name), bounds))
+        for name in _TEXTS:
+            object.__setattr__(self, name, _texts(name, getattr(self, name)))
+        for name in _FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} ({_flag(name)}) must be True or False, "
+                                  f"not {getattr(self, name)!r}")
+        if isinstance(self.concurrency, str) and self.concurrency != "auto":
+            object.__setattr__(self, "concurrency", _whole("concurrency", self.concurrency, 1))
 
     def _validate(self) -> None:
         if self.endpoint not in ("chat", "completions"):
@@ -109,18 +182,8 @@ class RunConfig:
             isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int)
         ):
             raise ConfigError(f"--concurrency must be 'auto' or a number, not {self.concurrency!r}")
-        positive = {"--n": self.n, "--max-concurrency": self.max_concurrency}
-        if isinstance(self.concurrency, int):
-            positive["--concurrency"] = self.concurrency
-        for name, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ConfigError(f"--max-tokens must be at least 1, got {self.max_tokens}")
-        if self.max_retries < 0:
-            raise ConfigError(f"--max-retries must be 0 or more, got {self.max_retries}")
-        if self.request_timeout <= 0:
-            raise ConfigError(f"--request-timeout must be positive, got {self.request_timeout}")
+        if isinstance(self.concurrency, int) and self.concurrency < 1:
+            raise ConfigError(f"--concurrency must be at least 1, got {self.concurrency}")
         if self.system is not None and self.endpoint == "completions":
             raise ConfigError(
                 "--system needs --endpoint chat: the completions endpoint takes a plain prompt "
@@ -139,10 +202,6 @@ class RunConfig:
             if self.replicas is not None and not self.ray:
                 raise ConfigError("--replicas starts servers: it cannot go with --base-url "
                                   "(with --ray it sets how many workers share the endpoints)")
-        if self.replicas is not None and self.replicas < 1:
-            raise ConfigError(f"--replicas must be at least 1, got {self.replicas}")
-        if self.shard_rows is not None and self.shard_rows < 1:
-            raise ConfigError(f"--shard-rows must be at least 1, got {self.shard_rows}")
         if not self.ray and (self.shard_rows is not None or self.shard_dir is not None):
             raise ConfigError("--shard-rows and --shard-dir split the work of a --ray run: "
                               "add --ray")
@@ -214,19 +273,37 @@ class ServerURLs:
 
     root: str
     api: str
+    credentials: str | None = field(default=None, repr=False)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of ``user:password@`` replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not at or "/" in userinfo or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def normalize_base_url(base_url: str) -> ServerURLs:
-    """Accept ``http://host:port``, ``http://host:port/v1`` or a custom ``.../v1`` prefix."""
+    """Accept ``http://host:port``, ``http://host:port/v1`` or a custom ``.../v1`` prefix.
+
+    ``user:password@`` in the URL is taken out of it (so that it appears in no message or
+    record) and kept as ``credentials`` for HTTP basic authentication.
+    """
     parts = urlsplit(base_url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
-            f"--base-url {base_url!r} is not an http(s) URL (example: http://127.0.0.1:8000/v1)"
+            f"--base-url {redact_url(base_url)!r} is not an http(s) URL "
+            "(example: http://127.0.0.1:8000/v1)"
         )
-    origin = f"{parts.scheme}://{parts.netloc}"
+    userinfo, at, host = parts.netloc.rpartition("@")
+    credentials = unquote(userinfo) if at else None
+    origin = f"{parts.scheme}://{host}"
     path = parts.path.rstrip("/")
     if not path:
-        return ServerURLs(root=origin, api=origin + "/v1")
+        return ServerURLs(root=origin, api=origin + "/v1", credentials=credentials)
     if path.endswith("/v1"):
-        return ServerURLs(root=origin + path[: -len("/v1")], api=origin + path)
-    return ServerURLs(root=origin, api=origin + path)
+        return ServerURLs(root=origin + path[: -len("/v1")], api=origin + path,
+                          credentials=credentials)
+    return ServerURLs(root=origin, api=origin + path, credentials=credentials)

@@ -7,6 +7,7 @@ Everything vbatch raises on purpose derives from :class:`VbatchError`::
     │   └── ManifestMismatchError  resuming with different generation parameters
     ├── InputError               a row of the input is malformed (names file, line, field)
     ├── OutputError              the output file cannot be used for resume
+    │   └── OutputLockedError    another run is writing the same output
     ├── ServerError              the managed vLLM server failed
     │   ├── ServerStartError     it exited or hung while starting (with its log's last lines)
     │   └── ServerDiedError      it died more often than --max-restarts allows
@@ -56,7 +57,11 @@ class InputError(VbatchError):
 
 
 class OutputError(VbatchError):
-    """The existing output file is damaged beyond the torn last line vbatch repairs."""
+    """The output cannot be used: not a vbatch output, damaged, or not writable."""
+
+
+class OutputLockedError(OutputError):
+    """Another vbatch run holds the lock of the same output."""
 
 
 class ServerError(VbatchError):

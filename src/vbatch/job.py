@@ -20,7 +20,7 @@ from vbatch.dispatch import Dispatcher, WorkItem
 from vbatch.endpoints import EndpointPool
 from vbatch.errors import ConfigError, ContextOverflowError
 from vbatch.fit import fit_row
-from vbatch.ledger import done_mask, is_set, read_output
+from vbatch.ledger import OutputState, done_mask, is_set, read_output
 from vbatch.manifest import check_manifest, write_manifest
 from vbatch.plan import ids_of, not_fitting
 from vbatch.prefix import check_groupable
@@ -44,10 +44,12 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when every row is ok, 1 when some failed, 130 when interrupted."""
+        """0 when every input row has an ok record, 1 when some failed or have no record,
+        130 when interrupted."""
         if self.interrupted:
             return 130
-        return 1 if self.stats.failed or self.stats.already_failed else 0
+        stats = self.stats
+        return 1 if stats.failed or stats.already_failed or stats.missing else 0
 
 
 START_CONCURRENCY = 256
@@ -117,8 +119,7 @@ class Job:
         config = self.config
         check_manifest(config.output, self.params, force=config.force)
         state = read_output(config.output, retry_failed=config.retry_failed)
-        if state.repaired_bytes:
-            self.say(f"repaired a torn last line in {config.output} ({state.repaired_bytes} bytes)")
+        self._say_repairs(state)
         if config.group_by_prefix:
             check_groupable(config.input, config.input_format)
         counting = " and counting prompt tokens" if counter is not None else ""
@@ -133,6 +134,19 @@ class Job:
         scan.id_hashes = np.empty(0, np.int64)
         self._scan = scan
 
+    def _say_repairs(self, state: OutputState) -> None:
+        output = self.config.output
+        if state.repaired_bytes:
+            self.say(f"repaired a torn last line in {output} ({state.repaired_bytes} bytes)")
+        if state.damaged:
+            lines = ", ".join(map(str, state.damaged_lines))
+            more = ", ..." if state.damaged > len(state.damaged_lines) else ""
+            self.say(f"removed {state.damaged} damaged lines from {output} (line {lines}{more}): "
+                     "their rows run again")
+        if state.duplicates:
+            self.say(f"removed {state.duplicates} second records of ids already in {output}: "
+                     "each row keeps its first record")
+
     async def adopt(self, done_bits: bytes, prompt_tokens: array[int] | None) -> None:
         """Take a checked shard from the driver: rows already done, prompt tokens by row.
 
@@ -141,6 +155,7 @@ class Job:
         assert self.shard is not None, "adopt() runs a shard"
         rows = self.shard.rows
         state = read_output(self.config.output, retry_failed=False)
+        self._say_repairs(state)
         done = np.unpackbits(np.frombuffer(done_bits, np.uint8), count=rows).astype(bool)
         if state.done_hashes.size or self.config.group_by_prefix:
             scan = await asyncio.to_thread(scan_input, self.config, self.builder, None,
@@ -303,6 +318,9 @@ class Job:
         if config.ordered and not result.interrupted:
             self.say(f"writing {config.output} in input order")
             write_in_input_order(config.output)
+        if result.stats.missing and not result.interrupted:
+            self.say(f"{result.stats.missing} of {result.stats.total_rows} input rows have no "
+                     f"record in {config.output}: run the same command again to send them")
         if config.stats_json is not None:
             config.stats_json.write_bytes(
                 orjson.dumps(result.stats.to_dict(), option=orjson.OPT_INDENT_2)

@@ -1,15 +1,16 @@
 """Resume: what the existing output already holds, kept as bits and 8-byte hashes.
 
-Before a run the output is read once: a torn last line (a crash in mid-write) is cut off,
-and the id of every recorded row is hashed. Matching those hashes against the input's ids
+Before a run the output is read once, every line checked as a whole record: a torn last
+line (a crash in mid-write) is cut off, damaged lines and second records of an id are
+removed, and the id of every recorded row is hashed. Matching those hashes against the input's ids
 gives one bit per input row, "already done", so a run over ten million rows keeps ten
 million bits, not ten million Python objects.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import re
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from vbatch.atomic import replaced
 from vbatch.errors import OutputError
-
-_RECORD_HEAD = re.compile(rb'^\{"id":("(?:[^"\\]|\\.)*"),"index":(\d+),"status":"(ok|failed)"')
 
 
 @dataclass
@@ -31,6 +31,9 @@ class OutputState:
     ok: int
     failed: int
     repaired_bytes: int
+    damaged_lines: list[int] = dataclasses.field(default_factory=list)
+    damaged: int = 0
+    duplicates: int = 0
 
 
 def id_hash(row_id: str) -> int:
@@ -74,63 +77,124 @@ class RecordHead:
     status: str
 
 
-def _parse_head(line: bytes, path: Path, line_no: int) -> RecordHead:
-    match = _RECORD_HEAD.match(line)
-    if match:
-        return RecordHead(orjson.loads(match.group(1)), int(match.group(2)),
-                          match.group(3).decode())
+def record_head(line: bytes) -> RecordHead | None:
+    """The head of a whole vbatch record line, or None when the line is not one."""
     try:
         record = orjson.loads(line)
-        return RecordHead(str(record["id"]), int(record["index"]), str(record["status"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise OutputError(
-            f"{path}:{line_no} is not a vbatch record: move the file away or choose another -o"
-        ) from None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    row_id, index, status = record.get("id"), record.get("index"), record.get("status")
+    if (not isinstance(row_id, str | int) or isinstance(row_id, bool) or type(index) is not int
+            or status not in ("ok", "failed")):
+        return None
+    return RecordHead(str(row_id), index, status)
 
 
 def records(path: Path) -> Iterator[tuple[bytes, RecordHead]]:
-    """Each record line of the output ``path`` with its head."""
+    """Each record line of the output ``path`` with its head (raises on a line that is not)."""
     with open(path, "rb") as handle:
         for line_no, line in enumerate(handle, start=1):
             if line.strip():
-                yield line, _parse_head(line, path, line_no)
+                head = record_head(line)
+                if head is None:
+                    raise OutputError(f"{path}:{line_no} is not a vbatch record: move the file "
+                                      "away or choose another -o")
+                yield line, head
 
 
-def _drop_failed(path: Path) -> None:
-    tmp = path.with_name(path.name + ".retrying")
-    try:
-        with open(tmp, "wb") as kept:
-            for line, head in records(path):
-                if head.status != "failed":
-                    kept.write(line)
-            kept.flush()
-            os.fsync(kept.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+@dataclass
+class _Survey:
+    """One read of an output: the ids recorded, and what is wrong with it."""
+
+    hashes: array[int]
+    failed_hashes: array[int]
+    damaged: int = 0
+    first_damaged: list[int] = dataclasses.field(default_factory=list)
+    torn_bytes: int = 0
+
+
+def _survey(path: Path) -> _Survey:
+    survey = _Survey(array("q"), array("q"))
+    with open(path, "rb") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.endswith(b"\n"):
+                survey.torn_bytes = len(line)
+                break
+            if not line.strip():
+                continue
+            head = record_head(line)
+            if head is None:
+                survey.damaged += 1
+                if len(survey.first_damaged) < 5:
+                    survey.first_damaged.append(line_no)
+                continue
+            survey.hashes.append(id_hash(head.row_id))
+            if head.status == "failed":
+                survey.failed_hashes.append(id_hash(head.row_id))
+    return survey
+
+
+def _repeated(hashes: np.ndarray) -> np.ndarray:
+    ordered = np.sort(hashes)
+    return np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+
+
+def _rewrite(path: Path, repeated: np.ndarray, drop_failed: bool) -> None:
+    """Keep the first record of each id (and with ``drop_failed`` no failed one), atomically."""
+    watched = set(repeated.tolist())
+    seen: set[int] = set()
+    with open(path, "rb") as source, replaced(path, ".repairing") as target:
+        for line in source:
+            if not line.endswith(b"\n"):
+                break
+            head = record_head(line) if line.strip() else None
+            if head is None:
+                continue
+            key = id_hash(head.row_id)
+            if key in watched:
+                if key in seen:
+                    continue
+                seen.add(key)
+            if drop_failed and head.status == "failed":
+                continue
+            target.write(line)
 
 
 def read_output(path: Path, *, retry_failed: bool) -> OutputState:
-    """Repair and read an existing output; with ``retry_failed`` its failed records are removed.
+    """Check, repair and read an existing vbatch output.
 
-    The removal is atomic (a new file renamed over the old one), so a crash leaves either
-    the old file or the new one.
+    Every line must be a whole record. Nothing is changed unless some line is not: then a
+    torn last line (a crash in mid-write) is cut off; lines that are not records (a torn
+    write a later append was glued to), second records of one id, and with
+    ``retry_failed`` failed records are removed by rewriting the file atomically (a crash
+    leaves the old file or the new one), so their rows run again. A file in which no line
+    is a record is refused untouched: it is not a vbatch output.
     """
     if not path.exists():
         return OutputState(np.empty(0, dtype=np.int64), 0, 0, 0)
-    repaired = repair_torn_tail(path)
-    if retry_failed:
-        _drop_failed(path)
-    hashes = array("q")
-    ok = failed = 0
-    for _, head in records(path):
-        if head.status == "failed":
-            failed += 1
-        else:
-            ok += 1
-        hashes.append(id_hash(head.row_id))
-    done = np.frombuffer(hashes, dtype=np.int64) if hashes else np.empty(0, dtype=np.int64)
-    return OutputState(done, ok, failed, repaired)
+    survey = _survey(path)
+    if survey.damaged and not survey.hashes:
+        raise OutputError(f"{path}:{survey.first_damaged[0]} is not a vbatch record, nor is any "
+                          "line: it was not changed; move it away or choose another -o")
+    hashes = np.frombuffer(survey.hashes, dtype=np.int64) if survey.hashes else np.empty(
+        0, dtype=np.int64)
+    repeated = _repeated(hashes)
+    drop_failed = retry_failed and bool(survey.failed_hashes)
+    repaired = OutputState(np.empty(0, dtype=np.int64), 0, 0, survey.torn_bytes,
+                           damaged_lines=survey.first_damaged, damaged=survey.damaged,
+                           duplicates=int(hashes.size - np.unique(hashes).size))
+    if survey.damaged or repeated.size or drop_failed:
+        _rewrite(path, repeated, drop_failed)
+        survey = _survey(path)
+        hashes = np.frombuffer(survey.hashes, dtype=np.int64) if survey.hashes else np.empty(
+            0, dtype=np.int64)
+    elif survey.torn_bytes:
+        repair_torn_tail(path)
+    failed = len(survey.failed_hashes)
+    return dataclasses.replace(repaired, done_hashes=hashes, ok=hashes.size - failed,
+                               failed=failed)
 
 
 def done_mask(input_hashes: np.ndarray, state: OutputState) -> tuple[bytes, int]:

@@ -178,6 +178,8 @@ class _RayRun:
         job.say(f"merged {merged} records from the shard outputs into {config.output}")
         final = job.new_stats()
         final.absorb(finished)
+        # Shard outputs left by an earlier, killed run were merged too.
+        final.already_done += max(0, merged - finished.done)
         final.started, final.finished = stats.started, stats.finished
         result = RunResult(final, interrupted=interrupted or self.stopping)
         job.finish(result)

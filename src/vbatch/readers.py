@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +65,27 @@ def read_rows(path: Path, input_format: str | None = None) -> Iterator[RawRow]:
         raise ConfigError(f"input file {path} does not exist")
     fmt = detect_format(path, input_format)
     if fmt == "jsonl":
-        return _read_jsonl(path)
+        return _unbroken(_read_jsonl(path), path)
     if fmt == "csv":
-        return _read_csv(path)
-    return _read_parquet(path)
+        return _unbroken(_read_csv(path), path)
+    return _unbroken(_read_parquet(path), path)
+
+
+def _unbroken(rows: Iterator[RawRow], path: Path) -> Iterator[RawRow]:
+    """``rows``, with a file that breaks off while it is read told as an InputError."""
+    last = "its start"
+    try:
+        for row in rows:
+            last = row.location
+            yield row
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputError(str(path), f"cannot be read past {last} ({exc})",
+                         hint="the file is truncated or damaged; recreate it") from None
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] != "pyarrow":
+            raise
+        raise InputError(str(path), f"cannot be read past {last} ({exc})",
+                         hint="the file is truncated or damaged; recreate it") from None
 
 
 def _non_utf8_problem(raw: bytes) -> str | None:
@@ -150,11 +168,14 @@ def _read_csv(path: Path) -> Iterator[RawRow]:
     delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
     with open_binary(path) as handle:
         lines = _LineCounter(handle)
-        reader = csv.reader(iter(lines), delimiter=delimiter)
+        # strict: a quote opened and never closed is an error, not the rest of the file.
+        reader = csv.reader(iter(lines), delimiter=delimiter, strict=True)
         try:
             header = next(reader)
         except StopIteration:
             return
+        if header:
+            header[0] = header[0].removeprefix("\ufeff")
         if len(set(header)) != len(header):
             raise InputError(f"{path}:1", "the header repeats a column name")
         index = 0
@@ -166,7 +187,11 @@ def _read_csv(path: Path) -> Iterator[RawRow]:
                 return
             except csv.Error as exc:
                 location = f"{path}:{start_line}"
-                yield RawRow(index, location, None, InputError(location, f"malformed CSV ({exc})"))
+                malformed = f"malformed CSV ({exc})"
+                if lines.lines > start_line:
+                    malformed += (f": the row starting here runs to line {lines.lines}; "
+                                  "is a quote left open?")
+                yield RawRow(index, location, None, InputError(location, malformed))
                 index += 1
                 continue
             if not values:

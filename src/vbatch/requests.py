@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 import orjson
 
 from vbatch.config import RunConfig
@@ -24,7 +25,7 @@ ROUTES = {"chat": "/chat/completions", "completions": "/completions"}
 
 def compile_template(source: str) -> jinja2.Template:
     """A Jinja2 template in which a missing field is an error, not an empty string."""
-    env = jinja2.Environment(
+    env = jinja2.sandbox.SandboxedEnvironment(
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
     )
     try:
@@ -151,3 +152,6 @@ class RequestBuilder:
             raise InputError(row.location, "missing, needed by --template", field) from None
         except jinja2.TemplateError as exc:
             raise InputError(row.location, f"--template failed: {exc}") from None
+        except Exception as exc:  # the template's own arithmetic, filters and calls
+            raise InputError(row.location, f"--template failed: {type(exc).__name__}: {exc}",
+                             hint="check the expression in --template") from None

@@ -20,9 +20,12 @@ from vbatch.errors import ConfigError, RequestError
 from vbatch.fit import fitting_limit
 from vbatch.job import Job, RunResult
 from vbatch.model import DEFAULT_MODEL_NAME, prepare_default_model
+from vbatch.output_lock import OutputLock
+from vbatch.outputs import check_output_path
 from vbatch.requests import RequestBuilder
 from vbatch.server import ManagedServer
 from vbatch.server_options import ServerOptions, replica_options
+from vbatch.spool import spooled
 from vbatch.tokens import (
     BoundedTokenCounter,
     LocalTokenCounter,
@@ -70,33 +73,36 @@ async def arun(
     context (``config.on_overflow``). With ``handle_signals``, SIGINT and SIGTERM stop the
     run cleanly: no new rows are taken, in-flight rows get ``config.shutdown_grace`` seconds
     (a second signal abandons them at once), the output is flushed and the result says
-    ``interrupted``. With ``config.ray``, the rows are spread over Ray actors (one per
-    replica, each with its own server or the given endpoints) and merged at the end.
+    ``interrupted``. The run holds a lock on its output from start to end: a second run on
+    the same output fails at once (:class:`OutputLockedError`). An input that can be read
+    only once (``-`` for stdin, a pipe) is copied beside the output first. With
+    ``config.ray``, the rows are spread over Ray actors (one per replica, each with its own
+    server or the given endpoints) and merged at the end.
     """
     stream = stream if stream is not None else sys.stderr
     clashes = OUTPUT_FIELDS.intersection(config.keep)
     if clashes:
         raise ConfigError(f"--keep {sorted(clashes)[0]}: that name is a field of the output")
-    if config.ray:
-        from vbatch.ray_driver import run_on_ray
+    check_output_path(config)
+    with OutputLock(config.output), spooled(config) as readable:
+        if readable.ray:
+            from vbatch.ray_driver import run_on_ray
 
-        return await run_on_ray(config, handle_signals, stream, clock)
-    if config.remote:
-        return await _run_remote(config, handle_signals, stream, clock)
-    return await _run_managed(config, handle_signals, stream, clock)
-
-
-def _client(config: RunConfig, root: str, api_key: str | None) -> HTTPClient:
-    return HTTPClient(root, api_key=api_key, pool_size=config.pool_size,
-                      timeout=config.request_timeout)
+            return await run_on_ray(readable, handle_signals, stream, clock)
+        if readable.remote:
+            return await _run_remote(readable, handle_signals, stream, clock)
+        return await _run_managed(readable, handle_signals, stream, clock)
 
 
 def make_endpoint(config: RunConfig, root: str, api: str, api_key: str | None,
-                  weight: float = 1.0) -> Endpoint:
-    """An endpoint for the server at ``root`` whose OpenAI API is at ``api``."""
-    probe = HTTPClient(root, api_key=api_key, pool_size=4, timeout=PROBE_TIMEOUT_S)
-    return Endpoint(url=api, client=_client(config, root, api_key), probe=probe,
-                    prefix=api[len(root):], weight=weight)
+                  weight: float = 1.0, credentials: str | None = None) -> Endpoint:
+    """An endpoint for the server at ``root`` whose OpenAI API is at ``api``; ``credentials``
+    (``user:password``) for basic authentication where no API key is given."""
+    probe = HTTPClient(root, api_key=api_key, pool_size=4, timeout=PROBE_TIMEOUT_S,
+                       credentials=credentials)
+    client = HTTPClient(root, api_key=api_key, pool_size=config.pool_size,
+                        timeout=config.request_timeout, credentials=credentials)
+    return Endpoint(url=api, client=client, probe=probe, prefix=api[len(root):], weight=weight)
 
 
 def remote_endpoints(config: RunConfig) -> list[Endpoint]:
@@ -106,7 +112,8 @@ def remote_endpoints(config: RunConfig) -> list[Endpoint]:
         listed += read_endpoints_file(config.endpoints_file)
     key = config.resolved_api_key
     urls = [(normalize_base_url(url), weight) for url, weight in listed]
-    return [make_endpoint(config, u.root, u.api, key, weight) for u, weight in urls]
+    return [make_endpoint(config, u.root, u.api, key, weight, u.credentials)
+            for u, weight in urls]
 
 
 async def remote_job(config: RunConfig, pool: EndpointPool, stream: TextIO,

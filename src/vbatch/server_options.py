@@ -152,10 +152,21 @@ def _memory_gib() -> float:
         return 16.0
 
 
+_SECRET_WORDS = {"KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS"}
+# Secrets vLLM itself uses (a gated model on the hub); the rest stay with vbatch.
+_SECRETS_VLLM_NEEDS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+def _secret(name: str) -> bool:
+    upper = name.upper()
+    return upper not in _SECRETS_VLLM_NEEDS and not _SECRET_WORDS.isdisjoint(upper.split("_"))
+
+
 def server_environment(options: ServerOptions, api_key: str | None) -> dict[str, str]:
-    """The server's environment: the caller's, plus sensible defaults it does not set."""
-    env = dict(os.environ)
-    env.pop("VLLM_API_KEY", None)
+    """The server's environment: the caller's without its secrets (API keys, tokens,
+    passwords; vLLM's hub token stays), the server's own API key, and sensible defaults
+    the caller does not set."""
+    env = {name: value for name, value in os.environ.items() if not _secret(name)}
     if api_key:
         env["VLLM_API_KEY"] = api_key
     env.setdefault("VLLM_NO_USAGE_STATS", "1")

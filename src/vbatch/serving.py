@@ -44,6 +44,10 @@ async def _serve(options: ServerOptions) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if not options.api_key and options.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"vbatch: warning: serving on {options.host} without an API key: anyone who can "
+              "reach this machine can use the server (set VBATCH_API_KEY)", file=sys.stderr,
+              flush=True)
     async with ManagedServer(options) as server:
         print(f"vbatch: serving {options.name} at {server.api_url}", flush=True)
         if options.api_key:

@@ -90,6 +90,11 @@ class RunStats:
         return self.ok + self.failed
 
     @property
+    def missing(self) -> int:
+        """Input rows that have no record in the output (0 after a complete run)."""
+        return max(0, self.total_rows - self.already_done - self.done)
+
+    @property
     def elapsed(self) -> float:
         end = self.finished if self.finished is not None else self.clock()
         return max(0.0, end - self.started)
@@ -144,6 +149,7 @@ class RunStats:
             "rows_total": self.total_rows,
             "rows_already_done": self.already_done,
             "rows_failed_earlier": self.already_failed,
+            "rows_missing": self.missing,
             "rows_clamped": self.clamped,
             "rows_cut_by_context": self.context_truncated,
             "rows_ok": self.ok,
@@ -200,6 +206,9 @@ class RunStats:
                 f"{endpoint['transport_errors']} connection errors, drained "
                 f"{endpoint['times_drained']} times, mean latency {endpoint['mean_latency_s']} s"
             )
+        if self.missing:
+            lines.append(f"missing: {self.missing} of {self.total_rows} input rows have no "
+                         "record; run the same command again to send them")
         if self.already_failed:
             lines.append(
                 f"{self.already_failed} rows failed in an earlier run: rerun with --retry-failed "

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from vbatch.atomic import replaced
 from vbatch.errors import OutputError
 
 _BUFFER_LIMIT = 1 << 20
@@ -112,11 +113,7 @@ def write_in_input_order(path: Path) -> None:
     starts = np.asarray(offsets, dtype=np.int64)[order]
     sizes = np.asarray(lengths, dtype=np.int64)[order]
     del indices, offsets, lengths
-    tmp = path.with_name(path.name + ".ordering")
-    with open(path, "rb") as source, open(tmp, "wb") as target:
+    with open(path, "rb") as source, replaced(path, ".ordering") as target:
         fd = source.fileno()
         for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
             target.write(os.pread(fd, size, start))
-        target.flush()
-        os.fsync(target.fileno())
-    os.replace(tmp, path)

@@ -1,0 +1,80 @@
+"""One run per output at a time: an exclusive lock beside OUTPUT for the whole run."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+from vbatch.errors import OutputError, OutputLockedError
+
+__all__ = ["OutputLock", "lock_path"]
+
+
+def lock_path(output: Path) -> Path:
+    """Where the lock of ``output`` lives."""
+    return output.with_name(output.name + ".lock")
+
+
+class OutputLock:
+    """``flock`` on ``OUTPUT.lock`` from entering until leaving, holding this process's PID.
+
+    A second run on the same output (from any process on this machine, or on a shared
+    file system that supports ``flock``) gets :class:`OutputLockedError` naming the
+    holder's PID. The lock file is removed on leaving; a run that finds the file but no
+    lock on it (its holder was killed) takes it over.
+    """
+
+    def __init__(self, output: Path):
+        self.output = output
+        self.path = lock_path(output)
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise OutputLockedError(
+                    f"{self.output} is being written by another vbatch run (PID {holder}): "
+                    "wait for it to end, or choose another -o"
+                ) from None
+            # The holder before us may have removed the file after we opened it: then
+            # our lock is on a file nobody else will look at, so start again.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            raise OutputError(
+                f"cannot write {self.output}: the directory {self.output.parent} does not "
+                "exist; create it or choose another -o"
+            ) from None
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write beside {self.output} ({exc.strerror}): check the directory's "
+                "permissions and free space, or choose another -o"
+            ) from None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
