@@ -92,7 +92,7 @@ def simulator(simulator_session: SimulatorProcess) -> SimulatorProcess:
         latency=0.0, token_latency=0.0, capacity=0, completion_tokens=16, fail_first=0,
         fail_status=503, error_rate=0.0, retry_after=None, drop_rate=0.0, slow_rate=0.0,
         max_model_len=2048, model="sim-model", api_key=None, tokenize_scale=1.0,
-        context_error_style="vllm-0.32", metrics=True,
+        context_error_style="vllm-0.32", metrics=True, answer_style="content",
     )
     simulator_session.reset()
     return simulator_session

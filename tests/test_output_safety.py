@@ -111,3 +111,15 @@ def test_a_run_that_leaves_rows_without_a_record_does_not_exit_0(
     assert "1 of 5 input rows have no record" in result.stats.summary_text()
     assert run_cli("run", str(source), "-o", str(out), "--base-url", simulator.url,
                    "--max-tokens", "2").returncode == 0
+
+
+def test_stats_json_and_extra_body_files_are_checked_before_sending(
+        simulator: SimulatorProcess, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", rows(3))
+    out = tmp_path / "out.jsonl"
+    for extra, says in ((("--stats-json", str(tmp_path / "nope" / "s.json")), b"does not exist"),
+                        (("--extra-body", f"@{tmp_path / 'missing.json'}"), b"cannot read")):
+        refused = cli_run(source, out, simulator, *extra)
+        assert refused.returncode == 2, refused.stderr
+        assert says in refused.stderr and b"Traceback" not in refused.stderr
+    assert simulator.stats()["requests_seen"] == 0 and not out.exists()

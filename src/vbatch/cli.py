@@ -14,7 +14,7 @@ import orjson
 
 from vbatch import __version__
 from vbatch.config import RunConfig
-from vbatch.errors import ServerError, VbatchError
+from vbatch.errors import OutputWriteError, ServerError, VbatchError
 from vbatch.plan import plan_input
 from vbatch.runner import run as run_job
 from vbatch.serving import serve_foreground
@@ -23,6 +23,7 @@ from vbatch.simulator import serve as serve_simulator
 
 EXIT_USAGE = 2
 EXIT_SERVER = 3
+EXIT_OUTPUT = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -51,12 +52,16 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @contextlib.contextmanager
 def _exit_on_error() -> Iterator[None]:
-    """Print a vbatch error and exit: 3 when a managed server failed, else 2."""
+    """Print a vbatch error and exit: 3 when a managed server failed, 4 when the output could
+    not be written, else 2."""
     try:
         yield
     except ServerError as exc:
         click.echo(f"vbatch: error: {exc}", err=True)
         sys.exit(EXIT_SERVER)
+    except OutputWriteError as exc:
+        click.echo(f"vbatch: error: {exc}", err=True)
+        sys.exit(EXIT_OUTPUT)
     except VbatchError as exc:
         click.echo(f"vbatch: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
@@ -74,7 +79,10 @@ def _parse_concurrency(ctx: click.Context, param: click.Parameter, value: str) -
 def _parse_extra_body(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     if value is None:
         return None
-    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        text = Path(value[1:]).read_text() if value.startswith("@") else value
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {value[1:]}: {exc.strerror}") from None
     try:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError as exc:

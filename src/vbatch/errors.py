@@ -7,7 +7,8 @@ Everything vbatch raises on purpose derives from :class:`VbatchError`::
     │   └── ManifestMismatchError  resuming with different generation parameters
     ├── InputError               a row of the input is malformed (names file, line, field)
     ├── OutputError              the output file cannot be used for resume
-    │   └── OutputLockedError    another run is writing the same output
+    │   ├── OutputLockedError    another run is writing the same output
+    │   └── OutputWriteError     writing the output failed midway (disk full, ...): exit 4
     ├── ServerError              the managed vLLM server failed
     │   ├── ServerStartError     it exited or hung while starting (with its log's last lines)
     │   └── ServerDiedError      it died more often than --max-restarts allows
@@ -62,6 +63,19 @@ class OutputError(VbatchError):
 
 class OutputLockedError(OutputError):
     """Another vbatch run holds the lock of the same output."""
+
+
+class OutputWriteError(OutputError):
+    """The output (or a rewrite of it) could not be written: a full disk, a file too large,
+    a read-only file system. What was written before stays valid; a rerun resumes."""
+
+
+def write_failure(path: object, error: OSError) -> OutputWriteError:
+    """The error to raise when writing ``path`` failed with ``error``."""
+    return OutputWriteError(
+        f"cannot write {path} ({error.strerror or error}): every record written before is "
+        "kept; free space or fix the file system, then run the same command again to resume"
+    )
 
 
 class ServerError(VbatchError):

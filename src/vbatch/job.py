@@ -18,7 +18,7 @@ from vbatch.concurrency import AdaptiveController, ConcurrencyLimit
 from vbatch.config import RunConfig
 from vbatch.dispatch import Dispatcher, WorkItem
 from vbatch.endpoints import EndpointPool
-from vbatch.errors import ConfigError, ContextOverflowError
+from vbatch.errors import ConfigError, ContextOverflowError, write_failure
 from vbatch.fit import fit_row
 from vbatch.ledger import OutputState, done_mask, is_set, read_output
 from vbatch.manifest import check_manifest, write_manifest
@@ -244,9 +244,9 @@ class Job:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*background, return_exceptions=True)
-            writer.close()
             stats.finish()
             progress.close()
+            writer.close()
         if len(pool.endpoints) > 1:
             stats.endpoints = pool.summary()
         if controller is not None:
@@ -322,9 +322,12 @@ class Job:
             self.say(f"{result.stats.missing} of {result.stats.total_rows} input rows have no "
                      f"record in {config.output}: run the same command again to send them")
         if config.stats_json is not None:
-            config.stats_json.write_bytes(
-                orjson.dumps(result.stats.to_dict(), option=orjson.OPT_INDENT_2)
-            )
+            try:
+                config.stats_json.write_bytes(
+                    orjson.dumps(result.stats.to_dict(), option=orjson.OPT_INDENT_2)
+                )
+            except OSError as exc:
+                raise write_failure(config.stats_json, exc) from None
         if not config.quiet:
             self.stream.write(result.stats.summary_text() + "\n")
         if result.interrupted:

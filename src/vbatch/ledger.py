@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from vbatch.atomic import replaced
-from vbatch.errors import OutputError
+from vbatch.errors import OutputError, write_failure
 
 
 @dataclass
@@ -186,7 +186,10 @@ def read_output(path: Path, *, retry_failed: bool) -> OutputState:
                            damaged_lines=survey.first_damaged, damaged=survey.damaged,
                            duplicates=int(hashes.size - np.unique(hashes).size))
     if survey.damaged or repeated.size or drop_failed:
-        _rewrite(path, repeated, drop_failed)
+        try:
+            _rewrite(path, repeated, drop_failed)
+        except OSError as exc:
+            raise write_failure(path, exc) from None
         survey = _survey(path)
         hashes = np.frombuffer(survey.hashes, dtype=np.int64) if survey.hashes else np.empty(
             0, dtype=np.int64)

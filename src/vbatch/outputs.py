@@ -25,6 +25,10 @@ def check_output_path(config: RunConfig) -> None:
         )
     if output.is_dir():
         raise OutputError(f"-o {output} is a directory: give a file name")
+    stats = config.stats_json
+    if stats is not None and not stats.parent.is_dir():
+        raise OutputError(f"--stats-json {stats}: the directory {stats.parent} does not exist; "
+                          "create it or choose another path")
     if not output.exists():
         return
     try:

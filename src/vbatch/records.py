@@ -17,29 +17,46 @@ def ok_record(
     try:
         ordered = sorted(choices, key=lambda c: c.get("index", 0))
         if endpoint == "chat":
-            texts = [c["message"].get("content") for c in ordered]
+            messages = [c["message"] for c in ordered]
+            texts = [m.get("content") for m in messages]
         else:
+            messages = []
             texts = [c["text"] for c in ordered]
         reasons = [c.get("finish_reason") for c in ordered]
     except (KeyError, TypeError, AttributeError) as exc:
         raise InvalidResponseError(f"a choice lacks its text ({exc!r})") from None
-    usage = response.get("usage") or {}
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        usage = {"prompt_tokens": None, "completion_tokens": None}
     record: dict[str, Any] = {
         "id": row_id,
         "index": index,
         "status": "ok",
         "text": texts if n > 1 else texts[0],
         "finish_reason": reasons if n > 1 else reasons[0],
-        "usage": {
-            "prompt_tokens": usage.get("prompt_tokens"),
-            "completion_tokens": usage.get("completion_tokens"),
-        },
+        "usage": usage,
         "error": None,
     }
-    logprobs = [c.get("logprobs") for c in ordered]
-    if any(lp is not None for lp in logprobs):
-        record["logprobs"] = logprobs if n > 1 else logprobs[0]
+    extras = {"logprobs": [c.get("logprobs") for c in ordered]}
+    if messages:
+        extras["reasoning"] = [m.get("reasoning_content") or m.get("reasoning")
+                               for m in messages]
+        extras["tool_calls"] = [m.get("tool_calls") or None for m in messages]
+        extras["refusal"] = [m.get("refusal") for m in messages]
+    for name, values in extras.items():
+        if any(value is not None for value in values):
+            record[name] = values if n > 1 else values[0]
     return record
+
+
+def is_empty(record: dict[str, Any]) -> bool:
+    """Whether an ``ok`` record carries no answer: no text, no tool calls, no reasoning."""
+    def blank(value: Any) -> bool:
+        if isinstance(value, list):
+            return all(blank(item) for item in value)
+        return value is None or value == ""
+
+    return all(blank(record.get(name)) for name in ("text", "tool_calls", "reasoning"))
 
 
 def failed_record(row_id: str, index: int, error: RequestError | InputError) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import random
 import socket
 import sys
@@ -52,6 +53,9 @@ class SimConfig:
     tokenize_scale: float = 1.0
     metrics: bool = True
     context_error_style: str = "vllm-0.32"
+    # "content": chat answers in content; "reasoning_tools": content null, with reasoning,
+    # tool calls and detailed usage (a reasoning model calling a tool); "empty": content "".
+    answer_style: str = "content"
 
 
 @dataclass
@@ -258,7 +262,7 @@ class Simulator:
             completion_tokens += count_tokens(text)
             choice: dict[str, Any] = {"index": i, "finish_reason": reason, "logprobs": None}
             if chat:
-                choice["message"] = {"role": "assistant", "content": text}
+                choice["message"] = self._message(text, i)
             else:
                 choice["text"] = text
             if body.get("logprobs"):
@@ -274,12 +278,28 @@ class Simulator:
             "created": int(time.time()),
             "model": self.config.model,
             "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": self._usage(prompt_tokens, completion_tokens),
         }
+
+    def _message(self, text: str, index: int) -> dict[str, Any]:
+        style = self.config.answer_style
+        if style == "empty":
+            return {"role": "assistant", "content": ""}
+        if style != "reasoning_tools":
+            return {"role": "assistant", "content": text}
+        call = {"id": f"call_{index}", "type": "function",
+                "function": {"name": "lookup", "arguments": json.dumps({"query": text[:20]})}}
+        return {"role": "assistant", "content": None,
+                "reasoning_content": f"I should look up {text}", "tool_calls": [call]}
+
+    def _usage(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+        usage: dict[str, Any] = {"prompt_tokens": prompt_tokens,
+                                 "completion_tokens": completion_tokens,
+                                 "total_tokens": prompt_tokens + completion_tokens}
+        if self.config.answer_style == "reasoning_tools":
+            usage["prompt_tokens_details"] = {"cached_tokens": prompt_tokens // 2}
+            usage["completion_tokens_details"] = {"reasoning_tokens": completion_tokens // 2}
+        return usage
 
     async def models(self, request: web.Request) -> web.Response:
         model = {"id": self.config.model, "object": "model", "owned_by": "vbatch-simulator",

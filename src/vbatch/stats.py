@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vbatch.records import is_empty
+
 _FIRST_EDGE = 0.001
 _GROWTH = 1.02
 _BUCKETS = int(math.log(1e5 / _FIRST_EDGE, _GROWTH)) + 2
@@ -69,6 +71,7 @@ class RunStats:
     context_truncated: int = 0
     ok: int = 0
     failed: int = 0
+    empty: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
@@ -114,6 +117,7 @@ class RunStats:
             self.latency.add(latency)
         if record["status"] == "ok":
             self.ok += 1
+            self.empty += is_empty(record)
             return
         self.failed += 1
         error = record.get("error") or {}
@@ -129,6 +133,7 @@ class RunStats:
     def absorb(self, other: RunStats) -> None:
         """Add what ``other`` (a part of this run, e.g. one shard) recorded."""
         self.ok += other.ok
+        self.empty += other.empty
         self.failed += other.failed
         self.clamped += other.clamped
         self.context_truncated += other.context_truncated
@@ -149,6 +154,7 @@ class RunStats:
             "rows_total": self.total_rows,
             "rows_already_done": self.already_done,
             "rows_failed_earlier": self.already_failed,
+            "rows_empty": self.empty,
             "rows_missing": self.missing,
             "rows_clamped": self.clamped,
             "rows_cut_by_context": self.context_truncated,
@@ -206,6 +212,8 @@ class RunStats:
                 f"{endpoint['transport_errors']} connection errors, drained "
                 f"{endpoint['times_drained']} times, mean latency {endpoint['mean_latency_s']} s"
             )
+        if self.empty:
+            lines.append(f"empty: {self.empty} ok rows have no text, tool calls or reasoning")
         if self.missing:
             lines.append(f"missing: {self.missing} of {self.total_rows} input rows have no "
                          "record; run the same command again to send them")

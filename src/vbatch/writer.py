@@ -9,6 +9,7 @@ on resume: nothing is lost and nothing is written twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import numpy as np
 import orjson
 
 from vbatch.atomic import replaced
-from vbatch.errors import OutputError
+from vbatch.errors import OutputError, OutputWriteError, write_failure
 
 _BUFFER_LIMIT = 1 << 20
 
@@ -41,11 +42,16 @@ class ResultWriter:
         self._clock = clock
         self._buffer = bytearray()
         self._fd: int | None = None
+        self._size = 0
+        self._broken: OutputWriteError | None = None
         self._last_fsync = clock()
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._size = os.fstat(self._fd).st_size
+        except OSError as exc:
+            raise write_failure(self.path, exc) from None
 
     def add(self, record: dict[str, Any]) -> None:
         """Queue one record; it reaches the file at the next flush."""
@@ -54,22 +60,45 @@ class ResultWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered records to the file (not yet fsynced)."""
+        """Write the buffered records to the file (not yet fsynced).
+
+        When the file system refuses the write midway (a full disk), the part of the
+        buffer already written is cut off again, so no partial record stays for a later
+        append to be glued to, and :class:`OutputWriteError` is raised, now and on every
+        later call: the records not written are not recorded and run again on resume.
+        """
+        if self._broken is not None:
+            raise self._broken
         if not self._buffer or self._fd is None:
             return
-        view = memoryview(self._buffer)
         written = 0
-        while written < len(view):
-            written += os.write(self._fd, view[written:])
-        view.release()
+        with memoryview(self._buffer) as view:
+            try:
+                while written < len(view):
+                    with view[written:] as rest:
+                        written += os.write(self._fd, rest)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
+                self._broken = write_failure(self.path, exc)
+                raise self._broken from None
+        self._size += written
         self._buffer.clear()
 
     def fsync(self) -> None:
         """Flush, then make what was written durable."""
         self.flush()
-        if self._fd is not None:
-            os.fsync(self._fd)
+        self._sync()
         self._last_fsync = self._clock()
+
+    def _sync(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._broken = write_failure(self.path, exc)
+            raise self._broken from None
 
     async def run_checkpoints(self) -> None:
         """Flush every ``flush_interval`` and fsync every ``fsync_interval``, until cancelled."""
@@ -78,15 +107,17 @@ class ResultWriter:
             self.flush()
             if self._clock() - self._last_fsync >= self.fsync_interval and self._fd is not None:
                 self._last_fsync = self._clock()
-                await asyncio.to_thread(os.fsync, self._fd)
+                await asyncio.to_thread(self._sync)
 
     def close(self) -> None:
-        """Flush, fsync and close."""
+        """Flush, fsync and close; raises :class:`OutputWriteError` if any write failed."""
         if self._fd is None:
             return
-        self.fsync()
-        os.close(self._fd)
-        self._fd = None
+        try:
+            self.fsync()
+        finally:
+            os.close(self._fd)
+            self._fd = None
 
 
 def write_in_input_order(path: Path) -> None:
@@ -113,7 +144,10 @@ def write_in_input_order(path: Path) -> None:
     starts = np.asarray(offsets, dtype=np.int64)[order]
     sizes = np.asarray(lengths, dtype=np.int64)[order]
     del indices, offsets, lengths
-    with open(path, "rb") as source, replaced(path, ".ordering") as target:
-        fd = source.fileno()
-        for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
-            target.write(os.pread(fd, size, start))
+    try:
+        with open(path, "rb") as source, replaced(path, ".ordering") as target:
+            fd = source.fileno()
+            for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
+                target.write(os.pread(fd, size, start))
+    except OSError as exc:
+        raise write_failure(path, exc) from None
