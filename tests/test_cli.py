@@ -57,7 +57,7 @@ def test_output_record_fields(simulator: SimulatorProcess, tmp_path: Path) -> No
     assert record["id"] == "7" and record["index"] == 0 and record["status"] == "ok"
     assert isinstance(record["text"], list) and len(record["text"]) == 2
     assert record["finish_reason"] == ["length", "length"]
-    assert record["usage"] == {"prompt_tokens": 3, "completion_tokens": 6}
+    assert record["usage"] == {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9}
     assert record["error"] is None and record["attempts"] == 1
     assert record["latency_s"] >= 0 and record["topic"] == "t"
 

@@ -109,7 +109,8 @@ def test_clamp_lowers_max_tokens_and_fails_what_cannot_fit(
     outcome = overflow_run(simulator, tmp_path, "clamp")
     records = outcome["records"]
     assert records["short"]["status"] == "ok" and "clamped_max_tokens" not in records["short"]
-    assert records["short"]["usage"] == {"prompt_tokens": 10, "completion_tokens": 20}
+    assert records["short"]["usage"] == {"prompt_tokens": 10, "completion_tokens": 20,
+                                         "total_tokens": 30}
     assert records["clamp"]["status"] == "ok"
     assert records["clamp"]["clamped_max_tokens"] == 10
     assert records["clamp"]["usage"]["completion_tokens"] == 10

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from vbatch import ManifestMismatchError, OutputError, RunConfig, arun, run
+from vbatch import ConfigError, ManifestMismatchError, OutputError, RunConfig, arun, run
 from vbatch.ledger import read_output, repair_torn_tail
 
 from .conftest import SimulatorProcess, read_jsonl, run_cli, vbatch_cmd, write_jsonl
@@ -137,7 +137,10 @@ def test_resume_with_other_parameters_is_refused(simulator: SimulatorProcess, tm
     run(cfg)
     with pytest.raises(ManifestMismatchError, match=r"max_tokens: was 3, now 9"):
         run(cfg.replace(max_tokens=9))
-    assert run(cfg.replace(max_tokens=9, force=True)).stats.already_done == 3
+    forced = run(cfg.replace(max_tokens=9, force=True))
+    # Every row's request changed: --force sends each again and replaces its record.
+    assert (forced.stats.already_done, forced.stats.ok) == (0, 3)
+    assert len(read_jsonl(out)) == 3
     result = run_cli("run", str(source), "-o", str(out), "--base-url", simulator.url,
                      "--max-tokens", "5")
     assert result.returncode == 2
@@ -157,25 +160,31 @@ def test_manifest_never_holds_the_api_key(simulator: SimulatorProcess, tmp_path:
     assert "s3cret" not in repr(RunConfig(input=source, output=out, api_key="s3cret-key-123"))
 
 
-@pytest.mark.parametrize("trial", range(5))
-def test_sigkill_at_a_random_moment_then_resume(
+@pytest.mark.parametrize("trial", range(20))
+def test_sigkill_at_random_instants_then_resume(
     simulator: SimulatorProcess, tmp_path: Path, trial: int
 ) -> None:
-    simulator.configure(latency=0.06)
-    data = rows(400)
+    """Killed at a random instant (start-up, mid-run, the --ordered rewrite, after), then
+    killed again at a random instant of the resume: the last resume ends with exactly one
+    valid record per row, in input order."""
+    simulator.configure(latency=0.03)
+    data = rows(300)
     source = write_jsonl(tmp_path / "in.jsonl", data)
     out = tmp_path / "out.jsonl"
     args = ["run", str(source), "-o", str(out), "--base-url", simulator.url, "--concurrency",
-            "16", "--max-tokens", "3", "--quiet"]
-    process = subprocess.Popen(vbatch_cmd(*args))
-    time.sleep(random.Random(trial).uniform(0.6, 1.9))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+            "16", "--max-tokens", "3", "--ordered", "--quiet"]
+    chance = random.Random(trial)
+    for latest in (1.6, 1.0):
+        process = subprocess.Popen(vbatch_cmd(*args))
+        time.sleep(chance.uniform(0.05, latest))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
     finished = run_cli(*args)
     assert finished.returncode == 0, finished.stderr
-    counts = Counter(r["id"] for r in read_jsonl(out))
-    assert set(counts) == {d["id"] for d in data}
-    assert max(counts.values()) == 1
+    records = read_jsonl(out)
+    assert [r["id"] for r in records] == [d["id"] for d in data]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "in.jsonl", "out.jsonl", "out.jsonl.manifest.json"]
 
 
 def test_unicode_line_separators_in_text_do_not_break_records(
@@ -194,3 +203,39 @@ def test_unicode_line_separators_in_text_do_not_break_records(
     records = read_jsonl(out)
     assert [r["id"] for r in records] == ["row-0", "row-1"]
     assert records[0]["text"] == "a\u2028b\x85c\x1cd"
+
+
+def test_a_changed_input_is_refused_then_replaced_with_force(
+        simulator: SimulatorProcess, tmp_path: Path) -> None:
+    data = rows(20)
+    source = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out.jsonl"
+    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3)
+    assert run(cfg).exit_code == 0
+    data[3]["prompt"] = "a different question"
+    data[11]["prompt"] = "another different question"
+    write_jsonl(source, data)
+    simulator.reset()
+    with pytest.raises(ConfigError, match=r"2 rows .* changed .*row-3, row-11"):
+        run(cfg)
+    assert simulator.stats()["requests_seen"] == 0
+    messages = io.StringIO()
+    result = asyncio.run(arun(cfg.replace(force=True, quiet=False), stream=messages))
+    assert result.exit_code == 0 and result.stats.ok == 2
+    assert "sending 2 changed rows again" in messages.getvalue()
+    sent = sorted(body["messages"][0]["content"] for body in simulator.requests())
+    assert sent == ["a different question", "another different question"]
+    assert Counter(r["id"] for r in read_jsonl(out)) == Counter(r["id"] for r in data)
+    simulator.reset()
+    assert run(cfg).stats.already_done == 20 and simulator.stats()["requests_seen"] == 0
+
+
+def test_a_changed_system_message_counts_as_a_change(simulator: SimulatorProcess,
+                                                     tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", rows(5))
+    out = tmp_path / "out.jsonl"
+    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3,
+                    system="Be brief.")
+    run(cfg)
+    with pytest.raises(ConfigError):
+        run(cfg.replace(system="Be verbose.", force=False))

@@ -146,7 +146,8 @@ def main() -> None:
 @click.option("--retry-failed", is_flag=True,
               help="On resume, send the rows recorded as failed again and replace their records.")
 @click.option("--force", is_flag=True,
-              help="Resume even though the generation parameters differ from the output's.")
+              help="Resume even though the generation parameters or rows changed; rows "
+              "whose request changed are sent again and their records replaced.")
 @click.option("--on-bad-row", type=click.Choice(["fail", "skip"]), default="fail",
               show_default=True,
               help="fail: stop before sending anything; skip: record the row as failed.")

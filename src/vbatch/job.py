@@ -20,14 +20,22 @@ from vbatch.dispatch import Dispatcher, WorkItem
 from vbatch.endpoints import EndpointPool
 from vbatch.errors import ConfigError, ContextOverflowError, write_failure
 from vbatch.fit import fit_row
-from vbatch.ledger import OutputState, done_mask, is_set, read_output
+from vbatch.ledger import (
+    OutputState,
+    changed_rows,
+    done_mask,
+    fingerprint_text,
+    is_set,
+    read_output,
+    remove_records,
+)
 from vbatch.manifest import check_manifest, write_manifest
 from vbatch.plan import ids_of, not_fitting
 from vbatch.prefix import check_groupable
 from vbatch.progress import Progress
 from vbatch.readers import read_rows
 from vbatch.records import failed_record
-from vbatch.requests import RequestBuilder
+from vbatch.requests import RequestBuilder, fingerprint_of
 from vbatch.scan import InputScan, RowSource, check_row, scan_input
 from vbatch.shards import Shard, read_shard
 from vbatch.stats import RunStats
@@ -129,10 +137,38 @@ class Job:
         if scan.counting_error:
             self.say(f"counting prompt tokens failed ({scan.counting_error}); rows are not "
                      "fitted to the context before sending")
+        state = self._replace_changed(scan, state)
         self._mask, self._already = done_mask(scan.id_hashes, state)
         self._already_failed = state.failed
         scan.id_hashes = np.empty(0, np.int64)
+        scan.fingerprints = None
         self._scan = scan
+
+    def _replace_changed(self, scan: InputScan, state: OutputState) -> OutputState:
+        """Refuse rows whose request changed since their record was written; with
+        ``--force``, remove those records so that the rows are sent again."""
+        if scan.fingerprints is None:
+            return state
+        changed = changed_rows(scan.id_hashes, scan.fingerprints, state)
+        count = int(np.count_nonzero(changed))
+        if not count:
+            return state
+        output = self.config.output
+        if not self.config.force:
+            indices = np.flatnonzero(changed)
+            shown = [row_id for row_id, _ in ids_of(self.config, self.builder, indices,
+                                                    np.zeros(scan.total, np.int64))]
+            more = f" and {count - len(shown)} more" if count > len(shown) else ""
+            raise ConfigError(
+                f"{count} rows of {self.config.input} changed since {output} recorded them "
+                f"(their prompt, template or system message): {', '.join(shown)}{more}. "
+                "Nothing was sent. Use --force to send them again and replace their records, "
+                "or another -o for a new run."
+            )
+        remove_records(output, scan.id_hashes[changed])
+        self.say(f"--force: sending {count} changed rows again; their old records in {output} "
+                 "were removed")
+        return read_output(output, retry_failed=False)
 
     def _say_repairs(self, state: OutputState) -> None:
         output = self.config.output
@@ -310,6 +346,10 @@ class Job:
                     max_tokens = fit.max_tokens
                     fields["clamped_max_tokens"] = max_tokens
             body = builder.body(checked.content, max_tokens)
+            unclamped = body if max_tokens == config.max_tokens else None
+            fields["request_hash"] = fingerprint_text(
+                fingerprint_of(unclamped) if unclamped is not None
+                else builder.fingerprint(checked.content))
             yield WorkItem(checked.row_id, row.index, body, fields, tokens, max_tokens)
 
     def finish(self, result: RunResult) -> None:

@@ -15,6 +15,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -31,6 +32,8 @@ class OutputState:
     ok: int
     failed: int
     repaired_bytes: int
+    done_fingerprints: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.empty(0, dtype=np.int64))
     damaged_lines: list[int] = dataclasses.field(default_factory=list)
     damaged: int = 0
     duplicates: int = 0
@@ -75,6 +78,22 @@ class RecordHead:
     row_id: str
     index: int
     status: str
+    fingerprint: int = 0
+
+
+def fingerprint_text(fingerprint: int) -> str:
+    """A request fingerprint as the 16 hex digits a record keeps in ``request_hash``."""
+    return format(fingerprint & 0xFFFF_FFFF_FFFF_FFFF, "016x")
+
+
+def _fingerprint(text: Any) -> int:
+    if not isinstance(text, str) or len(text) != 16:
+        return 0
+    try:
+        value = int(text, 16)
+    except ValueError:
+        return 0
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def record_head(line: bytes) -> RecordHead | None:
@@ -89,7 +108,7 @@ def record_head(line: bytes) -> RecordHead | None:
     if (not isinstance(row_id, str | int) or isinstance(row_id, bool) or type(index) is not int
             or status not in ("ok", "failed")):
         return None
-    return RecordHead(str(row_id), index, status)
+    return RecordHead(str(row_id), index, status, _fingerprint(record.get("request_hash")))
 
 
 def records(path: Path) -> Iterator[tuple[bytes, RecordHead]]:
@@ -110,13 +129,14 @@ class _Survey:
 
     hashes: array[int]
     failed_hashes: array[int]
+    fingerprints: array[int]
     damaged: int = 0
     first_damaged: list[int] = dataclasses.field(default_factory=list)
     torn_bytes: int = 0
 
 
 def _survey(path: Path) -> _Survey:
-    survey = _Survey(array("q"), array("q"))
+    survey = _Survey(array("q"), array("q"), array("q"))
     with open(path, "rb") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.endswith(b"\n"):
@@ -131,6 +151,7 @@ def _survey(path: Path) -> _Survey:
                     survey.first_damaged.append(line_no)
                 continue
             survey.hashes.append(id_hash(head.row_id))
+            survey.fingerprints.append(head.fingerprint)
             if head.status == "failed":
                 survey.failed_hashes.append(id_hash(head.row_id))
     return survey
@@ -141,8 +162,10 @@ def _repeated(hashes: np.ndarray) -> np.ndarray:
     return np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
 
 
-def _rewrite(path: Path, repeated: np.ndarray, drop_failed: bool) -> None:
-    """Keep the first record of each id (and with ``drop_failed`` no failed one), atomically."""
+def _rewrite(path: Path, repeated: np.ndarray, drop_failed: bool,
+             dropped: frozenset[int] = frozenset()) -> None:
+    """Keep the first record of each id (and with ``drop_failed`` no failed one, and none of
+    the ids hashed in ``dropped``), atomically."""
     watched = set(repeated.tolist())
     seen: set[int] = set()
     with open(path, "rb") as source, replaced(path, ".repairing") as target:
@@ -153,6 +176,8 @@ def _rewrite(path: Path, repeated: np.ndarray, drop_failed: bool) -> None:
             if head is None:
                 continue
             key = id_hash(head.row_id)
+            if key in dropped:
+                continue
             if key in watched:
                 if key in seen:
                     continue
@@ -196,8 +221,37 @@ def read_output(path: Path, *, retry_failed: bool) -> OutputState:
     elif survey.torn_bytes:
         repair_torn_tail(path)
     failed = len(survey.failed_hashes)
+    fingerprints = (np.frombuffer(survey.fingerprints, dtype=np.int64) if survey.fingerprints
+                    else np.empty(0, dtype=np.int64))
     return dataclasses.replace(repaired, done_hashes=hashes, ok=hashes.size - failed,
-                               failed=failed)
+                               failed=failed, done_fingerprints=fingerprints)
+
+
+def changed_rows(input_hashes: np.ndarray, input_fingerprints: np.ndarray,
+                 state: OutputState) -> np.ndarray:
+    """Per input row: whether the output records it from a request other than the one the
+    row makes now (a changed prompt, template or system message). Rows or records without a
+    fingerprint (bad rows, records of older versions) count as unchanged."""
+    changed = np.zeros(input_hashes.size, dtype=bool)
+    if state.done_hashes.size == 0 or input_fingerprints.size != input_hashes.size:
+        return changed
+    order = np.argsort(state.done_hashes, kind="stable")
+    recorded_hashes = state.done_hashes[order]
+    recorded = state.done_fingerprints[order]
+    position = np.minimum(np.searchsorted(recorded_hashes, input_hashes),
+                          recorded_hashes.size - 1)
+    found = recorded_hashes[position] == input_hashes
+    was = np.where(found, recorded[position], 0)
+    changed[:] = found & (was != 0) & (input_fingerprints != 0) & (was != input_fingerprints)
+    return changed
+
+
+def remove_records(path: Path, id_hashes: np.ndarray) -> None:
+    """Remove the records of the ids hashed in ``id_hashes`` from ``path``, atomically."""
+    try:
+        _rewrite(path, np.empty(0, dtype=np.int64), False, frozenset(id_hashes.tolist()))
+    except OSError as exc:
+        raise write_failure(path, exc) from None
 
 
 def done_mask(input_hashes: np.ndarray, state: OutputState) -> tuple[bytes, int]:

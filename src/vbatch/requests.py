@@ -8,6 +8,7 @@ options are added when set and ``--extra-body`` is merged last, so it can set an
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -21,6 +22,12 @@ from vbatch.readers import RawRow
 
 _UNDEFINED_NAME = re.compile(r"'([^']+)' is undefined")
 ROUTES = {"chat": "/chat/completions", "completions": "/completions"}
+
+
+def fingerprint_of(body: bytes) -> int:
+    """8 bytes of a BLAKE2 hash of a request body, as a signed integer; never 0 (unknown)."""
+    value = int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "little", signed=True)
+    return value or 1
 
 
 def compile_template(source: str) -> jinja2.Template:
@@ -104,6 +111,10 @@ class RequestBuilder:
             messages.append({"role": "system", "content": self.config.system})
         messages.append({"role": "user", "content": prompt})
         return {"messages": messages}
+
+    def fingerprint(self, content: dict[str, Any]) -> int:
+        """The 8-byte fingerprint of the request a row's content makes (before any clamp)."""
+        return fingerprint_of(self.body(content))
 
     def body(self, content: dict[str, Any], max_tokens: int | None = None) -> bytes:
         """The JSON request body for a row's content; ``max_tokens`` overrides a clamped row's."""

@@ -3,7 +3,8 @@
 It reads the input once, streaming: every row is parsed and turned into request content
 (so a bad row is found before the first request), rows are counted (the progress total),
 each row's id is hashed into an 8-byte slot to find duplicate ids and, later, the rows the
-output already holds, and, when the context must be fitted, each prompt's tokens are
+output already holds, so is the request it makes (to find rows changed since they were
+recorded), and, when the context must be fitted, each prompt's tokens are
 counted exactly into a 4-byte slot.
 """
 
@@ -62,6 +63,7 @@ class InputScan:
     prompt_tokens: array[int] | None = None
     counting_error: str | None = None
     prefix_order: PrefixOrder | None = None
+    fingerprints: np.ndarray | None = None
 
 
 _COUNT_BATCH = 512
@@ -105,6 +107,7 @@ def scan_input(
     if rows is None:
         rows = partial(read_rows, config.input, config.input_format)
     hashes = array("q")
+    fingerprints = array("q")
     counts = _Counts(counter) if counter is not None else None
     counting_error = None
     bad = 0
@@ -118,6 +121,8 @@ def scan_input(
                 raise checked.error
             bad += 1
         hashes.append(id_hash(checked.row_id))
+        fingerprints.append(0 if checked.content is None
+                            else builder.fingerprint(checked.content))
         if counts is not None:
             try:
                 counts.add(checked.content)
@@ -131,7 +136,9 @@ def scan_input(
     id_hashes = np.frombuffer(hashes, dtype=np.int64) if hashes else np.empty(0, np.int64)
     _refuse_duplicates(config, builder, id_hashes, rows)
     values = counts.values if counts is not None else None
-    return InputScan(len(hashes), bad, id_hashes, values, counting_error, prefix)
+    prints = np.frombuffer(fingerprints, dtype=np.int64) if fingerprints else np.empty(
+        0, np.int64)
+    return InputScan(len(hashes), bad, id_hashes, values, counting_error, prefix, prints)
 
 
 def _refuse_duplicates(config: RunConfig, builder: RequestBuilder, hashes: np.ndarray,

@@ -48,6 +48,7 @@ class ResultWriter:
 
     def open(self) -> None:
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             self._size = os.fstat(self._fd).st_size
         except OSError as exc:
