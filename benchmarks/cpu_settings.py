@@ -46,6 +46,8 @@ TRIALS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
     "nobind_passive": ([], {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_WAIT_POLICY": "PASSIVE"},
                        []),
     "active": ([], {"OMP_WAIT_POLICY": "ACTIVE"}, []),
+    "spin10k": ([], {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "10000"}, []),
+    "spin100k": ([], {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "100000"}, []),
 }
 
 
