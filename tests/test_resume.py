@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import random
 import signal
 import subprocess
@@ -239,3 +240,42 @@ def test_a_changed_system_message_counts_as_a_change(simulator: SimulatorProcess
     run(cfg)
     with pytest.raises(ConfigError):
         run(cfg.replace(system="Be verbose.", force=False))
+
+
+def test_ctrl_c_records_in_flight_rows_and_sends_nothing_new(
+        simulator: SimulatorProcess, tmp_path: Path) -> None:
+    simulator.configure(latency=2.0)
+    source = write_jsonl(tmp_path / "in.jsonl", rows(2000))
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        vbatch_cmd("run", str(source), "-o", str(out), "--base-url", simulator.url,
+                   "--max-tokens", "2", "--concurrency", "64"),
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while simulator.stats()["requests_seen"] < 64 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "Run the same command again to resume" in stderr
+    sent = simulator.stats()["requests_seen"]
+    assert sent < 64 + 16
+    assert len(read_jsonl(out)) >= 64
+
+
+def test_sigterm_before_sending_is_a_clean_interrupt(tmp_path: Path) -> None:
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        vbatch_cmd("run", str(fifo), "-o", str(tmp_path / "out.jsonl"), "--input-format",
+                   "jsonl", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"),
+        stderr=subprocess.PIPE, text=True)
+    with open(fifo, "w") as writer:
+        writer.write('{"id": "r0", "prompt": "q"}\n')
+        writer.flush()
+        time.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "interrupted before sending" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.fifo"]

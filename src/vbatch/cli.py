@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,6 +66,10 @@ def _exit_on_error() -> Iterator[None]:
     except VbatchError as exc:
         click.echo(f"vbatch: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _parse_concurrency(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
@@ -142,6 +147,11 @@ def main() -> None:
               help="First retry's delay in seconds; doubles each retry, with jitter.")
 @click.option("--request-timeout", type=float, default=600.0, show_default=True,
               help="Seconds one request may take.")
+@click.option("--max-downtime", type=float, default=600.0, show_default=True,
+              help="Stop (exit 3) when no server has answered for this many seconds; "
+              "the rows not recorded are sent by the same command later.")
+@click.option("--shutdown-grace", type=float, default=5.0, show_default=True,
+              help="Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.")
 @click.option("--ordered", is_flag=True, help="Rewrite the output in input order at the end.")
 @click.option("--retry-failed", is_flag=True,
               help="On resume, send the rows recorded as failed again and replace their records.")
@@ -192,6 +202,9 @@ def run(input_path: Path, output: Path, **options: Any) -> None:
     options["ray_address"] = options["ray_address"] or None
     for name in ("stop", "keep", "server_args"):
         options[name] = tuple(options[name])
+    # Until sending starts (the run then handles both signals itself), SIGTERM stops the
+    # check pass as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with _exit_on_error():
             result = run_job(RunConfig(input=input_path, output=output, **options))

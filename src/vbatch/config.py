@@ -25,6 +25,7 @@ _WHOLE = {"max_tokens": 1, "seed": None, "n": 1, "max_concurrency": 1, "max_retr
 _REAL = {"temperature": (0.0, True, None), "top_p": (0.0, False, 1.0),
          "retry_base_delay": (0.0, True, None), "request_timeout": (0.0, False, None),
          "shutdown_grace": (0.0, True, None), "gpu_memory_utilization": (0.0, False, 1.0),
+         "max_downtime": (0.0, False, None),
          "startup_timeout": (0.0, False, None)}
 _TEXTS = ("stop", "keep", "server_args")
 _FLAGS = ("ordered", "retry_failed", "force", "quiet", "ray", "group_by_prefix")
@@ -112,6 +113,7 @@ class RunConfig:
     quiet: bool = False
     stats_json: Path | None = None
     shutdown_grace: float = 5.0
+    max_downtime: float = 600.0
     max_model_len: int | None = None
     gpu_memory_utilization: float = 0.9
     tensor_parallel_size: int = 1

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from vbatch.breaker import CircuitBreaker
 from vbatch.concurrency import ConcurrencyLimit
 from vbatch.errors import ContextOverflowError, HTTPStatusError, RequestError, TransportError
 from vbatch.fit import ContextError, parse_context_error
@@ -83,6 +84,8 @@ class Dispatcher:
         limit: int | None = None,
         clamp: bool = True,
         bound: ConcurrencyLimit | None = None,
+        breaker: CircuitBreaker | None = None,
+        max_downtime: float | None = None,
     ):
         self.client = client
         self.route = route
@@ -98,6 +101,10 @@ class Dispatcher:
         self.limit = limit
         self.clamp = clamp
         self.bound = bound
+        self.breaker = breaker
+        self.max_downtime = max_downtime
+        self.down = False
+        self._last_answer = clock()
         self.in_flight = 0
         self.interrupted = False
         self._stop = asyncio.Event()
@@ -123,15 +130,20 @@ class Dispatcher:
             await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
             if work.done():
                 work.result()
+                if self.breaker is not None:
+                    for record in self.breaker.release():
+                        self.sink(record)
                 return
             self.interrupted = True
             feeder.cancel()
             self._drain()
             for _ in workers:
                 self._queue.put_nowait(None)
+            # The workers alone: ``work`` is done as soon as the cancelled feeder is.
+            sending: asyncio.Future[Any] = asyncio.gather(*workers, return_exceptions=True)
             abandon_wait: asyncio.Future[Any] = asyncio.create_task(self._abandon.wait())
             await asyncio.wait(
-                {work, abandon_wait},
+                {sending, abandon_wait},
                 timeout=self.shutdown_grace,
                 return_when=asyncio.FIRST_COMPLETED,
             )
@@ -166,6 +178,11 @@ class Dispatcher:
                 return
             if bound is not None:
                 await bound.acquire()
+            if self._stop.is_set():
+                # Taken before the stop, not sent: it has no record and runs on resume.
+                if bound is not None:
+                    bound.release()
+                return
             self.in_flight += 1
             try:
                 record = await self.send(item)
@@ -173,10 +190,23 @@ class Dispatcher:
                 self.in_flight -= 1
                 if bound is not None:
                     bound.release()
-            self.sink(record)
+            if record is not None:
+                self._emit(record)
 
-    async def send(self, item: WorkItem) -> dict[str, Any]:
-        """Send one item, retrying what can be retried; always returns a record."""
+    def _emit(self, record: dict[str, Any]) -> None:
+        breaker = self.breaker
+        if breaker is None:
+            self.sink(record)
+            return
+        was_tripped = breaker.tripped
+        for ready in breaker.admit(record):
+            self.sink(ready)
+        if breaker.tripped and not was_tripped:
+            self.stop()
+
+    async def send(self, item: WorkItem) -> dict[str, Any] | None:
+        """Send one item, retrying what can be retried; returns its record, or None when no
+        server has answered for ``max_downtime`` seconds (the run stops; no record)."""
         start = self.clock()
         attempts = retries = recoveries = 0
         refitted = False
@@ -184,6 +214,7 @@ class Dispatcher:
             attempts += 1
             try:
                 response = await self.client.post_json(self.route, item.body)
+                self._last_answer = self.clock()
                 record = ok_record(item.row_id, item.index, response, self.endpoint, self.n)
                 if self._cut_by_context(record, item):
                     record["context_truncated"] = True
@@ -192,6 +223,10 @@ class Dispatcher:
                         and recoveries < _MAX_RECOVERIES and await self.recover()):
                     recoveries += 1
                     continue
+                if not isinstance(exc, TransportError):
+                    self._last_answer = self.clock()
+                elif self._down_too_long():
+                    return None
                 overflow = parse_context_error(exc) if isinstance(exc, HTTPStatusError) else None
                 if overflow is not None:
                     if not refitted and self._refit(item, overflow):
@@ -214,6 +249,15 @@ class Dispatcher:
         if item.fields:
             record.update(item.fields)
         return record
+
+    def _down_too_long(self) -> bool:
+        """Whether no server has answered for ``max_downtime`` seconds; then stop the run."""
+        if self.max_downtime is None or self.clock() - self._last_answer < self.max_downtime:
+            return False
+        if not self.down:
+            self.down = True
+            self.stop()
+        return True
 
     def _refit(self, item: WorkItem, overflow: ContextError) -> bool:
         """Clamp ``item`` to what the context the server reported leaves; False if it can't."""

@@ -11,7 +11,8 @@ Everything vbatch raises on purpose derives from :class:`VbatchError`::
     │   └── OutputWriteError     writing the output failed midway (disk full, ...): exit 4
     ├── ServerError              the managed vLLM server failed
     │   ├── ServerStartError     it exited or hung while starting (with its log's last lines)
-    │   └── ServerDiedError      it died more often than --max-restarts allows
+    │   ├── ServerDiedError      it died more often than --max-restarts allows
+    │   └── RunAbortedError      the first requests all failed the same way: sending stopped
     ├── RequestError             one request failed; recorded in the output, never ends a run
     │   ├── TransportError       connection refused/dropped, timeout (retried)
     │   │   ├── ConnectError
@@ -88,6 +89,12 @@ class ServerStartError(ServerError):
 
 class ServerDiedError(ServerError):
     """The server died during the run more often than ``--max-restarts`` allows."""
+
+
+class RunAbortedError(ServerError):
+    """The first requests of a run all failed for one reason and none succeeded (a wrong
+    model, a rejected key, a dead server): vbatch stopped sending. The rows not recorded
+    are sent by the same command once the cause is fixed."""
 
 
 class RequestError(VbatchError):

@@ -14,21 +14,14 @@ from typing import Any, TextIO
 import numpy as np
 import orjson
 
+from vbatch.breaker import CircuitBreaker
 from vbatch.concurrency import AdaptiveController, ConcurrencyLimit
 from vbatch.config import RunConfig
 from vbatch.dispatch import Dispatcher, WorkItem
 from vbatch.endpoints import EndpointPool
-from vbatch.errors import ConfigError, ContextOverflowError, write_failure
+from vbatch.errors import ConfigError, ContextOverflowError, RunAbortedError, write_failure
 from vbatch.fit import fit_row
-from vbatch.ledger import (
-    OutputState,
-    changed_rows,
-    done_mask,
-    fingerprint_text,
-    is_set,
-    read_output,
-    remove_records,
-)
+from vbatch.ledger import done_mask, fingerprint_text, is_set, read_output
 from vbatch.manifest import check_manifest, write_manifest
 from vbatch.plan import ids_of, not_fitting
 from vbatch.prefix import check_groupable
@@ -36,6 +29,7 @@ from vbatch.progress import Progress
 from vbatch.readers import read_rows
 from vbatch.records import failed_record
 from vbatch.requests import RequestBuilder, fingerprint_of
+from vbatch.resume import replace_changed, say_repairs
 from vbatch.scan import InputScan, RowSource, check_row, scan_input
 from vbatch.shards import Shard, read_shard
 from vbatch.stats import RunStats
@@ -127,7 +121,7 @@ class Job:
         config = self.config
         check_manifest(config.output, self.params, force=config.force)
         state = read_output(config.output, retry_failed=config.retry_failed)
-        self._say_repairs(state)
+        say_repairs(state, config.output, self.say)
         if config.group_by_prefix:
             check_groupable(config.input, config.input_format)
         counting = " and counting prompt tokens" if counter is not None else ""
@@ -137,51 +131,12 @@ class Job:
         if scan.counting_error:
             self.say(f"counting prompt tokens failed ({scan.counting_error}); rows are not "
                      "fitted to the context before sending")
-        state = self._replace_changed(scan, state)
+        state = replace_changed(config, self.builder, scan, state, self.say)
         self._mask, self._already = done_mask(scan.id_hashes, state)
         self._already_failed = state.failed
         scan.id_hashes = np.empty(0, np.int64)
         scan.fingerprints = None
         self._scan = scan
-
-    def _replace_changed(self, scan: InputScan, state: OutputState) -> OutputState:
-        """Refuse rows whose request changed since their record was written; with
-        ``--force``, remove those records so that the rows are sent again."""
-        if scan.fingerprints is None:
-            return state
-        changed = changed_rows(scan.id_hashes, scan.fingerprints, state)
-        count = int(np.count_nonzero(changed))
-        if not count:
-            return state
-        output = self.config.output
-        if not self.config.force:
-            indices = np.flatnonzero(changed)
-            shown = [row_id for row_id, _ in ids_of(self.config, self.builder, indices,
-                                                    np.zeros(scan.total, np.int64))]
-            more = f" and {count - len(shown)} more" if count > len(shown) else ""
-            raise ConfigError(
-                f"{count} rows of {self.config.input} changed since {output} recorded them "
-                f"(their prompt, template or system message): {', '.join(shown)}{more}. "
-                "Nothing was sent. Use --force to send them again and replace their records, "
-                "or another -o for a new run."
-            )
-        remove_records(output, scan.id_hashes[changed])
-        self.say(f"--force: sending {count} changed rows again; their old records in {output} "
-                 "were removed")
-        return read_output(output, retry_failed=False)
-
-    def _say_repairs(self, state: OutputState) -> None:
-        output = self.config.output
-        if state.repaired_bytes:
-            self.say(f"repaired a torn last line in {output} ({state.repaired_bytes} bytes)")
-        if state.damaged:
-            lines = ", ".join(map(str, state.damaged_lines))
-            more = ", ..." if state.damaged > len(state.damaged_lines) else ""
-            self.say(f"removed {state.damaged} damaged lines from {output} (line {lines}{more}): "
-                     "their rows run again")
-        if state.duplicates:
-            self.say(f"removed {state.duplicates} second records of ids already in {output}: "
-                     "each row keeps its first record")
 
     async def adopt(self, done_bits: bytes, prompt_tokens: array[int] | None) -> None:
         """Take a checked shard from the driver: rows already done, prompt tokens by row.
@@ -191,7 +146,7 @@ class Job:
         assert self.shard is not None, "adopt() runs a shard"
         rows = self.shard.rows
         state = read_output(self.config.output, retry_failed=False)
-        self._say_repairs(state)
+        say_repairs(state, self.config.output, self.say)
         done = np.unpackbits(np.frombuffer(done_bits, np.uint8), count=rows).astype(bool)
         if state.done_hashes.size or self.config.group_by_prefix:
             scan = await asyncio.to_thread(scan_input, self.config, self.builder, None,
@@ -261,7 +216,8 @@ class Job:
             concurrency=config.pool_size, max_retries=config.max_retries,
             retry_base_delay=config.retry_base_delay, shutdown_grace=config.shutdown_grace,
             clock=self.clock, recover=recover, limit=self.limit,
-            clamp=config.on_overflow == "clamp", bound=bound,
+            clamp=config.on_overflow == "clamp", bound=bound, breaker=CircuitBreaker(),
+            max_downtime=config.max_downtime,
         )
         self._dispatcher = dispatcher
         progress = Progress(stats, self.stream, mode=self.progress_mode())
@@ -290,8 +246,23 @@ class Job:
                 {**vars(sample), "t": round(sample.t - stats.started, 3)}
                 for sample in controller.trace
             ]
-        result = RunResult(stats, interrupted=dispatcher.interrupted)
+        breaker = dispatcher.breaker
+        tripped = dispatcher.down or (breaker is not None and breaker.tripped)
+        result = RunResult(stats, interrupted=dispatcher.interrupted and not tripped)
         self.finish(result)
+        if dispatcher.down:
+            raise RunAbortedError(
+                f"no server answered for {config.max_downtime:g} s (--max-downtime), so vbatch "
+                "stopped sending. Once the server is back, run the same command again: the "
+                "rows not recorded will be sent then."
+            )
+        if breaker is not None and breaker.cause is not None:
+            raise RunAbortedError(
+                f"the first {breaker.trip_after} requests all failed and none succeeded, so "
+                f"vbatch stopped sending: {breaker.cause}\nFix the cause (model name, API "
+                "key, server address) and run the same command again: the rows not sent have "
+                "no record and will be sent then."
+            )
         return result
 
     def stop(self) -> None:

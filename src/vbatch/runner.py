@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from vbatch.client import HTTPClient
 from vbatch.config import RunConfig, normalize_base_url
 from vbatch.endpoints import PROBE_TIMEOUT_S, Endpoint, EndpointPool, read_endpoints_file
-from vbatch.errors import ConfigError, RequestError
+from vbatch.errors import ConfigError, HTTPStatusError, RequestError
 from vbatch.fit import fitting_limit
 from vbatch.job import Job, RunResult
 from vbatch.model import DEFAULT_MODEL_NAME, prepare_default_model
@@ -264,6 +264,11 @@ async def discover_model(client: HTTPClient, prefix: str, wanted: str | None
     try:
         listing = await client.get_json(prefix + "/models")
     except RequestError as exc:
+        if isinstance(exc, HTTPStatusError) and exc.status_code in (401, 403):
+            raise ConfigError(
+                f"{where} refused the API key (HTTP {exc.status_code}): check --api-key, "
+                "VBATCH_API_KEY or OPENAI_API_KEY"
+            ) from None
         if wanted:
             return wanted, None
         raise ConfigError(
@@ -278,5 +283,9 @@ async def discover_model(client: HTTPClient, prefix: str, wanted: str | None
             names = ", ".join(map(str, models))
             raise ConfigError(f"{where} serves several models ({names}): give --model")
         wanted = str(next(iter(models)))
+    elif models and wanted not in models:
+        names = ", ".join(map(str, models))
+        raise ConfigError(f"{where} does not serve the model {wanted!r} (it serves {names}): "
+                          "check --model")
     limit = (models.get(wanted) or {}).get("max_model_len")
     return wanted, limit if isinstance(limit, int) else None

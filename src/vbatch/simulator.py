@@ -302,6 +302,8 @@ class Simulator:
         return usage
 
     async def models(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):  # vLLM guards every /v1 route with its key
+            return self._error(401, "invalid API key", "AuthenticationError")
         model = {"id": self.config.model, "object": "model", "owned_by": "vbatch-simulator",
                  "max_model_len": self.config.max_model_len}
         return self._json({"object": "list", "data": [model]})

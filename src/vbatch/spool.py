@@ -55,6 +55,9 @@ def spooled(config: RunConfig) -> Iterator[RunConfig]:
         spool.unlink(missing_ok=True)
         raise OutputError(f"cannot copy {config.input} to {spool} ({exc.strerror}): "
                           "free some space or choose another -o") from None
+    except BaseException:
+        spool.unlink(missing_ok=True)
+        raise
     try:
         yield config.replace(input=spool, input_format=fmt)
     finally:
