@@ -126,7 +126,8 @@ class Job:
             check_groupable(config.input, config.input_format)
         counting = " and counting prompt tokens" if counter is not None else ""
         self.say(f"checking {config.input}{counting}")
-        scan = await asyncio.to_thread(scan_input, config, self.builder, counter, self._rows)
+        scan = await asyncio.to_thread(scan_input, config, self.builder, counter, self._rows,
+                                       bool(state.done_hashes.size))
         self._follow_prefix_order(scan)
         if scan.counting_error:
             self.say(f"counting prompt tokens failed ({scan.counting_error}); rows are not "

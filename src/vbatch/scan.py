@@ -99,15 +99,17 @@ def scan_input(
     builder: RequestBuilder,
     counter: TokenCounter | None = None,
     rows: RowSource | None = None,
+    fingerprints: bool = False,
 ) -> InputScan:
-    """Check every row of the input, or of ``rows`` (and count prompt tokens with ``counter``).
+    """Check every row of the input, or of ``rows`` (and count prompt tokens with ``counter``;
+    with ``fingerprints``, hash the request each row makes, to compare with a resumed output).
 
     Raises InputError on the first bad row when ``on_bad_row`` is fail.
     """
     if rows is None:
         rows = partial(read_rows, config.input, config.input_format)
     hashes = array("q")
-    fingerprints = array("q")
+    prints: array[int] | None = array("q") if fingerprints else None
     counts = _Counts(counter) if counter is not None else None
     counting_error = None
     bad = 0
@@ -121,8 +123,8 @@ def scan_input(
                 raise checked.error
             bad += 1
         hashes.append(id_hash(checked.row_id))
-        fingerprints.append(0 if checked.content is None
-                            else builder.fingerprint(checked.content))
+        if prints is not None:
+            prints.append(0 if checked.content is None else builder.fingerprint(checked.content))
         if counts is not None:
             try:
                 counts.add(checked.content)
@@ -136,9 +138,10 @@ def scan_input(
     id_hashes = np.frombuffer(hashes, dtype=np.int64) if hashes else np.empty(0, np.int64)
     _refuse_duplicates(config, builder, id_hashes, rows)
     values = counts.values if counts is not None else None
-    prints = np.frombuffer(fingerprints, dtype=np.int64) if fingerprints else np.empty(
-        0, np.int64)
-    return InputScan(len(hashes), bad, id_hashes, values, counting_error, prefix, prints)
+    requests = None
+    if prints is not None:
+        requests = np.frombuffer(prints, dtype=np.int64) if prints else np.empty(0, np.int64)
+    return InputScan(len(hashes), bad, id_hashes, values, counting_error, prefix, requests)
 
 
 def _refuse_duplicates(config: RunConfig, builder: RequestBuilder, hashes: np.ndarray,
