@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import WORK, fresh_output
+from engine import WORK, fresh_output, served
 from harness import PYTHON, ROOT, emulate_avx2, machine
 
 PROMPTS = ROOT / "examples" / "prompts.jsonl"
@@ -68,40 +68,34 @@ def first_record_after(out: Path, started: float, process: subprocess.Popen[str]
 def trial(name: str, busy: bool, emulate: bool) -> dict[str, Any]:
     serve_args, env_extra, run_args = TRIALS[name]
     env = {**os.environ, **env_extra}
-    log = WORK / f"cpu_settings_{name}.log"
     started = time.perf_counter()
-    server = subprocess.Popen(
-        [PYTHON, "-m", "vbatch", "serve", "--port", "0", "--log", str(log), "--max-model-len",
-         "1024", *serve_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=env)
-    assert server.stdout is not None
-    url = ""
-    for line in server.stdout:
-        if " at http" in line:
-            url = line.rsplit(" ", 1)[1].strip()
-            break
-    if not url:
-        raise RuntimeError(f"{name}: the server did not start; see {log}")
-    ready = time.perf_counter() - started
-    load = busy_loop() if busy else None
-    try:
-        out, stats = WORK / f"cpu_settings_{name}.jsonl", WORK / f"cpu_settings_{name}.stats.json"
-        fresh_output(out)
-        began = time.perf_counter()
-        client = subprocess.Popen(
-            [PYTHON, "-m", "vbatch", "run", str(PROMPTS), "-o", str(out), "--base-url", url,
-             "--max-tokens", "128", "--temperature", "0", "--quiet", "--stats-json",
-             str(stats), *run_args], text=True)
-        first = first_record_after(out, began, client)
-        client.wait()
-        wall = time.perf_counter() - began
-        summary = json.loads(stats.read_text())
-    finally:
-        if load is not None:
-            load.kill()
-            load.wait()
-        server.terminate()
-        server.wait(timeout=60)
+    with served(WORK / f"cpu_settings_{name}.log", env, "--max-model-len", "1024",
+                *serve_args) as url:
+        ready = time.perf_counter() - started
+        load = busy_loop() if busy else None
+        try:
+            return measure_job(name, url, run_args, ready, busy, emulate)
+        finally:
+            if load is not None:
+                load.kill()
+                load.wait()
+
+
+def measure_job(name: str, url: str, run_args: list[str], ready: float, busy: bool,
+                emulate: bool) -> dict[str, Any]:
+    """``make run``'s job against the server at ``url``: how long to the first record and the
+    last, and its tokens per second."""
+    out, stats = WORK / f"cpu_settings_{name}.jsonl", WORK / f"cpu_settings_{name}.stats.json"
+    fresh_output(out)
+    began = time.perf_counter()
+    client = subprocess.Popen(
+        [PYTHON, "-m", "vbatch", "run", str(PROMPTS), "-o", str(out), "--base-url", url,
+         "--max-tokens", "128", "--temperature", "0", "--quiet", "--stats-json",
+         str(stats), *run_args], text=True)
+    first = first_record_after(out, began, client)
+    client.wait()
+    wall = time.perf_counter() - began
+    summary = json.loads(stats.read_text())
     return {"trial": name, "busy_core": busy, "emulated_avx2": emulate,
             "ready_s": round(ready, 1), "first_record_s": first and round(first, 1),
             "wall_s": round(wall, 1), "ok": summary["rows_ok"],

@@ -166,6 +166,8 @@ def served(log: Path, env: dict[str, str], *args: str) -> Iterator[str]:
             url = line.rsplit(" ", 1)[1].strip()
             break
     try:
+        if not url:
+            raise RuntimeError(f"the server did not start; see {log}")
         yield url
     finally:
         server.terminate()

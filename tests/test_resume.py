@@ -75,12 +75,19 @@ def test_a_file_with_no_record_is_refused_untouched(tmp_path: Path) -> None:
     assert path.read_text() == 'garbage\n{"a": 1}\n{"b": 2}'
 
 
-def test_torn_line_glued_mid_file_is_removed_and_both_rows_rerun(
-        simulator: SimulatorProcess, tmp_path: Path) -> None:
-    source = write_jsonl(tmp_path / "in.jsonl", rows(10))
+def finished_run(simulator: SimulatorProcess, tmp_path: Path, count: int
+                 ) -> tuple[RunConfig, Path]:
+    """The config of a run of ``count`` rows that has completed, and its output."""
+    source = write_jsonl(tmp_path / "in.jsonl", rows(count))
     out = tmp_path / "out.jsonl"
     cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3)
-    run(cfg)
+    assert run(cfg).exit_code == 0
+    return cfg, out
+
+
+def test_torn_line_glued_mid_file_is_removed_and_both_rows_rerun(
+        simulator: SimulatorProcess, tmp_path: Path) -> None:
+    cfg, out = finished_run(simulator, tmp_path, 10)
     lines = out.read_bytes().splitlines(keepends=True)
     torn, glued = json.loads(lines[4])["id"], json.loads(lines[5])["id"]
     lines[4:6] = [lines[4][:30] + lines[5]]
@@ -97,10 +104,7 @@ def test_torn_line_glued_mid_file_is_removed_and_both_rows_rerun(
 
 def test_second_records_of_an_id_are_removed_on_resume(
         simulator: SimulatorProcess, tmp_path: Path) -> None:
-    source = write_jsonl(tmp_path / "in.jsonl", rows(10))
-    out = tmp_path / "out.jsonl"
-    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3)
-    run(cfg)
+    cfg, out = finished_run(simulator, tmp_path, 10)
     first = out.read_bytes()
     out.chmod(0o600)
     with open(out, "ab") as handle:
