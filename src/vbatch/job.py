@@ -318,10 +318,10 @@ class Job:
                     max_tokens = fit.max_tokens
                     fields["clamped_max_tokens"] = max_tokens
             body = builder.body(checked.content, max_tokens)
-            unclamped = body if max_tokens == config.max_tokens else None
-            fields["request_hash"] = fingerprint_text(
-                fingerprint_of(unclamped) if unclamped is not None
-                else builder.fingerprint(checked.content))
+            # The fingerprint is of the request before any clamp, as the check pass made it.
+            fingerprint = (fingerprint_of(body) if max_tokens == config.max_tokens
+                           else builder.fingerprint(checked.content))
+            fields["request_hash"] = fingerprint_text(fingerprint)
             yield WorkItem(checked.row_id, row.index, body, fields, tokens, max_tokens)
 
     def finish(self, result: RunResult) -> None:
@@ -330,9 +330,6 @@ class Job:
         if config.ordered and not result.interrupted:
             self.say(f"writing {config.output} in input order")
             write_in_input_order(config.output)
-        if result.stats.missing and not result.interrupted:
-            self.say(f"{result.stats.missing} of {result.stats.total_rows} input rows have no "
-                     f"record in {config.output}: run the same command again to send them")
         if config.stats_json is not None:
             try:
                 config.stats_json.write_bytes(
