@@ -157,7 +157,8 @@ def _survey(path: Path) -> _Survey:
     return survey
 
 
-def _repeated(hashes: np.ndarray) -> np.ndarray:
+def repeated_hashes(hashes: np.ndarray) -> np.ndarray:
+    """The values that occur more than once in ``hashes``, each once."""
     ordered = np.sort(hashes)
     return np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
 
@@ -205,7 +206,7 @@ def read_output(path: Path, *, retry_failed: bool) -> OutputState:
                           "line: it was not changed; move it away or choose another -o")
     hashes = np.frombuffer(survey.hashes, dtype=np.int64) if survey.hashes else np.empty(
         0, dtype=np.int64)
-    repeated = _repeated(hashes)
+    repeated = repeated_hashes(hashes)
     drop_failed = retry_failed and bool(survey.failed_hashes)
     repaired = OutputState(np.empty(0, dtype=np.int64), 0, 0, survey.torn_bytes,
                            damaged_lines=survey.first_damaged, damaged=survey.damaged,

@@ -20,7 +20,7 @@ import numpy as np
 
 from vbatch.config import RunConfig
 from vbatch.errors import InputError, RequestError
-from vbatch.ledger import id_hash
+from vbatch.ledger import id_hash, repeated_hashes
 from vbatch.prefix import PrefixOrder
 from vbatch.readers import RawRow, read_rows
 from vbatch.requests import RequestBuilder
@@ -148,8 +148,7 @@ def _refuse_duplicates(config: RunConfig, builder: RequestBuilder, hashes: np.nd
                        rows: RowSource) -> None:
     if hashes.size < 2:
         return
-    ordered = np.sort(hashes)
-    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    repeated = repeated_hashes(hashes)
     if repeated.size == 0:
         return
     suspects = set(repeated.tolist())
