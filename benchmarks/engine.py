@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import PYTHON, ROOT, baseline_command, emulate_avx2, machine
 
-from vbatch.cpu import choose_dtype, cpu_info
-from vbatch.model import DEFAULT_MODEL_NAME, prepare_default_model
-from vbatch.server_options import ServerOptions, server_environment
+from vbatch.servers.cpu import choose_dtype, cpu_info
+from vbatch.servers.default_model import DEFAULT_MODEL_NAME, prepare_default_model
+from vbatch.servers.options import ServerOptions, server_environment
 
 WORK = ROOT / "bench-results"
 MAX_TOKENS = 64

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine import WORK, engine_env, offline_run, served, vbatch_over_http
 from harness import ROOT, machine
 
-from vbatch.model import prepare_default_model
-from vbatch.server_options import BATCH_LIMITS, vllm_build
+from vbatch.servers.default_model import prepare_default_model
+from vbatch.servers.options import BATCH_LIMITS, vllm_build
 
 
 def device_name() -> str:

@@ -17,7 +17,7 @@ PYTHON = sys.executable
 
 def machine() -> str:
     """The CPU every figure of a run comes from: its model, cores and AVX flags."""
-    from vbatch.cpu import cpu_info
+    from vbatch.servers.cpu import cpu_info
 
     info = cpu_info()
     emulated = " (emulating an AVX2-only CPU)" if os.environ.get("VBATCH_EMULATE_AVX2") else ""
@@ -56,7 +56,7 @@ class Simulator:
     """A ``vbatch simulate`` process for a benchmark."""
 
     def __init__(self, *args: str, cpu: int | None = 1):
-        command = pinned(cpu, [PYTHON, "-m", "vbatch.simulator", "--port", "0", *args])
+        command = pinned(cpu, [PYTHON, "-m", "vbatch.testing.simulate", "--port", "0", *args])
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         self.url = self.process.stdout.readline().rsplit(" ", 1)[1].strip()

@@ -1,6 +1,6 @@
 """``make bench``: vbatch against the baseline (benchmarks/baseline_openai.py) in one run.
 
-    python benchmarks/run.py [overhead] [memory] [saturation] [endpoints] [ray] [--quick]
+    python benchmarks/run.py [imports] [overhead] [memory] [saturation] [endpoints] [ray] [--quick]
 
 Prints one table with ratios and writes bench-results/results.json.
 """
@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
+    PYTHON,
     ROOT,
     Simulator,
     baseline_command,
@@ -26,6 +30,29 @@ from harness import (
 )
 
 WORK = ROOT / "bench-results"
+
+
+def _median_wall_s(command: list[str], repeats: int) -> float:
+    walls = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        walls.append(time.perf_counter() - start)
+    return statistics.median(walls)
+
+
+def imports(repeats: int) -> list[dict[str, Any]]:
+    """Wall time of ``import vbatch`` and ``vbatch --help`` (median of ``repeats`` fresh
+    interpreters), against the bare interpreter's start measured alongside."""
+    commands = (("python -c pass (baseline)", [PYTHON, "-c", "pass"]),
+                ("import vbatch", [PYTHON, "-c", "import vbatch"]),
+                ("vbatch --help", [PYTHON, "-m", "vbatch", "--help"]),
+                ("import vbatch; vbatch.run", [PYTHON, "-c", "import vbatch; vbatch.run"]))
+    rows = [{"bench": "imports", "client": name, "wall_s": _median_wall_s(command, repeats)}
+            for name, command in commands]
+    for row in rows:
+        row["ratio_to_baseline"] = row["wall_s"] / rows[0]["wall_s"]
+    return rows
 
 
 def overhead(requests: int) -> list[dict[str, Any]]:
@@ -163,12 +190,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("benches", nargs="*",
-                        default=["overhead", "memory", "saturation", "endpoints", "ray"])
+                        default=["imports", "overhead", "memory", "saturation", "endpoints",
+                                 "ray"])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     print(machine(), flush=True)
     rows: list[dict[str, Any]] = []
+    if "imports" in args.benches:
+        rows += imports(5 if args.quick else 15)
     if "overhead" in args.benches:
         rows += overhead(5_000 if args.quick else 50_000)
     if "memory" in args.benches:

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine import LAYOUT, WORK, engine_env
 from harness import machine
 
-from vbatch.model import prepare_default_model
-from vbatch.server import free_port
-from vbatch.server_options import ServerOptions, server_command
+from vbatch.servers.default_model import prepare_default_model
+from vbatch.servers.options import ServerOptions, server_command
+from vbatch.servers.process import free_port
 
 
 def healthy(url: str) -> bool:

@@ -1,4 +1,5 @@
-"""Fixtures: a simulator server process on loopback, and helpers to drive it."""
+"""Fixtures: the server doubles (a simulator process on loopback, the same in process), a real
+vLLM server, and helpers to drive them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from typing import Any
 
 import pytest
 
-from vbatch.cpu import choose_dtype, cpu_info
+from vbatch import RunConfig, RunResult, arun, run
+from vbatch.servers.cpu import choose_dtype, cpu_info
+from vbatch.testing.behaviour import SimConfig, SimulatedServer
+from vbatch.testing.fake import SimulatedTransport
 
 
 def pytest_report_header() -> list[str]:
@@ -51,6 +55,9 @@ class SimulatorProcess:
     def requests(self) -> list[dict[str, Any]]:
         return self._call("GET", "/sim/requests")  # type: ignore[no-any-return]
 
+    def run(self, config: RunConfig, **options: Any) -> RunResult:
+        return run(config, **options)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
@@ -66,7 +73,7 @@ class SimulatorProcess:
 def start_simulator(*args: str, port: int = 0) -> SimulatorProcess:
     """Start a simulator on a loopback port (0: a free one) and wait until it listens."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "vbatch.simulator", "--port", str(port), *args],
+        [sys.executable, "-m", "vbatch.testing.simulate", "--port", str(port), *args],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -96,6 +103,43 @@ def simulator(simulator_session: SimulatorProcess) -> SimulatorProcess:
     )
     simulator_session.reset()
     return simulator_session
+
+
+class InProcessServer:
+    """The simulator's behaviour without a process or a socket (vbatch.testing.fake): the same
+    ``configure``/``stats``/``requests`` as :class:`SimulatorProcess`; ``run`` runs vbatch
+    with every request sent to it."""
+
+    url = "http://simulated.invalid/v1"
+
+    def __init__(self) -> None:
+        self.server = SimulatedServer(SimConfig())
+        self.transport = SimulatedTransport(self.server)
+
+    def configure(self, **settings: Any) -> None:
+        answer = self.server.configure(settings)
+        assert answer.status == 200, answer.body
+
+    def reset(self) -> None:
+        self.server.reset()
+
+    def stats(self) -> dict[str, Any]:
+        return self.server.stats()
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self.server.requests)
+
+    def run(self, config: RunConfig, **options: Any) -> RunResult:
+        return run(config, transport=self.transport, **options)
+
+    async def arun(self, config: RunConfig, **options: Any) -> RunResult:
+        return await arun(config, transport=self.transport, **options)
+
+
+@pytest.fixture
+def fake_server() -> InProcessServer:
+    """A fresh in-process server double for each test."""
+    return InProcessServer()
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vbatch.errors import InputError
-from vbatch.readers import read_rows
+from vbatch.source.readers import read_rows
 
 from .conftest import SimulatorProcess, read_jsonl, vbatch_cmd
 

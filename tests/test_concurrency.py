@@ -6,10 +6,11 @@ import asyncio
 import json
 from pathlib import Path
 
-from vbatch import RunConfig, run
-from vbatch.concurrency import AdaptiveController, ConcurrencyLimit, ServerLoad, parse_metrics
+from vbatch import RunConfig
+from vbatch.engine.concurrency import AdaptiveController, ConcurrencyLimit
+from vbatch.transport.metrics import ServerLoad, parse_metrics
 
-from .conftest import SimulatorProcess, read_jsonl, write_jsonl
+from .conftest import InProcessServer, read_jsonl, write_jsonl
 
 VLLM_METRICS = """# HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
@@ -135,12 +136,12 @@ def rows(tmp_path: Path, count: int) -> Path:
 
 
 def test_converges_near_capacity_not_at_the_ceiling(
-    simulator: SimulatorProcess, tmp_path: Path
+    fake_server: InProcessServer, tmp_path: Path
 ) -> None:
-    simulator.configure(capacity=100, latency=0.3)
+    fake_server.configure(capacity=100, latency=0.3)
     stats = tmp_path / "stats.json"
-    result = run(RunConfig(input=rows(tmp_path, 2500), output=tmp_path / "out.jsonl",
-                           base_url=simulator.url, quiet=True, stats_json=stats))
+    result = fake_server.run(RunConfig(input=rows(tmp_path, 2500), output=tmp_path / "out.jsonl",
+                           base_url=fake_server.url, quiet=True, stats_json=stats))
     assert result.exit_code == 0
     trace = json.loads(stats.read_text())["concurrency_trace"]
     settled = trace[3:-2]
@@ -150,10 +151,10 @@ def test_converges_near_capacity_not_at_the_ceiling(
     assert 2500 / elapsed >= 0.8 * 100 / 0.3
 
 
-def test_without_metrics_the_bound_is_fixed(simulator: SimulatorProcess, tmp_path: Path) -> None:
-    simulator.configure(metrics=False, latency=1.0)
-    result = run(RunConfig(input=rows(tmp_path, 600), output=tmp_path / "out.jsonl",
-                           base_url=simulator.url, quiet=True, max_concurrency=200))
+def test_without_metrics_the_bound_is_fixed(fake_server: InProcessServer, tmp_path: Path) -> None:
+    fake_server.configure(metrics=False, latency=1.0)
+    result = fake_server.run(RunConfig(input=rows(tmp_path, 600), output=tmp_path / "out.jsonl",
+                           base_url=fake_server.url, quiet=True, max_concurrency=200))
     assert result.exit_code == 0
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 600
-    assert simulator.stats()["peak_in_flight"] == 200
+    assert fake_server.stats()["peak_in_flight"] == 200

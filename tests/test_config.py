@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from vbatch import ConfigError, RunConfig
-from vbatch.requests import RequestBuilder
+from vbatch.prepare.builder import RequestBuilder
 
 
 def config(**options: Any) -> RunConfig:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from vbatch import cpu, server_options
-from vbatch.cpu import CpuInfo, choose_dtype, parse_cpuinfo
-from vbatch.server_options import ServerOptions, server_command
+from vbatch.servers import cpu
+from vbatch.servers import options as server_options
+from vbatch.servers.cpu import CpuInfo, choose_dtype, parse_cpuinfo
+from vbatch.servers.options import ServerOptions, server_command
 
 ZEN3 = """processor\t: 0
 vendor_id\t: AuthenticAMD

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from vbatch.errors import OutputWriteError
-from vbatch.writer import ResultWriter
+from vbatch.output.writer import ResultWriter
 
 from .conftest import SimulatorProcess, read_jsonl, vbatch_cmd, write_jsonl
 

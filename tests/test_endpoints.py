@@ -12,7 +12,7 @@ import pytest
 
 from vbatch import ConfigError
 from vbatch.config import normalize_base_url, redact_url
-from vbatch.endpoints import read_endpoints_file
+from vbatch.transport.pool import read_endpoints_file
 
 from .conftest import (
     SimulatorProcess,

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from vbatch.breaker import CircuitBreaker
+from vbatch.engine.breaker import CircuitBreaker
 
 from .conftest import SimulatorProcess, read_jsonl, vbatch_cmd, write_jsonl
 

@@ -9,11 +9,11 @@ import pytest
 
 from vbatch import RunConfig, run
 from vbatch.errors import HTTPStatusError
-from vbatch.fit import ContextError, fit_row, fitting_limit, parse_context_error
-from vbatch.plan import make_plan
-from vbatch.tokens import BoundedTokenCounter, token_bound
+from vbatch.prepare.fit import ContextError, fit_row, fitting_limit, parse_context_error
+from vbatch.prepare.plan import make_plan
+from vbatch.prepare.tokens import BoundedTokenCounter, token_bound
 
-from .conftest import SimulatorProcess, read_jsonl, run_cli, write_jsonl
+from .conftest import InProcessServer, SimulatorProcess, read_jsonl, run_cli, write_jsonl
 
 
 def test_fit_row_policies() -> None:
@@ -149,13 +149,13 @@ def test_fail_stops_before_sending_and_lists_ids(
 
 @pytest.mark.parametrize("style", ["requested", "too-large", "you-passed", "at-least"])
 def test_tokenizer_mismatch_400_is_clamped_and_retried_once(
-    simulator: SimulatorProcess, tmp_path: Path, style: str
+    fake_server: InProcessServer, tmp_path: Path, style: str
 ) -> None:
-    simulator.configure(max_model_len=50, completion_tokens=100, tokenize_scale=0.5,
-                        context_error_style=style)
+    fake_server.configure(max_model_len=50, completion_tokens=100, tokenize_scale=0.5,
+                          context_error_style=style)
     source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": words(39)}])
-    result = run(RunConfig(input=source, output=tmp_path / "out.jsonl", base_url=simulator.url,
-                           quiet=True, max_tokens=20))
+    result = fake_server.run(RunConfig(input=source, output=tmp_path / "out.jsonl",
+                                       base_url=fake_server.url, quiet=True, max_tokens=20))
     (record,) = read_jsonl(tmp_path / "out.jsonl")
     assert result.exit_code == 0
     assert record["status"] == "ok" and record["attempts"] == 2
@@ -163,13 +163,13 @@ def test_tokenizer_mismatch_400_is_clamped_and_retried_once(
     assert record["usage"]["completion_tokens"] == 10
 
 
-def test_unnumbered_context_error_never_crashes(simulator: SimulatorProcess, tmp_path: Path
+def test_unnumbered_context_error_never_crashes(fake_server: InProcessServer, tmp_path: Path
                                                 ) -> None:
-    simulator.configure(max_model_len=50, completion_tokens=100, tokenize_scale=0.5,
+    fake_server.configure(max_model_len=50, completion_tokens=100, tokenize_scale=0.5,
                         context_error_style="llama-cpp")
     rows = [{"id": "a", "prompt": words(34)}, {"id": "b", "prompt": words(45)}]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
-    run(RunConfig(input=source, output=tmp_path / "out.jsonl", base_url=simulator.url,
+    fake_server.run(RunConfig(input=source, output=tmp_path / "out.jsonl", base_url=fake_server.url,
                   quiet=True, max_tokens=20))
     records = {r["id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
     assert records["a"]["status"] == "ok" and records["a"]["clamped_max_tokens"] == 15
@@ -239,12 +239,12 @@ def test_bounded_counter_makes_the_exact_one_only_when_a_row_needs_it() -> None:
         counter.count([image])
 
 
-def test_rows_that_surely_fit_are_not_tokenized(simulator: SimulatorProcess, tmp_path: Path
+def test_rows_that_surely_fit_are_not_tokenized(fake_server: InProcessServer, tmp_path: Path
                                                 ) -> None:
-    simulator.configure(max_model_len=2048)
+    fake_server.configure(max_model_len=2048)
     rows = [{"id": "small", "prompt": words(5)}, {"id": "big", "prompt": words(400)}]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
-    result = run(RunConfig(input=source, output=tmp_path / "out.jsonl", base_url=simulator.url,
-                           quiet=True, max_tokens=20))
+    result = fake_server.run(RunConfig(input=source, output=tmp_path / "out.jsonl",
+                                       base_url=fake_server.url, quiet=True, max_tokens=20))
     assert result.exit_code == 0
-    assert simulator.stats()["tokenize_requests"] == 2
+    assert fake_server.stats()["tokenize_requests"] == 2

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from vbatch import RunConfig, run
-from vbatch.output_lock import OutputLock, lock_path
+from vbatch.output.lock import OutputLock, lock_path
 
 from .conftest import SimulatorProcess, read_jsonl, run_cli, vbatch_cmd, write_jsonl
 
@@ -77,7 +77,7 @@ def test_unwritable_or_foreign_format_outputs_are_one_clear_line(
         simulator: SimulatorProcess, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", rows(3))
     for out, says in ((tmp_path / "no-such-dir" / "out.jsonl", b"does not exist"),
-                      (tmp_path / "out.parquet", b"writes JSON Lines")):
+                      (tmp_path / "out.parquet", b"does not write .parquet")):
         refused = cli_run(source, out, simulator)
         assert refused.returncode == 2, refused.stderr
         assert says in refused.stderr and b"Traceback" not in refused.stderr

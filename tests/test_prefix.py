@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from vbatch import ConfigError, RunConfig, run
-from vbatch.prefix import PrefixOrder, prefix_key, prompt_text
-from vbatch.readers import read_rows
+from vbatch.source.prefix import PrefixOrder, prefix_key, prompt_text
+from vbatch.source.readers import read_rows
 
-from .conftest import SimulatorProcess, read_jsonl, write_jsonl
+from .conftest import InProcessServer, read_jsonl, write_jsonl
 
 SYSTEMS = {name: f"You are assistant {name}. " + f"Example {name}: an answer. " * 60
            for name in "ABC"}
@@ -59,40 +59,40 @@ def test_prompt_text_of_chat_starts_with_the_system_message() -> None:
     assert text.startswith("system\x01S") and text.endswith("user\x01U")
 
 
-def test_rows_are_sent_grouped_and_recorded_once(simulator: SimulatorProcess, tmp_path: Path
+def test_rows_are_sent_grouped_and_recorded_once(fake_server: InProcessServer, tmp_path: Path
                                                  ) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", interleaved(90))
     out = tmp_path / "out.jsonl"
-    config = RunConfig(input=source, output=out, base_url=simulator.url, max_tokens=2,
+    config = RunConfig(input=source, output=out, base_url=fake_server.url, max_tokens=2,
                        concurrency=1, group_by_prefix=True, ordered=True, quiet=True)
-    assert run(config).exit_code == 0
-    sent = [system_of(body) for body in simulator.requests()]
+    assert fake_server.run(config).exit_code == 0
+    sent = [system_of(body) for body in fake_server.requests()]
     assert len(sent) == 90
     assert sum(1 for a, b in itertools.pairwise(sent) if a != b) == 2
     assert [r["id"] for r in read_jsonl(out)] == [f"r{i}" for i in range(90)]
 
 
-def test_ungrouped_run_interleaves(simulator: SimulatorProcess, tmp_path: Path) -> None:
+def test_ungrouped_run_interleaves(fake_server: InProcessServer, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", interleaved(30))
-    config = RunConfig(input=source, output=tmp_path / "out.jsonl", base_url=simulator.url,
+    config = RunConfig(input=source, output=tmp_path / "out.jsonl", base_url=fake_server.url,
                        max_tokens=2, concurrency=1, quiet=True)
-    run(config)
-    sent = [system_of(body) for body in simulator.requests()]
+    fake_server.run(config)
+    sent = [system_of(body) for body in fake_server.requests()]
     assert sum(1 for a, b in itertools.pairwise(sent) if a != b) == 29
 
 
-def test_resume_with_grouping_sends_only_the_rest(simulator: SimulatorProcess, tmp_path: Path
+def test_resume_with_grouping_sends_only_the_rest(fake_server: InProcessServer, tmp_path: Path
                                                   ) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", interleaved(30))
     out = tmp_path / "out.jsonl"
     write_jsonl(tmp_path / "first.jsonl", interleaved(30)[:10])
-    first = RunConfig(input=tmp_path / "first.jsonl", output=out, base_url=simulator.url,
+    first = RunConfig(input=tmp_path / "first.jsonl", output=out, base_url=fake_server.url,
                       max_tokens=2, concurrency=1, quiet=True, group_by_prefix=True)
-    run(first)
-    simulator.reset()
-    result = run(first.replace(input=source))
+    fake_server.run(first)
+    fake_server.reset()
+    result = fake_server.run(first.replace(input=source))
     assert result.stats.already_done == 10 and result.stats.ok == 20
-    assert len(simulator.requests()) == 20
+    assert len(fake_server.requests()) == 20
     assert sorted(r["index"] for r in read_jsonl(out)) == list(range(30))
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from vbatch.progress import Progress
-from vbatch.stats import LatencyHistogram, RunStats
+from vbatch.engine.progress import Progress
+from vbatch.engine.stats import LatencyHistogram, RunStats
 
 
 class FakeClock:

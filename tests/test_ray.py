@@ -197,7 +197,8 @@ def test_each_actor_starts_its_own_server(ray_cluster: str, tmp_path: Path) -> N
     for replica in (0, 1):
         assert "Application startup complete" in (
             tmp_path / f"out.jsonl.server.{replica}.log").read_text()
-    assert not shard_workers()
+    # ray.kill returns before the actor's process has exited.
+    wait_for(lambda: not shard_workers(), timeout=15)
 
 
 def test_ctrl_c_stops_the_actors_cleanly_and_a_rerun_completes(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vbatch import ConfigError
-from vbatch.readers import detect_format, read_rows
+from vbatch.source.readers import detect_format, read_rows
 
 
 def test_jsonl_skips_blank_lines_and_counts_rows(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from vbatch import ConfigError, InputError, RunConfig
-from vbatch.readers import RawRow
-from vbatch.requests import RequestBuilder
+from vbatch.prepare.builder import RequestBuilder
+from vbatch.source.readers import RawRow
 
 from .conftest import SimulatorProcess, read_jsonl, run_cli, write_jsonl
 

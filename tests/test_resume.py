@@ -16,42 +16,49 @@ from pathlib import Path
 import orjson
 import pytest
 
-from vbatch import ConfigError, ManifestMismatchError, OutputError, RunConfig, arun, run
-from vbatch.ledger import read_output, repair_torn_tail
+from vbatch import ConfigError, ManifestMismatchError, OutputError, RunConfig, run
+from vbatch.output.ledger import read_output, repair_torn_tail
 
-from .conftest import SimulatorProcess, read_jsonl, run_cli, vbatch_cmd, write_jsonl
+from .conftest import (
+    InProcessServer,
+    SimulatorProcess,
+    read_jsonl,
+    run_cli,
+    vbatch_cmd,
+    write_jsonl,
+)
 
 
 def rows(count: int) -> list[dict[str, str]]:
     return [{"id": f"row-{i}", "prompt": f"question number {i}"} for i in range(count)]
 
 
-def test_rerun_skips_finished_rows(simulator: SimulatorProcess, tmp_path: Path) -> None:
+def test_rerun_skips_finished_rows(fake_server: InProcessServer, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", rows(50))
     out = tmp_path / "out.jsonl"
-    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3)
-    assert run(cfg).stats.ok == 50
-    simulator.reset()
-    second = run(cfg)
+    cfg = RunConfig(input=source, output=out, base_url=fake_server.url, quiet=True, max_tokens=3)
+    assert fake_server.run(cfg).stats.ok == 50
+    fake_server.reset()
+    second = fake_server.run(cfg)
     assert second.stats.ok == 0 and second.stats.already_done == 50
-    assert simulator.stats()["requests_seen"] == 0
+    assert fake_server.stats()["requests_seen"] == 0
     assert len(read_jsonl(out)) == 50
 
 
-def test_torn_last_line_is_repaired_and_redone(simulator: SimulatorProcess, tmp_path: Path
+def test_torn_last_line_is_repaired_and_redone(fake_server: InProcessServer, tmp_path: Path
                                                 ) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", rows(10))
     out = tmp_path / "out.jsonl"
-    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3)
-    run(cfg)
+    cfg = RunConfig(input=source, output=out, base_url=fake_server.url, quiet=True, max_tokens=3)
+    fake_server.run(cfg)
     lines = out.read_bytes().splitlines(keepends=True)
     torn_id = json.loads(lines[-1])["id"]
     out.write_bytes(b"".join(lines[:-1]) + lines[-1][:25])
-    simulator.reset()
-    run(cfg)
+    fake_server.reset()
+    fake_server.run(cfg)
     records = read_jsonl(out)
     assert sorted(r["id"] for r in records) == sorted(r["id"] for r in rows(10))
-    assert [body["messages"][0]["content"] for body in simulator.requests()] == [
+    assert [body["messages"][0]["content"] for body in fake_server.requests()] == [
         next(r["prompt"] for r in rows(10) if r["id"] == torn_id)
     ]
 
@@ -75,59 +82,59 @@ def test_a_file_with_no_record_is_refused_untouched(tmp_path: Path) -> None:
     assert path.read_text() == 'garbage\n{"a": 1}\n{"b": 2}'
 
 
-def finished_run(simulator: SimulatorProcess, tmp_path: Path, count: int
+def finished_run(server: SimulatorProcess | InProcessServer, tmp_path: Path, count: int
                  ) -> tuple[RunConfig, Path]:
     """The config of a run of ``count`` rows that has completed, and its output."""
     source = write_jsonl(tmp_path / "in.jsonl", rows(count))
     out = tmp_path / "out.jsonl"
-    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3)
-    assert run(cfg).exit_code == 0
+    cfg = RunConfig(input=source, output=out, base_url=server.url, quiet=True, max_tokens=3)
+    assert server.run(cfg).exit_code == 0
     return cfg, out
 
 
 def test_torn_line_glued_mid_file_is_removed_and_both_rows_rerun(
-        simulator: SimulatorProcess, tmp_path: Path) -> None:
-    cfg, out = finished_run(simulator, tmp_path, 10)
+        fake_server: InProcessServer, tmp_path: Path) -> None:
+    cfg, out = finished_run(fake_server, tmp_path, 10)
     lines = out.read_bytes().splitlines(keepends=True)
     torn, glued = json.loads(lines[4])["id"], json.loads(lines[5])["id"]
     lines[4:6] = [lines[4][:30] + lines[5]]
     out.write_bytes(b"".join(lines))
-    simulator.reset()
+    fake_server.reset()
     messages = io.StringIO()
-    result = asyncio.run(arun(cfg.replace(quiet=False), stream=messages))
+    result = asyncio.run(fake_server.arun(cfg.replace(quiet=False), stream=messages))
     assert result.exit_code == 0
     assert "removed 1 damaged lines" in messages.getvalue() and "line 5" in messages.getvalue()
-    sent = sorted(body["messages"][0]["content"] for body in simulator.requests())
+    sent = sorted(body["messages"][0]["content"] for body in fake_server.requests())
     assert sent == sorted(r["prompt"] for r in rows(10) if r["id"] in (torn, glued))
     assert Counter(r["id"] for r in read_jsonl(out)) == Counter(r["id"] for r in rows(10))
 
 
 def test_second_records_of_an_id_are_removed_on_resume(
-        simulator: SimulatorProcess, tmp_path: Path) -> None:
-    cfg, out = finished_run(simulator, tmp_path, 10)
+        fake_server: InProcessServer, tmp_path: Path) -> None:
+    cfg, out = finished_run(fake_server, tmp_path, 10)
     first = out.read_bytes()
     out.chmod(0o600)
     with open(out, "ab") as handle:
         handle.write(first.splitlines(keepends=True)[3] + first.splitlines(keepends=True)[7])
-    simulator.reset()
-    result = run(cfg)
-    assert result.exit_code == 0 and simulator.stats()["requests_seen"] == 0
+    fake_server.reset()
+    result = fake_server.run(cfg)
+    assert result.exit_code == 0 and fake_server.stats()["requests_seen"] == 0
     assert out.read_bytes() == first
     assert out.stat().st_mode & 0o777 == 0o600
 
 
-def test_retry_failed_replaces_failed_records(simulator: SimulatorProcess, tmp_path: Path) -> None:
+def test_retry_failed_replaces_failed_records(fake_server: InProcessServer, tmp_path: Path) -> None:
     data = [{"id": f"r{i}", "prompt": f"p {i}"} for i in range(10)]
     source = write_jsonl(tmp_path / "in.jsonl", data)
     out = tmp_path / "out.jsonl"
-    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3,
+    cfg = RunConfig(input=source, output=out, base_url=fake_server.url, quiet=True, max_tokens=3,
                     max_retries=0)
-    simulator.configure(fail_first=3, fail_status=500)
-    first = run(cfg)
+    fake_server.configure(fail_first=3, fail_status=500)
+    first = fake_server.run(cfg)
     assert first.stats.failed == 3 and first.exit_code == 1
-    again = run(cfg)
+    again = fake_server.run(cfg)
     assert again.stats.done == 0 and again.exit_code == 1
-    retried = run(cfg.replace(retry_failed=True))
+    retried = fake_server.run(cfg.replace(retry_failed=True))
     assert retried.stats.ok == 3 and retried.exit_code == 0
     records = read_jsonl(out)
     assert sorted(r["id"] for r in records) == sorted(d["id"] for d in data)
@@ -193,17 +200,17 @@ def test_sigkill_at_random_instants_then_resume(
 
 
 def test_unicode_line_separators_in_text_do_not_break_records(
-    simulator: SimulatorProcess, tmp_path: Path
+    fake_server: InProcessServer, tmp_path: Path
 ) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", rows(2))
     out = tmp_path / "out.jsonl"
     record = {"id": "row-0", "index": 0, "status": "ok", "text": "a\u2028b\x85c\x1cd",
               "finish_reason": "stop", "usage": None, "error": None}
-    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3,
+    cfg = RunConfig(input=source, output=out, base_url=fake_server.url, quiet=True, max_tokens=3,
                     force=True)
-    run(cfg)
+    fake_server.run(cfg)
     out.write_bytes(orjson.dumps(record) + b"\n")
-    result = run(cfg.replace(ordered=True))
+    result = fake_server.run(cfg.replace(ordered=True))
     assert result.stats.already_done == 1 and result.stats.ok == 1
     records = read_jsonl(out)
     assert [r["id"] for r in records] == ["row-0", "row-1"]
@@ -211,39 +218,40 @@ def test_unicode_line_separators_in_text_do_not_break_records(
 
 
 def test_a_changed_input_is_refused_then_replaced_with_force(
-        simulator: SimulatorProcess, tmp_path: Path) -> None:
+        fake_server: InProcessServer, tmp_path: Path) -> None:
     data = rows(20)
     source = write_jsonl(tmp_path / "in.jsonl", data)
     out = tmp_path / "out.jsonl"
-    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3)
-    assert run(cfg).exit_code == 0
+    cfg = RunConfig(input=source, output=out, base_url=fake_server.url, quiet=True, max_tokens=3)
+    assert fake_server.run(cfg).exit_code == 0
     data[3]["prompt"] = "a different question"
     data[11]["prompt"] = "another different question"
     write_jsonl(source, data)
-    simulator.reset()
+    fake_server.reset()
     with pytest.raises(ConfigError, match=r"2 rows .* changed .*row-3, row-11"):
-        run(cfg)
-    assert simulator.stats()["requests_seen"] == 0
+        fake_server.run(cfg)
+    assert fake_server.stats()["requests_seen"] == 0
     messages = io.StringIO()
-    result = asyncio.run(arun(cfg.replace(force=True, quiet=False), stream=messages))
+    result = asyncio.run(fake_server.arun(cfg.replace(force=True, quiet=False), stream=messages))
     assert result.exit_code == 0 and result.stats.ok == 2
     assert "sending 2 changed rows again" in messages.getvalue()
-    sent = sorted(body["messages"][0]["content"] for body in simulator.requests())
+    sent = sorted(body["messages"][0]["content"] for body in fake_server.requests())
     assert sent == ["a different question", "another different question"]
     assert Counter(r["id"] for r in read_jsonl(out)) == Counter(r["id"] for r in data)
-    simulator.reset()
-    assert run(cfg).stats.already_done == 20 and simulator.stats()["requests_seen"] == 0
+    fake_server.reset()
+    assert fake_server.run(cfg).stats.already_done == 20
+    assert fake_server.stats()["requests_seen"] == 0
 
 
-def test_a_changed_system_message_counts_as_a_change(simulator: SimulatorProcess,
+def test_a_changed_system_message_counts_as_a_change(fake_server: InProcessServer,
                                                      tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", rows(5))
     out = tmp_path / "out.jsonl"
-    cfg = RunConfig(input=source, output=out, base_url=simulator.url, quiet=True, max_tokens=3,
+    cfg = RunConfig(input=source, output=out, base_url=fake_server.url, quiet=True, max_tokens=3,
                     system="Be brief.")
-    run(cfg)
+    fake_server.run(cfg)
     with pytest.raises(ConfigError):
-        run(cfg.replace(system="Be verbose.", force=False))
+        fake_server.run(cfg.replace(system="Be verbose.", force=False))
 
 
 def test_ctrl_c_records_in_flight_rows_and_sends_nothing_new(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vbatch.server_options import (
+from vbatch.servers.options import (
     ServerOptions,
     cpu_ranges,
     replica_options,
@@ -62,7 +62,7 @@ def test_command_sets_batch_limits_unless_passed_through() -> None:
 
 
 def test_replicas_split_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("vbatch.server_options._usable_cpus", lambda: [0, 1, 2, 3])
+    monkeypatch.setattr("vbatch.servers.options._usable_cpus", lambda: [0, 1, 2, 3])
     first, second = (replica_options(options(build="cpu"), i, 2) for i in range(2))
     assert (first.cpus, second.cpus) == ((0, 2), (1, 3))
     assert first.log_path.name == "server.0.log" and second.memory_share == 2

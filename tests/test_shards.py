@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vbatch.merge import done_bits, merge_shards
-from vbatch.readers import read_rows
-from vbatch.shards import plan_shards, read_shard
+from vbatch.output.merge import done_bits, merge_shards
+from vbatch.source.readers import read_rows
+from vbatch.source.shards import plan_shards, read_shard
 
 from .conftest import read_jsonl
 

@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from vbatch import RunConfig, run
-from vbatch.concurrency import RUNNING_WINDOW_S
-from vbatch.tokens import LocalTokenCounter
+from vbatch.engine.concurrency import RUNNING_WINDOW_S
+from vbatch.prepare.tokens import LocalTokenCounter
 
 from .conftest import read_jsonl, run_cli, vbatch_cmd, write_jsonl
 from .vllm_helpers import (

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from vbatch import RunConfig
-from vbatch.model import prepare_default_model
-from vbatch.readers import RawRow
-from vbatch.requests import RequestBuilder
-from vbatch.tokens import LocalTokenCounter
+from vbatch.prepare.builder import RequestBuilder
+from vbatch.prepare.tokens import LocalTokenCounter
+from vbatch.servers.default_model import prepare_default_model
+from vbatch.source.readers import RawRow
 
 from .conftest import VLLM_TEST_MAX_MODEL_LEN, read_jsonl, run_cli, write_jsonl
 

@@ -85,7 +85,8 @@ def api_servers_below(pid: int) -> list[psutil.Process]:
     for process in descendants(pid):
         try:
             command = " ".join(process.cmdline())
-            if "vllm.entrypoints.openai.api_server" in command and "server_guard" not in command:
+            guard = "vbatch.servers.guard" in command
+            if "vllm.entrypoints.openai.api_server" in command and not guard:
                 found.append(process)
         except psutil.NoSuchProcess:
             continue

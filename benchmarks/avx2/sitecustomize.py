@@ -35,7 +35,7 @@ if os.environ.get("VBATCH_EMULATE_AVX2") == "1":
 
         module.cpu_info = cpu_info
 
-    _PATCHES = {"torch.cpu": _patch_torch_cpu, "vbatch.cpu": _patch_vbatch_cpu}
+    _PATCHES = {"torch.cpu": _patch_torch_cpu, "vbatch.servers.cpu": _patch_vbatch_cpu}
 
     class _Patcher(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):  # type: ignore[no-untyped-def]

@@ -8,8 +8,11 @@ The public API::
     result.stats.ok, result.stats.failed, result.exit_code
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from vbatch._version import __version__
 from vbatch.config import RunConfig
 from vbatch.errors import (
     ConfigError,
@@ -25,8 +28,25 @@ from vbatch.errors import (
     TransportError,
     VbatchError,
 )
-from vbatch.runner import RunResult, arun, run
-from vbatch.stats import RunStats
+
+if TYPE_CHECKING:
+    from vbatch.engine.job import RunResult
+    from vbatch.engine.stats import RunStats
+    from vbatch.runner import arun, run
+
+# Loaded on first use, so that ``import vbatch`` (and ``vbatch --help``) stay fast.
+_LAZY = {"run": "vbatch.runner", "arun": "vbatch.runner", "RunResult": "vbatch.engine.job",
+         "RunStats": "vbatch.engine.stats"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vbatch' has no attribute {name!r}")
 
 __all__ = [
     "ConfigError",

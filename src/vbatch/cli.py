@@ -1,8 +1,10 @@
-"""The ``vbatch`` command line: a thin layer that parses options and calls the library."""
+"""The ``vbatch`` command line: a thin layer that parses options and calls the library.
+
+Each command imports the library's machinery when it runs, so ``vbatch --help`` stays fast.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 import sys
@@ -13,14 +15,30 @@ from typing import Any
 import click
 import orjson
 
-from vbatch import __version__
-from vbatch.config import RunConfig
+from vbatch._version import __version__
+from vbatch.config import INPUT_FORMATS, RunConfig
+from vbatch.defaults import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_ENDPOINT,
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_ID_FIELD,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_DOWNTIME,
+    DEFAULT_MAX_RESTARTS,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_N,
+    DEFAULT_ON_BAD_ROW,
+    DEFAULT_ON_OVERFLOW,
+    DEFAULT_PROMPT_FIELD,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RETRY_BASE_DELAY,
+    DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_STARTUP_TIMEOUT,
+    DEFAULT_TENSOR_PARALLEL_SIZE,
+)
+from vbatch.endpoints import ENDPOINTS
 from vbatch.errors import OutputWriteError, ServerError, VbatchError
-from vbatch.plan import plan_input
-from vbatch.runner import run as run_job
-from vbatch.serving import serve_foreground
-from vbatch.simulator import SimConfig
-from vbatch.simulator import serve as serve_simulator
+from vbatch.testing.simulate import simulate
 
 EXIT_USAGE = 2
 EXIT_SERVER = 3
@@ -33,18 +51,48 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     decorators = [
         click.option("--max-model-len", type=int,
                      help="Context length of the managed server (default: the model's own)."),
-        click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True,
-                     help="Share of GPU memory the managed server may use."),
-        click.option("--tensor-parallel-size", type=int, default=1, show_default=True,
+        click.option("--gpu-memory-utilization", type=float, default=DEFAULT_GPU_MEMORY_UTILIZATION,
+                     show_default=True, help="Share of GPU memory the managed server may use."),
+        click.option("--tensor-parallel-size", type=int, default=DEFAULT_TENSOR_PARALLEL_SIZE,
+                     show_default=True,
                      help="GPUs per managed server."),
         click.option("--max-num-seqs", type=int,
                      help="Managed server's batch size limit (default: 256 CPU, 1024 GPU)."),
         click.option("--max-num-batched-tokens", type=int,
                      help="Managed server's tokens per step (default: 4096 CPU, 16384 GPU)."),
-        click.option("--max-restarts", type=int, default=3, show_default=True,
+        click.option("--max-restarts", type=int, default=DEFAULT_MAX_RESTARTS, show_default=True,
                      help="Restarts of a managed server that dies."),
-        click.option("--startup-timeout", type=float, default=1200.0, show_default=True,
+        click.option("--startup-timeout", type=float, default=DEFAULT_STARTUP_TIMEOUT,
+                     show_default=True,
                      help="Seconds the managed server may take to become healthy."),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def row_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """How rows become requests, shared by ``run`` and ``plan``: the API, the row's id and
+    prompt fields, the template, the input format and what a bad row does."""
+    decorators = [
+        click.option("--endpoint", type=click.Choice(list(ENDPOINTS)),
+                     default=DEFAULT_ENDPOINT, show_default=True,
+                     help="Which API the rows go to (plan: count them as chat, with the chat "
+                     "template, or as completions)."),
+        click.option("--id-field", default=DEFAULT_ID_FIELD, show_default=True,
+                     help="Input field with the row's id (else the row's 0-based index)."),
+        click.option("--prompt-field", default=DEFAULT_PROMPT_FIELD, show_default=True,
+                     help="Input field with the prompt; a row with a 'messages' list is sent "
+                     "as chat."),
+        click.option("--system", help="System message put before each chat prompt."),
+        click.option("--template", help="Jinja2 template building the prompt from the row's "
+                     "fields, e.g. 'Summarise: {{ text }}'."),
+        click.option("--input-format", type=click.Choice(INPUT_FORMATS),
+                     help="Input format (default: from the file name)."),
+        click.option("--on-bad-row", type=click.Choice(["fail", "skip"]),
+                     default=DEFAULT_ON_BAD_ROW, show_default=True,
+                     help="fail: stop before sending anything; skip: record the row as failed "
+                     "(plan: leave it out of the counts)."),
     ]
     for decorator in reversed(decorators):
         command = decorator(command)
@@ -116,41 +164,32 @@ def main() -> None:
 @click.option("--api-key", help="API key (default: env VBATCH_API_KEY or OPENAI_API_KEY; "
               "prefer them: a command line is visible to every user in ps). "
               "Never logged or written.")
-@click.option("--endpoint", type=click.Choice(["chat", "completions"]), default="chat",
-              show_default=True, help="Which API to call.")
+@row_options
 @click.option("--max-tokens", type=int, help="Most tokens to generate per row.")
 @click.option("--temperature", type=float, help="Sampling temperature.")
 @click.option("--top-p", type=float, help="Nucleus sampling probability mass.")
 @click.option("--seed", type=int, help="Sampling seed, for reproducible outputs.")
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
-@click.option("--n", type=int, default=1, show_default=True, help="Completions per row.")
-@click.option("--concurrency", default="auto", show_default=True, callback=_parse_concurrency,
+@click.option("--n", type=int, default=DEFAULT_N, show_default=True, help="Completions per row.")
+@click.option("--concurrency", default=DEFAULT_CONCURRENCY, show_default=True,
+              callback=_parse_concurrency,
               help="Requests in flight: 'auto' follows the server's load (vLLM /metrics), "
               "a number fixes it.")
-@click.option("--max-concurrency", type=int, default=1024, show_default=True,
+@click.option("--max-concurrency", type=int, default=DEFAULT_MAX_CONCURRENCY, show_default=True,
               help="Ceiling of --concurrency auto.")
-@click.option("--id-field", default="id", show_default=True,
-              help="Input field with the row's id (else the row's 0-based index).")
-@click.option("--prompt-field", default="prompt", show_default=True,
-              help="Input field with the prompt; a row with a 'messages' list is sent as chat.")
-@click.option("--system", help="System message put before each chat prompt.")
-@click.option("--template", help="Jinja2 template building the prompt from the row's fields, "
-              "e.g. 'Summarise: {{ text }}'.")
 @click.option("--extra-body", callback=_parse_extra_body,
               help="JSON object (or @file) merged into every request, e.g. '{\"top_k\": 20}'.")
 @click.option("--keep", multiple=True, help="Input field copied into the output (repeatable).")
-@click.option("--input-format", type=click.Choice(["jsonl", "csv", "parquet"]),
-              help="Input format (default: from the file name).")
-@click.option("--max-retries", type=int, default=6, show_default=True,
+@click.option("--max-retries", type=int, default=DEFAULT_MAX_RETRIES, show_default=True,
               help="Retries of a row after connection errors, timeouts, 408, 429 and 5xx.")
-@click.option("--retry-delay", type=float, default=0.5, show_default=True,
+@click.option("--retry-delay", type=float, default=DEFAULT_RETRY_BASE_DELAY, show_default=True,
               help="First retry's delay in seconds; doubles each retry, with jitter.")
-@click.option("--request-timeout", type=float, default=600.0, show_default=True,
+@click.option("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT, show_default=True,
               help="Seconds one request may take.")
-@click.option("--max-downtime", type=float, default=600.0, show_default=True,
+@click.option("--max-downtime", type=float, default=DEFAULT_MAX_DOWNTIME, show_default=True,
               help="Stop (exit 3) when no server has answered for this many seconds; "
               "the rows not recorded are sent by the same command later.")
-@click.option("--shutdown-grace", type=float, default=5.0, show_default=True,
+@click.option("--shutdown-grace", type=float, default=DEFAULT_SHUTDOWN_GRACE, show_default=True,
               help="Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.")
 @click.option("--ordered", is_flag=True, help="Rewrite the output in input order at the end.")
 @click.option("--retry-failed", is_flag=True,
@@ -158,10 +197,8 @@ def main() -> None:
 @click.option("--force", is_flag=True,
               help="Resume even though the generation parameters or rows changed; rows "
               "whose request changed are sent again and their records replaced.")
-@click.option("--on-bad-row", type=click.Choice(["fail", "skip"]), default="fail",
-              show_default=True,
-              help="fail: stop before sending anything; skip: record the row as failed.")
-@click.option("--on-overflow", type=click.Choice(["clamp", "skip", "fail"]), default="clamp",
+@click.option("--on-overflow", type=click.Choice(["clamp", "skip", "fail"]),
+              default=DEFAULT_ON_OVERFLOW,
               show_default=True,
               help="A row whose prompt + max_tokens exceeds the context: clamp its max_tokens, "
               "skip it (recorded as failed), or fail before sending anything.")
@@ -205,6 +242,8 @@ def run(input_path: Path, output: Path, **options: Any) -> None:
     # Until sending starts (the run then handles both signals itself), SIGTERM stops the
     # check pass as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
+    from vbatch.runner import run as run_job
+
     try:
         with _exit_on_error():
             result = run_job(RunConfig(input=input_path, output=output, **options))
@@ -212,44 +251,6 @@ def run(input_path: Path, output: Path, **options: Any) -> None:
         click.echo("vbatch: interrupted before sending; nothing was lost.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(result.exit_code)
-
-
-@main.command()
-@click.option("--port", type=int, default=8000, show_default=True,
-              help="Port on 127.0.0.1 (0 picks a free one).")
-@click.option("--model", default="sim-model", show_default=True, help="Model name it serves.")
-@click.option("--max-model-len", type=int, default=2048, show_default=True,
-              help="Context length it reports and enforces (tokens are words).")
-@click.option("--latency", type=float, default=0.0, show_default=True,
-              help="Seconds every answer takes.")
-@click.option("--token-latency", type=float, default=0.0, show_default=True,
-              help="Extra seconds per generated token.")
-@click.option("--capacity", type=int, default=0, show_default=True,
-              help="Requests served at once; more wait (0: no limit).")
-@click.option("--completion-tokens", type=int, default=16, show_default=True,
-              help="Tokens generated per answer (capped by max_tokens).")
-@click.option("--fail-first", type=int, default=0, show_default=True,
-              help="Answer the first N requests with --fail-status.")
-@click.option("--fail-status", type=int, default=503, show_default=True,
-              help="Status of simulated failures.")
-@click.option("--error-rate", type=float, default=0.0, show_default=True,
-              help="Probability of answering --fail-status.")
-@click.option("--retry-after", type=float, help="Retry-After seconds sent with 429/503.")
-@click.option("--drop-rate", type=float, default=0.0, show_default=True,
-              help="Probability of dropping the connection without an answer.")
-@click.option("--slow-rate", type=float, default=0.0, show_default=True,
-              help="Probability of an answer taking --slow-latency more.")
-@click.option("--slow-latency", type=float, default=5.0, show_default=True,
-              help="Extra seconds of a slow answer.")
-@click.option("--reject-marker", default="SIM_REJECT", show_default=True,
-              help="Prompts containing this text are answered 400.")
-@click.option("--api-key", help="Require this bearer token.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the simulated faults.")
-def simulate(port: int, **options: Any) -> None:
-    """Serve a simulated vLLM OpenAI-compatible server on loopback (for tests and dry runs)."""
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_simulator(SimConfig(**options), port=port))
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -275,6 +276,8 @@ def serve(model: str | None, port: int, log_path: Path | None, **options: Any) -
         # `vbatch serve -- --flag`: with no MODEL, click hands the first argument after -- to it.
         model, extra = None, (model, *extra)
     options["extra_args"] = extra
+    from vbatch.servers.serve import serve_foreground
+
     with _exit_on_error():
         code = serve_foreground(model, port=port, log_path=log_path, **options)
     sys.exit(code)
@@ -286,23 +289,20 @@ def serve(model: str | None, port: int, log_path: Path | None, **options: Any) -
 @click.option("--max-tokens", type=int, help="max_tokens the rows will ask for.")
 @click.option("--max-model-len", type=int,
               help="Count the rows that do not fit this context, and list their ids.")
-@click.option("--endpoint", type=click.Choice(["chat", "completions"]), default="chat",
-              show_default=True, help="Count as chat (with the chat template) or completions.")
-@click.option("--id-field", default="id", show_default=True, help="Input field with the row's id.")
-@click.option("--prompt-field", default="prompt", show_default=True,
-              help="Input field with the prompt.")
-@click.option("--system", help="System message put before each chat prompt.")
-@click.option("--template", help="Jinja2 template building the prompt from the row's fields.")
-@click.option("--input-format", type=click.Choice(["jsonl", "csv", "parquet"]),
-              help="Input format (default: from the file name).")
-@click.option("--on-bad-row", type=click.Choice(["fail", "skip"]), default="fail",
-              show_default=True, help="fail: stop at a bad row; skip: leave it out of the counts.")
+@row_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(input_path: Path, as_json: bool, **options: Any) -> None:
     """Count INPUT's prompt tokens exactly and print the --max-model-len that fits it."""
+    from vbatch.prepare.plan import plan_input
+    from vbatch.servers.default_model import resolve_model
+
     with _exit_on_error():
-        token_plan = plan_input(input_path, **options)
+        model_path, _ = resolve_model(options.pop("model"))
+        token_plan = plan_input(input_path, model_path=model_path, **options)
     if as_json:
         click.echo(orjson.dumps(token_plan.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(token_plan.text())
+
+
+main.add_command(simulate)

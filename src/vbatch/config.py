@@ -10,9 +10,28 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from vbatch.defaults import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_ENDPOINT,
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_ID_FIELD,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_DOWNTIME,
+    DEFAULT_MAX_RESTARTS,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_N,
+    DEFAULT_ON_BAD_ROW,
+    DEFAULT_ON_OVERFLOW,
+    DEFAULT_PROMPT_FIELD,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RETRY_BASE_DELAY,
+    DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_STARTUP_TIMEOUT,
+    DEFAULT_TENSOR_PARALLEL_SIZE,
+)
+from vbatch.endpoints import ENDPOINTS
 from vbatch.errors import ConfigError
 
-Endpoint = Literal["chat", "completions"]
 BadRowPolicy = Literal["fail", "skip"]
 OverflowPolicy = Literal["clamp", "skip", "fail"]
 INPUT_FORMATS = ("jsonl", "csv", "parquet")
@@ -87,42 +106,42 @@ class RunConfig:
     base_url: str | tuple[str, ...] | None = None
     model: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    endpoint: Endpoint = "chat"
+    endpoint: str = DEFAULT_ENDPOINT
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
-    n: int = 1
-    concurrency: int | str = "auto"
-    max_concurrency: int = 1024
-    id_field: str = "id"
-    prompt_field: str = "prompt"
+    n: int = DEFAULT_N
+    concurrency: int | str = DEFAULT_CONCURRENCY
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    id_field: str = DEFAULT_ID_FIELD
+    prompt_field: str = DEFAULT_PROMPT_FIELD
     system: str | None = None
     template: str | None = None
     extra_body: Mapping[str, Any] | None = None
     keep: tuple[str, ...] = ()
     input_format: str | None = None
-    max_retries: int = 6
-    retry_base_delay: float = 0.5
-    request_timeout: float = 600.0
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_base_delay: float = DEFAULT_RETRY_BASE_DELAY
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     ordered: bool = False
     retry_failed: bool = False
     force: bool = False
-    on_bad_row: BadRowPolicy = "fail"
+    on_bad_row: BadRowPolicy = DEFAULT_ON_BAD_ROW
     quiet: bool = False
     stats_json: Path | None = None
-    shutdown_grace: float = 5.0
-    max_downtime: float = 600.0
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    max_downtime: float = DEFAULT_MAX_DOWNTIME
     max_model_len: int | None = None
-    gpu_memory_utilization: float = 0.9
-    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
+    tensor_parallel_size: int = DEFAULT_TENSOR_PARALLEL_SIZE
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
-    max_restarts: int = 3
-    startup_timeout: float = 1200.0
+    max_restarts: int = DEFAULT_MAX_RESTARTS
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
     server_args: tuple[str, ...] = ()
-    on_overflow: OverflowPolicy = "clamp"
+    on_overflow: OverflowPolicy = DEFAULT_ON_OVERFLOW
     tokenizer: str | None = None
     endpoints_file: Path | None = None
     replicas: int | None = None
@@ -167,8 +186,9 @@ class RunConfig:
             object.__setattr__(self, "concurrency", _whole("concurrency", self.concurrency, 1))
 
     def _validate(self) -> None:
-        if self.endpoint not in ("chat", "completions"):
-            raise ConfigError(f"--endpoint must be 'chat' or 'completions', not {self.endpoint!r}")
+        if self.endpoint not in ENDPOINTS:
+            raise ConfigError(f"--endpoint must be one of {', '.join(ENDPOINTS)}, "
+                              f"not {self.endpoint!r}")
         if self.on_overflow not in ("clamp", "skip", "fail"):
             raise ConfigError(
                 f"--on-overflow must be 'clamp', 'skip' or 'fail', not {self.on_overflow!r}"
@@ -186,7 +206,7 @@ class RunConfig:
             raise ConfigError(f"--concurrency must be 'auto' or a number, not {self.concurrency!r}")
         if isinstance(self.concurrency, int) and self.concurrency < 1:
             raise ConfigError(f"--concurrency must be at least 1, got {self.concurrency}")
-        if self.system is not None and self.endpoint == "completions":
+        if self.system is not None and not ENDPOINTS[self.endpoint].takes_messages:
             raise ConfigError(
                 "--system needs --endpoint chat: the completions endpoint takes a plain prompt "
                 "(put the instruction in --template instead)"

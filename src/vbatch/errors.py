@@ -19,7 +19,7 @@ Everything vbatch raises on purpose derives from :class:`VbatchError`::
     │   │   └── RequestTimeout
     │   ├── InvalidResponseError the server answered something that is not an OpenAI response
     │   ├── HTTPStatusError      the server answered 4xx/5xx (408, 429, 5xx retried)
-    │   └── ContextOverflowError a row does not fit the model's context (see vbatch.fit)
+    │   └── ContextOverflowError a row does not fit the model's context (see vbatch.prepare.fit)
 
 aiohttp and OS errors are translated into these at the HTTP client boundary only.
 """

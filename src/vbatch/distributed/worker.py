@@ -1,0 +1,107 @@
+"""One replica of a Ray run: a vLLM server and the shards the driver hands it.
+
+A :class:`ShardWorker` is a plain class; the driver wraps it with ``ray.remote`` and
+places one per replica. It starts its own managed vLLM server on its node (or uses the
+given endpoints) and runs each shard it is handed as a :class:`~vbatch.engine.job.Job` of its
+own, writing the shard's records to ``SHARD_DIR/shard-NNNNN.jsonl``. A shard file is
+append-only like any output: if the worker dies, the next worker given that shard skips
+what the file already holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import time
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+
+from vbatch.config import RunConfig
+from vbatch.engine.job import Job, RunResult
+from vbatch.engine.stats import RunStats
+from vbatch.prepare.builder import RequestBuilder
+from vbatch.servers.backend import Recover, Replica
+from vbatch.servers.factory import make_backend
+from vbatch.source.shards import Shard
+from vbatch.transport.pool import ServerPool
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What every worker of a run shares: options, the model's name, context and shard dir."""
+
+    config: RunConfig
+    request_model: str
+    limit: int | None
+    shard_dir: Path
+    replicas_per_node: int
+
+
+@dataclass
+class LiveCounts:
+    """What a worker's running shard has recorded, for the driver's progress bar."""
+
+    ok: int = 0
+    failed: int = 0
+    completion_tokens: int = 0
+
+
+class ShardWorker:
+    """Runs shards against its own vLLM server (or the given endpoints)."""
+
+    def __init__(self, plan: WorkerPlan, replica: int):
+        self.plan = plan
+        self.replica = replica
+        self.config = plan.config.replace(quiet=True, stats_json=None, ordered=False)
+        self._stack = contextlib.AsyncExitStack()
+        self._pool: ServerPool | None = None
+        self._recover: Recover | None = None
+        self._job: Job | None = None
+        self._stopping = False
+
+    async def start(self) -> str:
+        """Start the server (or connect to the endpoints); returns where this worker runs."""
+        backend = make_backend(self.config, io.StringIO())
+        await backend.resolve(self._stack)
+        replica = Replica(self.replica, self.plan.replicas_per_node)
+        started = await backend.start(self._stack, self.plan.limit, replica)
+        self._pool, self._recover = started.pool, started.recover
+        urls = ", ".join(server.url for server in started.pool.servers)
+        return f"{socket.gethostname()} ({urls})"
+
+    async def run_shard(self, shard: Shard, done_bits: bytes,
+                        prompt_tokens: array[int] | None) -> RunResult:
+        """Run the rows of ``shard`` not marked in ``done_bits``."""
+        assert self._pool is not None, "start() first"
+        config = self.config.replace(output=self.plan.shard_dir / f"{shard.name}.jsonl")
+        job = Job(config, RequestBuilder(config, self.plan.request_model), io.StringIO(),
+                  time.monotonic, shard=shard)
+        await job.adopt(done_bits, prompt_tokens)
+        job.set_limit(self.plan.limit)
+        self._job = job
+        if self._stopping:
+            return RunResult(RunStats(clock=time.monotonic, total_rows=shard.rows),
+                             interrupted=True)
+        try:
+            return await job.execute(self._pool, False, self._recover)
+        finally:
+            self._job = None
+
+    async def live(self) -> LiveCounts:
+        """Rows recorded so far by the shard running now."""
+        running = self._job.stats if self._job is not None else None
+        if running is None:
+            return LiveCounts()
+        return LiveCounts(running.ok, running.failed, running.completion_tokens)
+
+    async def interrupt(self) -> None:
+        """Stop the running shard as SIGINT would; later shards are not started."""
+        self._stopping = True
+        if self._job is not None:
+            self._job.stop()
+
+    async def stop(self) -> None:
+        """Stop the server and close the connections."""
+        await self._stack.aclose()

@@ -1,0 +1,17 @@
+"""Endpoint kinds: each API rows can go to. A new kind is one module here and one line in
+:data:`ENDPOINTS`."""
+
+from __future__ import annotations
+
+from vbatch.endpoints.base import EndpointKind, answer_fields
+from vbatch.endpoints.chat import Chat
+from vbatch.endpoints.completions import Completions
+
+__all__ = ["ENDPOINTS", "EndpointKind", "answer_fields", "endpoint_kind"]
+
+ENDPOINTS: dict[str, EndpointKind] = {kind.name: kind for kind in (Chat(), Completions())}
+
+
+def endpoint_kind(name: str) -> EndpointKind:
+    """The kind ``--endpoint`` names (checked by the config before this is called)."""
+    return ENDPOINTS[name]

@@ -1,0 +1,56 @@
+"""What an endpoint kind is: the route rows go to, the body a row makes, the record an answer
+makes. One module per kind (``chat``, ``completions``), registered in :mod:`vbatch.endpoints`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from vbatch.errors import InvalidResponseError
+
+__all__ = ["EndpointKind", "answer_fields"]
+
+
+class EndpointKind(ABC):
+    """One OpenAI-compatible API: ``name`` is what ``--endpoint`` takes."""
+
+    name: str
+    route: str
+    takes_messages: bool
+
+    @abstractmethod
+    def prompt_content(self, prompt: str, system: str | None) -> dict[str, Any]:
+        """The request content of a row whose prompt is ``prompt``."""
+
+    @abstractmethod
+    def choice_fields(self, choice: dict[str, Any]) -> dict[str, Any]:
+        """``text`` and what else one choice of an answer carries (``reasoning``, ...)."""
+
+
+def answer_fields(kind: EndpointKind, response: dict[str, Any], n: int) -> dict[str, Any]:
+    """The record fields of an answer: ``text`` and ``finish_reason`` (lists when ``n`` > 1),
+    ``usage``, and each optional field some choice has. Raises InvalidResponseError."""
+    choices = response.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise InvalidResponseError("the answer has no choices")
+    try:
+        ordered = sorted(choices, key=lambda c: c.get("index", 0))
+        found = [kind.choice_fields(c) for c in ordered]
+        reasons = [c.get("finish_reason") for c in ordered]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InvalidResponseError(f"a choice lacks its text ({exc!r})") from None
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        usage = {"prompt_tokens": None, "completion_tokens": None}
+    texts = [fields.pop("text") for fields in found]
+    record: dict[str, Any] = {
+        "text": texts if n > 1 else texts[0],
+        "finish_reason": reasons if n > 1 else reasons[0],
+        "usage": usage,
+    }
+    for name in found[0]:
+        values = [fields.get(name) for fields in found]
+        if any(value is not None for value in values):
+            record[name] = values if n > 1 else values[0]
+    return record

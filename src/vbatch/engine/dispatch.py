@@ -1,0 +1,322 @@
+"""The worker pool: ``concurrency`` workers pull requests from a bounded queue.
+
+A feeder task fills the queue lazily from the row source, so the number of rows in memory
+is bounded by the queue size plus the requests in flight, whatever the input's length.
+Retryable failures (connection errors, timeouts, 408, 429, 5xx) are retried with
+exponential backoff and jitter, honouring ``Retry-After``; anything else becomes a failed
+record. Nothing a request does ends the run. When a managed server died, ``recover`` waits
+for its restart and the request is sent again without using up a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from vbatch.defaults import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_RETRY_BASE_DELAY,
+    DEFAULT_SHUTDOWN_GRACE,
+)
+from vbatch.endpoints import EndpointKind
+from vbatch.engine.breaker import CircuitBreaker
+from vbatch.engine.concurrency import ConcurrencyLimit
+from vbatch.errors import (
+    ContextOverflowError,
+    HTTPStatusError,
+    RequestError,
+    RunAbortedError,
+    TransportError,
+)
+from vbatch.output.records import failed_record, ok_record, sent_record
+from vbatch.prepare.fit import ContextError, fits, parse_context_error
+
+_MAX_BACKOFF_S = 60.0
+_MAX_RETRY_AFTER_S = 600.0
+# Sends again after a server restart or to another endpoint do not use up retries; this
+# bounds them for a row that itself brings servers down.
+_MAX_RECOVERIES = 10
+
+
+class Poster(Protocol):
+    async def post_json(self, path: str, body: bytes) -> dict[str, Any]: ...
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """One request to send: the row it answers, its JSON body and extra output fields."""
+
+    row_id: str
+    index: int
+    body: bytes
+    fields: dict[str, Any] | None = None
+    prompt_tokens: int | None = None
+    max_tokens: int | None = None
+
+
+RecordSink = Callable[[dict[str, Any]], None]
+
+
+def backoff_delay(attempt: int, base: float, retry_after: float | None) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based): exponential, jittered."""
+    delay: float = min(_MAX_BACKOFF_S, base * 2.0 ** (attempt - 1)) * (0.5 + random.random() / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, _MAX_RETRY_AFTER_S))
+    return delay
+
+
+class Dispatcher:
+    """Sends every work item under a concurrency bound and hands each record to ``sink``.
+
+    ``concurrency`` workers run; with ``bound``, they also wait for a slot of that
+    adjustable limit (adaptive concurrency).
+    """
+
+    def __init__(
+        self,
+        client: Poster,
+        route: str,
+        sink: RecordSink,
+        *,
+        kind: EndpointKind,
+        n: int = 1,
+        concurrency: int = DEFAULT_POOL_SIZE,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_base_delay: float = DEFAULT_RETRY_BASE_DELAY,
+        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        clock: Callable[[], float] = time.monotonic,
+        recover: Callable[[], Awaitable[bool]] | None = None,
+        limit: int | None = None,
+        clamp: bool = True,
+        bound: ConcurrencyLimit | None = None,
+        breaker: CircuitBreaker | None = None,
+        max_downtime: float | None = None,
+    ):
+        self.client = client
+        self.route = route
+        self.sink = sink
+        self.kind = kind
+        self.n = n
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.retry_base_delay = retry_base_delay
+        self.shutdown_grace = shutdown_grace
+        self.clock = clock
+        self.recover = recover
+        self.limit = limit
+        self.clamp = clamp
+        self.bound = bound
+        self.breaker = breaker
+        self.max_downtime = max_downtime
+        self.down = False
+        self._last_answer = clock()
+        self.in_flight = 0
+        self.interrupted = False
+        self._stop = asyncio.Event()
+        self._abandon = asyncio.Event()
+        self._queue: asyncio.Queue[WorkItem | None] = asyncio.Queue(maxsize=2 * concurrency)
+
+    def stop(self) -> None:
+        """Stop taking rows; in-flight requests get ``shutdown_grace`` seconds to finish.
+
+        Called a second time, it abandons the in-flight requests at once.
+        """
+        if self._stop.is_set():
+            self._abandon.set()
+        self._stop.set()
+
+    async def run(self, source: Iterable[WorkItem | dict[str, Any]]) -> None:
+        """Send everything ``source`` yields; a dict is a ready record, written as it is."""
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
+        feeder = asyncio.create_task(self._feed(source))
+        work: asyncio.Future[Any] = asyncio.gather(feeder, *workers)
+        stop_wait: asyncio.Future[Any] = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                work.result()
+                if self.breaker is not None:
+                    for record in self.breaker.release():
+                        self.sink(record)
+                return
+            self.interrupted = True
+            feeder.cancel()
+            self._drain()
+            for _ in workers:
+                self._queue.put_nowait(None)
+            # The workers alone: ``work`` is done as soon as the cancelled feeder is.
+            sending: asyncio.Future[Any] = asyncio.gather(*workers, return_exceptions=True)
+            abandon_wait: asyncio.Future[Any] = asyncio.create_task(self._abandon.wait())
+            await asyncio.wait(
+                {sending, abandon_wait},
+                timeout=self.shutdown_grace,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            abandon_wait.cancel()
+        finally:
+            stop_wait.cancel()
+            for task in (feeder, *workers):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(work, return_exceptions=True)
+
+    @property
+    def aborted(self) -> bool:
+        """Whether sending stopped because no server answered or every request failed."""
+        return self.down or (self.breaker is not None and self.breaker.tripped)
+
+    def raise_if_aborted(self) -> None:
+        """Raise RunAbortedError, saying why and what to do, when sending was aborted."""
+        if self.down:
+            raise RunAbortedError(
+                f"no server answered for {self.max_downtime:g} s (--max-downtime), so vbatch "
+                "stopped sending. Once the server is back, run the same command again: the "
+                "rows not recorded will be sent then."
+            )
+        breaker = self.breaker
+        if breaker is not None and breaker.cause is not None:
+            raise RunAbortedError(
+                f"the first {breaker.trip_after} requests all failed and none succeeded, so "
+                f"vbatch stopped sending: {breaker.cause}\nFix the cause (model name, API "
+                "key, server address) and run the same command again: the rows not sent have "
+                "no record and will be sent then."
+            )
+
+    def _drain(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    async def _feed(self, source: Iterable[WorkItem | dict[str, Any]]) -> None:
+        queue = self._queue
+        for item in source:
+            if isinstance(item, dict):
+                self.sink(item)
+            else:
+                await queue.put(item)
+        for _ in range(self.concurrency):
+            await queue.put(None)
+
+    async def _worker(self) -> None:
+        queue = self._queue
+        bound = self.bound
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            if bound is not None:
+                await bound.acquire()
+            if self._stop.is_set():
+                # Taken before the stop, not sent: it has no record and runs on resume.
+                if bound is not None:
+                    bound.release()
+                return
+            self.in_flight += 1
+            try:
+                record = await self.send(item)
+            finally:
+                self.in_flight -= 1
+                if bound is not None:
+                    bound.release()
+            if record is not None:
+                self._emit(record)
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        breaker = self.breaker
+        if breaker is None:
+            self.sink(record)
+            return
+        was_tripped = breaker.tripped
+        for ready in breaker.admit(record):
+            self.sink(ready)
+        if breaker.tripped and not was_tripped:
+            self.stop()
+
+    async def send(self, item: WorkItem) -> dict[str, Any] | None:
+        """Send one item, retrying what can be retried; returns its record, or None when no
+        server has answered for ``max_downtime`` seconds (the run stops; no record)."""
+        start = self.clock()
+        attempts = retries = recoveries = 0
+        refitted = False
+        while True:
+            attempts += 1
+            try:
+                response = await self.client.post_json(self.route, item.body)
+                self._last_answer = self.clock()
+                record = ok_record(item.row_id, item.index, response, self.kind, self.n)
+                if self._cut_by_context(record, item):
+                    record["context_truncated"] = True
+            except RequestError as exc:
+                if (isinstance(exc, TransportError) and self.recover
+                        and recoveries < _MAX_RECOVERIES and await self.recover()):
+                    recoveries += 1
+                    continue
+                if not isinstance(exc, TransportError):
+                    self._last_answer = self.clock()
+                elif self._down_too_long():
+                    return None
+                overflow = parse_context_error(exc) if isinstance(exc, HTTPStatusError) else None
+                if overflow is not None:
+                    if not refitted and self._refit(item, overflow):
+                        refitted = True
+                        continue
+                    message = f"the server refused the row's context: {exc}"
+                    error = ContextOverflowError(message, exc.status_code)
+                    record = failed_record(item.row_id, item.index, error)
+                elif exc.retryable and retries < self.max_retries:
+                    retries += 1
+                    await asyncio.sleep(
+                        backoff_delay(retries, self.retry_base_delay, exc.retry_after)
+                    )
+                    continue
+                else:
+                    record = failed_record(item.row_id, item.index, exc)
+            break
+        return sent_record(record, attempts, round(self.clock() - start, 4), item.fields)
+
+    def _down_too_long(self) -> bool:
+        """Whether no server has answered for ``max_downtime`` seconds; then stop the run."""
+        if self.max_downtime is None or self.clock() - self._last_answer < self.max_downtime:
+            return False
+        if not self.down:
+            self.down = True
+            self.stop()
+        return True
+
+    def _refit(self, item: WorkItem, overflow: ContextError) -> bool:
+        """Clamp ``item`` to what the context the server reported leaves; False if it can't."""
+        limit = overflow.limit or self.limit
+        prompt = overflow.prompt_tokens or item.prompt_tokens
+        if not self.clamp or limit is None or prompt is None or not fits(prompt, None, limit):
+            return False
+        clamped = limit - prompt
+        asked = item.max_tokens
+        if asked is not None and clamped >= asked:
+            # The server counts more prompt tokens than we did and did not say how many.
+            clamped = asked - max(1, asked // 4)
+        if clamped < 1:
+            return False
+        body = orjson.loads(item.body)
+        body["max_tokens"] = clamped
+        item.body = orjson.dumps(body)
+        item.max_tokens = clamped
+        item.fields = {**(item.fields or {}), "clamped_max_tokens": clamped}
+        return True
+
+    def _cut_by_context(self, record: dict[str, Any], item: WorkItem) -> bool:
+        """Whether the server stopped the output because the context was full."""
+        if self.limit is None or record["finish_reason"] != "length":
+            return False
+        usage = record["usage"]
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if prompt is None or completion is None:
+            return False
+        asked = item.max_tokens
+        return prompt + completion >= self.limit and (asked is None or completion < asked)

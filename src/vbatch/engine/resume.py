@@ -1,0 +1,59 @@
+"""What a rerun may skip: the output's records, checked against the input as it is now."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from vbatch.config import RunConfig
+from vbatch.errors import ConfigError
+from vbatch.output.ledger import OutputState, changed_rows, read_output, remove_records
+from vbatch.prepare.builder import RequestBuilder
+from vbatch.prepare.plan import ids_of
+from vbatch.prepare.scan import InputScan
+
+__all__ = ["replace_changed", "say_repairs"]
+
+
+def say_repairs(state: OutputState, output: Path, say: Callable[[str], None]) -> None:
+    """Tell what reading ``output`` repaired."""
+    if state.repaired_bytes:
+        say(f"repaired a torn last line in {output} ({state.repaired_bytes} bytes)")
+    if state.damaged:
+        lines = ", ".join(map(str, state.damaged_lines))
+        more = ", ..." if state.damaged > len(state.damaged_lines) else ""
+        say(f"removed {state.damaged} damaged lines from {output} (line {lines}{more}): "
+            "their rows run again")
+    if state.duplicates:
+        say(f"removed {state.duplicates} second records of ids already in {output}: "
+            "each row keeps its first record")
+
+
+def replace_changed(config: RunConfig, builder: RequestBuilder, scan: InputScan,
+                    state: OutputState, say: Callable[[str], None]) -> OutputState:
+    """Refuse rows whose request changed since their record was written; with ``--force``,
+    remove those records so that the rows are sent again. Returns the output's state."""
+    if scan.fingerprints is None:
+        return state
+    changed = changed_rows(scan.id_hashes, scan.fingerprints, state)
+    count = int(np.count_nonzero(changed))
+    if not count:
+        return state
+    output = config.output
+    if not config.force:
+        indices = np.flatnonzero(changed)
+        shown = [row_id for row_id, _ in ids_of(config, builder, indices,
+                                                np.zeros(scan.total, np.int64))]
+        more = f" and {count - len(shown)} more" if count > len(shown) else ""
+        raise ConfigError(
+            f"{count} rows of {config.input} changed since {output} recorded them (their "
+            f"prompt, template or system message): {', '.join(shown)}{more}. Nothing was "
+            "sent. Use --force to send them again and replace their records, or another -o "
+            "for a new run."
+        )
+    remove_records(output, scan.id_hashes[changed])
+    say(f"--force: sending {count} changed rows again; their old records in {output} "
+        "were removed")
+    return read_output(output, retry_failed=False)

@@ -1,0 +1,21 @@
+"""What an output format is. Records are journaled as JSON lines while a run goes (that is
+what makes a kill -9 lose nothing and a rerun resume); a format says which file names it
+writes and turns the finished journal into the file a user opens."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+__all__ = ["OutputFormat"]
+
+
+class OutputFormat(ABC):
+    """One kind of output file; ``suffixes`` are the endings of the names it writes."""
+
+    name: str
+    suffixes: tuple[str, ...]
+
+    @abstractmethod
+    def finish(self, output: Path, ordered: bool) -> None:
+        """Make the finished run's file at ``output``; ``ordered``: in input order."""

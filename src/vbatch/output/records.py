@@ -1,0 +1,103 @@
+"""The output record, defined here and nowhere else: one JSON object per input row.
+
+Every record has :data:`BASE_FIELDS`; an answer adds what the endpoint kind found in it
+(:data:`ANSWER_FIELDS`, only where present); the run adds :data:`RUN_FIELDS`; ``--keep``
+copies input fields, which must not clash with any of these (:data:`RECORD_FIELDS`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vbatch.endpoints import EndpointKind, answer_fields
+from vbatch.errors import InputError, RequestError
+
+__all__ = ["ANSWER_FIELDS", "BASE_FIELDS", "RECORD_FIELDS", "RUN_FIELDS", "failed_record",
+           "is_empty", "ok_record", "sent_record", "unsent_record"]
+
+BASE_FIELDS = {
+    "id": "the row's id (its --id-field value, else its 0-based index), a string",
+    "index": "the row's 0-based position in the input",
+    "status": "ok or failed",
+    "text": "the answer's text (a list of them with --n > 1); null when failed",
+    "finish_reason": "why generation stopped: stop, length, tool_calls, ...",
+    "usage": "the server's token counts: prompt_tokens, completion_tokens, ...",
+    "error": "null, or {type, message, status_code} saying why the row failed",
+}
+ANSWER_FIELDS = {
+    "logprobs": "the answer's log probabilities, when asked for",
+    "reasoning": "a reasoning model's reasoning content (chat)",
+    "tool_calls": "the tool calls of the answer (chat)",
+    "refusal": "the model's refusal message (chat)",
+}
+RUN_FIELDS = {
+    "attempts": "requests sent for the row (0: never sent)",
+    "latency_s": "seconds from the first send to the record",
+    "clamped_max_tokens": "the max_tokens sent when the row's was lowered to fit the context",
+    "context_truncated": "true when the output stopped because the context was full",
+    "request_hash": "a fingerprint of the request, so that a resume finds changed rows",
+}
+RECORD_FIELDS = frozenset({**BASE_FIELDS, **ANSWER_FIELDS, **RUN_FIELDS})
+
+
+def sent_record(record: dict[str, Any], attempts: int, latency_s: float | None,
+                fields: dict[str, Any] | None) -> dict[str, Any]:
+    """``record`` with the run's fields: requests sent, latency, and the row's own fields
+    (``--keep`` fields, ``clamped_max_tokens``, ``request_hash``)."""
+    record["attempts"] = attempts
+    record["latency_s"] = latency_s
+    if fields:
+        record.update(fields)
+    return record
+
+
+def unsent_record(row_id: str, index: int, error: RequestError | InputError,
+                  fields: dict[str, Any]) -> dict[str, Any]:
+    """The failed record of a row that was never sent (bad input, does not fit)."""
+    return sent_record(failed_record(row_id, index, error), 0, None, fields)
+
+
+def ok_record(row_id: str, index: int, response: dict[str, Any], kind: EndpointKind,
+              n: int) -> dict[str, Any]:
+    """The record of a row the server answered; raises InvalidResponseError on a bad body."""
+    answer = answer_fields(kind, response, n)
+    record: dict[str, Any] = {
+        "id": row_id,
+        "index": index,
+        "status": "ok",
+        "text": answer.pop("text"),
+        "finish_reason": answer.pop("finish_reason"),
+        "usage": answer.pop("usage"),
+        "error": None,
+    }
+    record.update(answer)
+    return record
+
+
+def is_empty(record: dict[str, Any]) -> bool:
+    """Whether an ``ok`` record carries no answer: no text, no tool calls, no reasoning."""
+    def blank(value: Any) -> bool:
+        if isinstance(value, list):
+            return all(blank(item) for item in value)
+        return value is None or value == ""
+
+    return all(blank(record.get(name)) for name in ("text", "tool_calls", "reasoning"))
+
+
+def failed_record(row_id: str, index: int, error: RequestError | InputError) -> dict[str, Any]:
+    """The record of a row that has no result, with the reason."""
+    detail: dict[str, Any]
+    if isinstance(error, InputError):
+        detail = {"type": "bad_input", "message": str(error), "status_code": None}
+    else:
+        message = getattr(error, "message", None) or str(error)
+        detail = {"type": error.error_type, "message": message, "status_code": error.status_code}
+    return {
+        "id": row_id,
+        "index": index,
+        "status": "failed",
+        "text": None,
+        "finish_reason": None,
+        "usage": None,
+        "error": detail,
+    }

@@ -1,0 +1,163 @@
+"""Turn an input row into the body of an OpenAI-compatible request.
+
+Chat rows become ``messages`` (a row's own ``messages`` list is sent as it is, with
+``--system`` put first when it has no system message of its own); completions rows become
+``prompt``. ``--template`` builds the prompt from the row's fields with Jinja2. Sampling
+options are added when set and ``--extra-body`` is merged last, so it can set anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import jinja2
+import jinja2.sandbox
+import orjson
+
+from vbatch.config import RunConfig
+from vbatch.endpoints import endpoint_kind
+from vbatch.errors import ConfigError, InputError
+from vbatch.source.readers import RawRow
+
+_UNDEFINED_NAME = re.compile(r"'([^']+)' is undefined")
+
+
+def fingerprint_of(body: bytes) -> int:
+    """8 bytes of a BLAKE2 hash of a request body, as a signed integer; never 0 (unknown)."""
+    value = int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "little", signed=True)
+    return value or 1
+
+
+def compile_template(source: str) -> jinja2.Template:
+    """A Jinja2 template in which a missing field is an error, not an empty string."""
+    env = jinja2.sandbox.SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+    )
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(
+            f"--template is not valid Jinja2: {exc.message} (line {exc.lineno})"
+        ) from None
+
+
+class RequestBuilder:
+    """Builds request bodies for one run's options."""
+
+    def __init__(self, config: RunConfig, model: str | None):
+        self.config = config
+        self.model = model
+        self.kind = endpoint_kind(config.endpoint)
+        self.route = self.kind.route
+        self._template = compile_template(config.template) if config.template else None
+        self._base: dict[str, Any] = {}
+        if model:
+            self._base["model"] = model
+        sampling = {
+            "max_tokens": config.max_tokens,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "seed": config.seed,
+        }
+        self._base.update({k: v for k, v in sampling.items() if v is not None})
+        if config.stop:
+            self._base["stop"] = list(config.stop)
+        if config.n != 1:
+            self._base["n"] = config.n
+        self._extra = dict(config.extra_body or {})
+
+    def row_id(self, row: RawRow) -> str:
+        """The row's id: its ``--id-field`` value as a string, else its 0-based index."""
+        data = row.data
+        assert data is not None
+        value = data.get(self.config.id_field)
+        if value is None:
+            if self.config.id_field in data:
+                raise InputError(row.location, "the id is null", self.config.id_field)
+            return str(row.index)
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise InputError(
+                row.location,
+                f"an id must be a string or an integer, got {type(value).__name__}",
+                self.config.id_field,
+            )
+        text = str(value)
+        if not text:
+            raise InputError(row.location, "the id is empty", self.config.id_field)
+        return text
+
+    def content(self, row: RawRow) -> dict[str, Any]:
+        """``{"messages": [...]}`` or ``{"prompt": "..."}`` for the row; raises InputError."""
+        data = row.data
+        assert data is not None
+        if self._template is not None:
+            prompt = self._render(row, data)
+        elif "messages" in data and self.config.prompt_field not in data:
+            if not self.kind.takes_messages:
+                raise InputError(
+                    row.location,
+                    "a messages row needs --endpoint chat",
+                    "messages",
+                    "or give the row a prompt string",
+                )
+            return {"messages": self._messages(row, data["messages"])}
+        else:
+            prompt = self._prompt(row, data)
+        return self.kind.prompt_content(prompt, self.config.system)
+
+    def fingerprint(self, content: dict[str, Any]) -> int:
+        """The 8-byte fingerprint of the request a row's content makes (before any clamp)."""
+        return fingerprint_of(self.body(content))
+
+    def body(self, content: dict[str, Any], max_tokens: int | None = None) -> bytes:
+        """The JSON request body for a row's content; ``max_tokens`` overrides a clamped row's."""
+        payload = {**self._base, **content, **self._extra}
+        if max_tokens is not None and max_tokens != self.config.max_tokens:
+            payload["max_tokens"] = max_tokens
+        return orjson.dumps(payload)
+
+    def _prompt(self, row: RawRow, data: dict[str, Any]) -> str:
+        field = self.config.prompt_field
+        if field not in data:
+            raise InputError(
+                row.location,
+                "missing",
+                field,
+                "set --prompt-field, --template, or give the row a messages list",
+            )
+        value = data[field]
+        if not isinstance(value, str):
+            raise InputError(row.location, f"expected a string, got {type(value).__name__}", field)
+        return value
+
+    def _messages(self, row: RawRow, value: Any) -> list[dict[str, Any]]:
+        if not isinstance(value, list) or not value:
+            raise InputError(row.location, "expected a non-empty list of messages", "messages")
+        for position, message in enumerate(value):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise InputError(
+                    row.location,
+                    f"message {position} needs a 'role' string",
+                    "messages",
+                )
+            if "content" not in message:
+                raise InputError(row.location, f"message {position} has no 'content'", "messages")
+        if self.config.system is not None and value[0].get("role") != "system":
+            return [{"role": "system", "content": self.config.system}, *value]
+        return value
+
+    def _render(self, row: RawRow, data: dict[str, Any]) -> str:
+        assert self._template is not None
+        try:
+            return self._template.render({**data, "row": data})
+        except jinja2.UndefinedError as exc:
+            match = _UNDEFINED_NAME.search(str(exc))
+            field = match.group(1) if match else None
+            raise InputError(row.location, "missing, needed by --template", field) from None
+        except jinja2.TemplateError as exc:
+            raise InputError(row.location, f"--template failed: {exc}") from None
+        except Exception as exc:  # the template's own arithmetic, filters and calls
+            raise InputError(row.location, f"--template failed: {type(exc).__name__}: {exc}",
+                             hint="check the expression in --template") from None

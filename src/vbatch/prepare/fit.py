@@ -1,0 +1,143 @@
+"""Every request fits the context: the per-row policy and vLLM's context-length errors.
+
+A row whose prompt has ``n`` tokens asks for ``m`` new tokens in a context of ``L``:
+
+- ``n + 1 > L``: the prompt alone does not fit; the row is ``failed`` (``context_overflow``)
+  under every policy (``fail`` stops the run before anything is sent);
+- ``n + m > L``: ``clamp`` lowers ``max_tokens`` to ``L - n`` (the record says
+  ``clamped_max_tokens``), ``skip`` fails the row with ``context_overflow``, ``fail`` stops
+  the run before anything is sent and lists the rows.
+
+vLLM's wording of the context error has changed several times; :func:`parse_context_error`
+recognises every known form, and the structured ``param``/``code`` fields, and extracts the
+numbers it can.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from array import array
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from vbatch.errors import HTTPStatusError
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The outcome for one row: the ``max_tokens`` to send, or why it cannot be sent."""
+
+    max_tokens: int | None
+    clamped: bool = False
+    problem: str | None = None
+
+
+Tokens = TypeVar("Tokens", int, np.ndarray)
+
+
+def context_needed(prompt_tokens: Tokens, max_tokens: int | None) -> Tokens:
+    """The context a row needs (rows, for an array): its prompt and the tokens it asks for
+    (at least one)."""
+    return prompt_tokens + (max_tokens or 1)
+
+
+def fits(prompt_tokens: int, max_tokens: int | None, limit: int) -> bool:
+    """Whether a row of ``prompt_tokens`` asking ``max_tokens`` fits a context of ``limit``;
+    ``max_tokens`` None: whether the prompt fits with one token of output."""
+    return context_needed(prompt_tokens, max_tokens) <= limit
+
+
+def not_fitting(counts: array[int] | np.ndarray, max_tokens: int | None,
+                limit: int) -> np.ndarray:
+    """Indices of the rows (prompt tokens ``counts``) that do not :func:`fit <fits>`."""
+    values = np.asarray(counts, dtype=np.int64)
+    return np.flatnonzero(context_needed(values, max_tokens) > limit)
+
+
+def fit_row(prompt_tokens: int, max_tokens: int | None, limit: int, policy: str) -> Fit:
+    """Apply ``policy`` to a row of ``prompt_tokens`` asking ``max_tokens`` in ``limit``."""
+    if not fits(prompt_tokens, None, limit):
+        return Fit(None, problem=(
+            f"the prompt has {prompt_tokens} tokens and the context is {limit}: "
+            "it does not fit even without output"
+        ))
+    if max_tokens is None or fits(prompt_tokens, max_tokens, limit):
+        return Fit(max_tokens)
+    if policy == "clamp":
+        return Fit(limit - prompt_tokens, clamped=True)
+    return Fit(None, problem=(
+        f"{prompt_tokens} prompt tokens + max_tokens {max_tokens} = "
+        f"{prompt_tokens + max_tokens} > the context of {limit}"
+    ))
+
+
+def fitting_limit(longest_need: int, model_limit: int | None, step: int = 256) -> int:
+    """The ``--max-model-len`` that fits a need of ``longest_need`` tokens, rounded up."""
+    limit = max(step, math.ceil(longest_need / step) * step)
+    return min(limit, model_limit) if model_limit else limit
+
+
+@dataclass(frozen=True)
+class ContextError:
+    """What a context-length error says; any number may be unknown."""
+
+    limit: int | None = None
+    prompt_tokens: int | None = None
+    max_tokens: int | None = None
+
+
+def _ints(*values: str | None) -> list[int | None]:
+    return [int(v) if v is not None else None for v in values]
+
+
+_FORMS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
+    (re.compile(r"maximum context length is (\d+) tokens\. However, you requested (\d+) tokens "
+                r"\((\d+) in the messages, (\d+) in the completion\)"),
+     ("limit", "", "prompt_tokens", "max_tokens")),
+    (re.compile(r"'max_tokens' or 'max_completion_tokens' is too large: (\d+)\. This model's "
+                r"maximum context length is (\d+) tokens and your request has (\d+) input"),
+     ("max_tokens", "limit", "prompt_tokens")),
+    (re.compile(r"You passed (\d+) input tokens and requested (\d+) output tokens\. However, "
+                r"the model's context length is only (\d+) tokens"),
+     ("prompt_tokens", "max_tokens", "limit")),
+    (re.compile(r"maximum context length is (\d+) tokens\. However, you requested (\d+) output "
+                r"tokens and your prompt contains at least (\d+) input tokens"),
+     ("limit", "max_tokens", "prompt_tokens")),
+    (re.compile(r"maximum context length is (\d+) tokens\. However, your prompt contains at "
+                r"least (\d+) input tokens"),
+     ("limit", "prompt_tokens")),
+    (re.compile(r"max_tokens=(\d+) cannot be greater than max_model_len=(\d+)"),
+     ("max_tokens", "limit")),
+    (re.compile(r"decoder prompt \(length (\d+)\) is longer than the maximum model length "
+                r"of (\d+)"),
+     ("prompt_tokens", "limit")),
+    (re.compile(r"(?:context length|maximum context|max_model_len|context window)[^.]*?"
+                r"(\d+)", re.IGNORECASE),
+     ("limit",)),
+)
+_STRUCTURED_CODES = {"context_length_exceeded", "string_above_max_length"}
+_VAGUE = re.compile(r"context length|maximum context|context window|too many tokens|"
+                    r"max_model_len|maximum model length", re.IGNORECASE)
+
+
+def parse_context_error(error: HTTPStatusError) -> ContextError | None:
+    """The numbers of a context-length error, or None when ``error`` is something else."""
+    if error.status_code not in (400, 413, 422):
+        return None
+    message = error.message or ""
+    for pattern, names in _FORMS:
+        match = pattern.search(message)
+        if match:
+            found = dict(zip(names, _ints(*match.groups()), strict=True))
+            found.pop("", None)
+            return ContextError(**found)
+    if error.code in _STRUCTURED_CODES or _VAGUE.search(message):
+        return ContextError()
+    if error.param in ("input_tokens", "max_tokens", "max_completion_tokens") and (
+        "token" in message.lower()
+    ):
+        return ContextError()
+    return None

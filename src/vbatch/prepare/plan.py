@@ -1,0 +1,175 @@
+"""``vbatch plan``: exact prompt-token counts of a dataset and the context that fits it."""
+
+from __future__ import annotations
+
+import os
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vbatch.config import RunConfig
+from vbatch.prepare.builder import RequestBuilder
+from vbatch.prepare.fit import context_needed, fitting_limit, not_fitting
+from vbatch.prepare.scan import check_row, scan_input
+from vbatch.prepare.tokens import LocalTokenCounter, model_context_limit
+from vbatch.source.readers import read_rows
+
+SHOWN_IDS = 50
+
+
+@dataclass
+class TokenPlan:
+    """The token distribution of a dataset and what fits."""
+
+    rows: int
+    max_tokens: int | None
+    model_limit: int | None
+    quantiles: dict[str, int]
+    histogram: list[tuple[int, int]]
+    fitting_max_model_len: int | None
+    max_model_len: int | None = None
+    not_fitting: int = 0
+    not_fitting_ids: list[tuple[str, int]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as plain data (what ``--json`` prints)."""
+        return {
+            "rows": self.rows,
+            "max_tokens": self.max_tokens,
+            "prompt_tokens": self.quantiles,
+            "histogram": [{"up_to": edge, "rows": count} for edge, count in self.histogram],
+            "model_max_model_len": self.model_limit,
+            "fitting_max_model_len": self.fitting_max_model_len,
+            "max_model_len": self.max_model_len,
+            "rows_not_fitting": self.not_fitting,
+            "ids_not_fitting": [{"id": i, "prompt_tokens": n} for i, n in self.not_fitting_ids],
+        }
+
+    def text(self) -> str:
+        """The plan for people."""
+        q = self.quantiles
+        lines = [f"rows: {self.rows}"]
+        if self.rows:
+            lines.append(
+                f"prompt tokens: min {q['min']}, p50 {q['p50']}, p95 {q['p95']}, "
+                f"p99 {q['p99']}, max {q['max']}"
+            )
+            widest = max(count for _, count in self.histogram)
+            for edge, count in self.histogram:
+                bar = "#" * max(1 if count else 0, round(40 * count / widest))
+                lines.append(f"  <= {edge:>7} tokens  {count:>9}  {bar}")
+        if self.fitting_max_model_len is not None:
+            capped = (
+                " (capped at the model's own limit)"
+                if self.model_limit and self.fitting_max_model_len == self.model_limit
+                and q.get("max", 0) + (self.max_tokens or 0) > self.model_limit
+                else ""
+            )
+            lines.append(
+                f"--max-model-len that fits every row with max_tokens {self.max_tokens}: "
+                f"{self.fitting_max_model_len}{capped}"
+            )
+        if self.model_limit:
+            lines.append(f"the model's own limit: {self.model_limit}")
+        if self.max_model_len is not None:
+            lines.append(f"rows that do not fit --max-model-len {self.max_model_len}: "
+                         f"{self.not_fitting}")
+            for row_id, tokens in self.not_fitting_ids:
+                lines.append(f"  {row_id} ({tokens} prompt tokens)")
+            if self.not_fitting > len(self.not_fitting_ids):
+                lines.append(f"  ... and {self.not_fitting - len(self.not_fitting_ids)} more")
+        return "\n".join(lines)
+
+
+def _histogram(counts: np.ndarray) -> list[tuple[int, int]]:
+    top = max(16, int(counts.max()))
+    edges = [16]
+    while edges[-1] < top:
+        edges.append(edges[-1] * 2)
+    binned = np.searchsorted(np.asarray(edges), counts, side="left")
+    tally = np.bincount(binned, minlength=len(edges))
+    return [(edge, int(tally[i])) for i, edge in enumerate(edges)]
+
+
+def make_plan(
+    counts: array[int] | np.ndarray,
+    max_tokens: int | None,
+    model_limit: int | None,
+    max_model_len: int | None = None,
+) -> TokenPlan:
+    """Summarise prompt-token ``counts`` (one per row)."""
+    values = np.asarray(counts, dtype=np.int64)
+    if values.size == 0:
+        return TokenPlan(0, max_tokens, model_limit, {}, [], None, max_model_len)
+    quantiles = {"min": int(values.min()), "max": int(values.max())}
+    for name, q in (("p50", 50), ("p95", 95), ("p99", 99)):
+        quantiles[name] = int(np.percentile(values, q, method="inverted_cdf"))
+    need = context_needed(int(values.max()), max_tokens)
+    return TokenPlan(
+        rows=int(values.size),
+        max_tokens=max_tokens,
+        model_limit=model_limit,
+        quantiles=quantiles,
+        histogram=_histogram(values),
+        fitting_max_model_len=fitting_limit(need, model_limit),
+        max_model_len=max_model_len,
+    )
+
+
+def ids_of(config: RunConfig, builder: RequestBuilder, indices: np.ndarray,
+           counts: array[int] | np.ndarray, limit: int = SHOWN_IDS) -> list[tuple[str, int]]:
+    """``(id, prompt tokens)`` of the first ``limit`` rows among ``indices``."""
+    wanted = set(indices[:limit].tolist())
+    found: list[tuple[str, int]] = []
+    if not wanted:
+        return found
+    for row in read_rows(config.input, config.input_format):
+        if row.index in wanted:
+            found.append((check_row(builder, row).row_id, int(counts[row.index])))
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def limit_from_data(counts: np.ndarray | None, max_tokens: int | None, model: str,
+                    say: Callable[[str], None]) -> int | None:
+    """``--max-model-len`` from the longest prompt (``counts``) and ``max_tokens``, within
+    the model's own context."""
+    model_limit = model_context_limit(model)
+    if counts is None or counts.size == 0 or max_tokens is None:
+        return model_limit
+    longest = int(counts.max())
+    limit = fitting_limit(context_needed(longest, max_tokens), model_limit)
+    say(f"--max-model-len {limit}: fits the longest prompt ({longest} tokens) with max_tokens "
+        f"{max_tokens}" + (f" (the model allows {model_limit})" if model_limit else ""))
+    return limit
+
+
+def plan_input(
+    input_path: Path,
+    *,
+    model_path: str,
+    max_tokens: int | None = None,
+    max_model_len: int | None = None,
+    **options: Any,
+) -> TokenPlan:
+    """The token plan of a dataset for the model (directory or hub name) at ``model_path``."""
+    config = RunConfig(input=input_path, output=Path(os.devnull), model=model_path,
+                       max_tokens=max_tokens, **options)
+    builder = RequestBuilder(config, model_path)
+    scan = scan_input(config, builder, LocalTokenCounter(model_path))
+    assert scan.prompt_tokens is not None
+    counts = np.asarray(scan.prompt_tokens, dtype=np.int64)
+    if scan.bad:
+        counts = counts[counts > 0]
+    token_plan = make_plan(counts, max_tokens, model_context_limit(model_path), max_model_len)
+    if max_model_len is not None:
+        offending = not_fitting(scan.prompt_tokens, max_tokens, max_model_len)
+        token_plan.not_fitting = int(offending.size)
+        token_plan.not_fitting_ids = ids_of(config, builder, offending, scan.prompt_tokens,
+                                            limit=10_000)
+    return token_plan

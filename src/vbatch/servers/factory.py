@@ -1,0 +1,22 @@
+"""The one place that decides where a run's requests go."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from vbatch.config import RunConfig
+from vbatch.servers.backend import Backend
+from vbatch.servers.managed import ManagedBackend
+from vbatch.servers.remote import RemoteBackend
+from vbatch.transport.base import Transport
+
+__all__ = ["make_backend"]
+
+
+def make_backend(config: RunConfig, stream: TextIO, transport: Transport | None = None
+                 ) -> Backend:
+    """The backend of ``config``: its running servers (``--base-url``, ``--endpoints``), else
+    managed vLLM servers; requests go through ``transport`` when one is given."""
+    if config.remote:
+        return RemoteBackend(config, stream, transport)
+    return ManagedBackend(config, stream, transport)

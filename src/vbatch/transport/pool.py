@@ -1,0 +1,214 @@
+"""Several servers behind one client: least outstanding requests relative to weight.
+
+A :class:`ServerPool` sends each request to the healthy server with the fewest requests
+outstanding relative to its weight. With two or more servers, one that refuses
+connections, drops them or times out is drained: no new requests go to it, the failed ones
+are sent again elsewhere (without using up their retries), and a probe of ``/health`` every
+few seconds brings it back when it answers. A pool of one server never drains it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vbatch.config import normalize_base_url
+from vbatch.defaults import DEFAULT_POOL_SIZE, DEFAULT_REQUEST_TIMEOUT
+from vbatch.errors import ConfigError, HTTPStatusError, RequestError, TransportError
+from vbatch.transport.base import Transport
+from vbatch.transport.client import HTTPClient
+from vbatch.transport.metrics import ServerLoad, parse_metrics
+
+_PROBE_S = 2.0
+PROBE_TIMEOUT_S = 5.0
+_WAIT_FOR_ANY_S = 30.0
+
+
+@dataclass
+class Server:
+    """One server: its client, a separate client for health and metrics (so they never queue
+    behind requests for a connection), its weight and what it did."""
+
+    url: str
+    client: HTTPClient
+    probe: HTTPClient
+    prefix: str = "/v1"
+    weight: float = 1.0
+    outstanding: int = 0
+    healthy: bool = True
+    requests: int = 0
+    errors: int = 0
+    drained: int = 0
+    latency_total: float = field(default=0.0, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        answered = self.requests - self.errors
+        return {
+            "url": self.url,
+            "weight": self.weight,
+            "requests": self.requests,
+            "transport_errors": self.errors,
+            "times_drained": self.drained,
+            "mean_latency_s": round(self.latency_total / answered, 4) if answered else None,
+        }
+
+
+def connect(root: str, api: str, *, api_key: str | None = None, credentials: str | None = None,
+            weight: float = 1.0, pool_size: int = DEFAULT_POOL_SIZE,
+            timeout: float = DEFAULT_REQUEST_TIMEOUT, transport: Transport | None = None
+            ) -> Server:
+    """The server at ``root`` whose OpenAI API is at ``api``; ``credentials``
+    (``user:password``) for basic authentication where no API key is given."""
+    probe = HTTPClient(root, api_key=api_key, pool_size=4, timeout=PROBE_TIMEOUT_S,
+                       credentials=credentials, transport=transport)
+    client = HTTPClient(root, api_key=api_key, pool_size=pool_size, timeout=timeout,
+                        credentials=credentials, transport=transport)
+    return Server(url=api, client=client, probe=probe, prefix=api[len(root):], weight=weight)
+
+
+def read_endpoints_file(path: Path) -> list[tuple[str, float]]:
+    """``URL [WEIGHT]`` per line; blank lines and ``#`` comments are skipped."""
+    if not path.exists():
+        raise ConfigError(f"--endpoints {path} does not exist")
+    servers = []
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        parts = text.split()
+        try:
+            weight = float(parts[1]) if len(parts) > 1 else 1.0
+        except ValueError:
+            raise ConfigError(
+                f"{path}:{line_no}: the weight {parts[1]!r} is not a number"
+            ) from None
+        if weight <= 0 or len(parts) > 2:
+            raise ConfigError(f"{path}:{line_no}: expected 'URL [WEIGHT>0]'")
+        normalize_base_url(parts[0])
+        servers.append((parts[0], weight))
+    if not servers:
+        raise ConfigError(f"--endpoints {path} lists no URL")
+    return servers
+
+
+class ServerPool:
+    """Sends requests over several servers (also used, with one, for a single server)."""
+
+    def __init__(self, servers: list[Server]):
+        if not servers:
+            raise ConfigError("no server to send to")
+        self.servers = servers
+        self._back = asyncio.Event()
+        self._probe: asyncio.Task[None] | None = None
+
+    @property
+    def first(self) -> Server:
+        return self.servers[0]
+
+    async def __aenter__(self) -> ServerPool:
+        for server in self.servers:
+            await server.client.__aenter__()
+            await server.probe.__aenter__()
+        if len(self.servers) > 1:
+            self._probe = asyncio.create_task(self._probe_health())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        for server in self.servers:
+            await server.client.__aexit__(None, None, None)
+            await server.probe.__aexit__(None, None, None)
+
+    def _pick(self) -> Server:
+        candidates = [e for e in self.servers if e.healthy] or self.servers
+        return min(candidates, key=lambda e: (e.outstanding + 1) / e.weight)
+
+    async def post_json(self, route: str, body: bytes) -> dict[str, Any]:
+        """POST to the least loaded healthy server; drains it on a transport error."""
+        server = self._pick()
+        server.outstanding += 1
+        server.requests += 1
+        started = time.monotonic()
+        try:
+            answer = await server.client.post_json(server.prefix + route, body)
+        except TransportError:
+            server.errors += 1
+            self._drain(server)
+            raise
+        except RequestError:
+            server.latency_total += time.monotonic() - started
+            raise
+        finally:
+            server.outstanding -= 1
+        server.latency_total += time.monotonic() - started
+        return answer
+
+    def _drain(self, server: Server) -> None:
+        if len(self.servers) > 1 and server.healthy:
+            server.healthy = False
+            server.drained += 1
+            self._back.clear()
+
+    async def recover(self) -> bool:
+        """After a transport error: True when another server can take the request now."""
+        if len(self.servers) < 2:
+            return False
+        if any(e.healthy for e in self.servers):
+            return True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._back.wait(), _WAIT_FOR_ANY_S)
+            return True
+        return False
+
+    async def _healthy(self, server: Server) -> bool:
+        """Up when ``/health`` answers; a server without that route answers 404: up too."""
+        try:
+            await server.probe.get_text("/health")
+        except HTTPStatusError as exc:
+            return (exc.status_code or 0) < 500
+        except RequestError:
+            return False
+        return True
+
+    async def _probe_health(self) -> None:
+        while True:
+            await asyncio.sleep(_PROBE_S)
+            checks = await asyncio.gather(*(self._healthy(e) for e in self.servers))
+            for server, healthy in zip(self.servers, checks, strict=True):
+                if healthy and not server.healthy:
+                    server.healthy = True
+                    self._back.set()
+                elif not healthy:
+                    self._drain(server)
+
+    async def load(self) -> ServerLoad | None:
+        """The summed load of the healthy servers, from their ``/metrics``."""
+        async def one(server: Server) -> ServerLoad | None:
+            try:
+                return parse_metrics(await server.probe.get_text("/metrics"))
+            except RequestError:
+                return None
+
+        loads = [x for x in await asyncio.gather(
+            *(one(e) for e in self.servers if e.healthy)) if x is not None]
+        if not loads:
+            return None
+        kv = [x.kv_usage for x in loads if x.kv_usage is not None]
+        preempted = [x.preemptions for x in loads if x.preemptions is not None]
+        return ServerLoad(
+            running=sum(x.running for x in loads),
+            waiting=sum(x.waiting for x in loads),
+            kv_usage=max(kv) if kv else None,
+            preemptions=sum(preempted) if preempted else None,
+        )
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per-server figures for the run's summary."""
+        return [server.summary() for server in self.servers]
