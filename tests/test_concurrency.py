@@ -82,7 +82,7 @@ def test_a_dip_in_running_does_not_shrink_the_bound_a_lasting_drop_does() -> Non
     for _ in range(4):
         clock.now += 1
         ctl.update(ServerLoad(60, 5, 0.9, 0))
-    assert ctl.limit.limit == 66
+    assert ctl.bound.limit == 66
 
 
 def test_back_off_on_preemptions_then_hold() -> None:

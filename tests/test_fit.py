@@ -9,7 +9,7 @@ import pytest
 
 from vbatch import RunConfig, run
 from vbatch.errors import HTTPStatusError
-from vbatch.prepare.fit import ContextError, fit_row, fitting_limit, parse_context_error
+from vbatch.prepare.fit import ContextError, fit_row, fitting_context, parse_context_error
 from vbatch.prepare.plan import make_plan
 from vbatch.prepare.tokens import BoundedTokenCounter, token_bound
 
@@ -28,12 +28,12 @@ def test_fit_row_policies() -> None:
     assert fit_row(49, None, 50, "clamp").max_tokens is None
 
 
-def test_fitting_limit_rounds_up_and_caps() -> None:
-    assert fitting_limit(300, None) == 512
-    assert fitting_limit(512, None) == 512
-    assert fitting_limit(513, 8192) == 768
-    assert fitting_limit(10_000, 8192) == 8192
-    assert fitting_limit(3, None) == 256
+def test_fitting_context_rounds_up_and_caps() -> None:
+    assert fitting_context(300, None) == 512
+    assert fitting_context(512, None) == 512
+    assert fitting_context(513, 8192) == 768
+    assert fitting_context(10_000, 8192) == 8192
+    assert fitting_context(3, None) == 256
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_other_errors_are_not_context_errors() -> None:
 
 
 def test_plan_quantiles_histogram_and_limit() -> None:
-    plan = make_plan(list(range(1, 101)), max_tokens=50, model_limit=8192, max_model_len=None)
+    plan = make_plan(list(range(1, 101)), max_tokens=50, model_context=8192, max_model_len=None)
     assert plan.quantiles == {"min": 1, "max": 100, "p50": 50, "p95": 95, "p99": 99}
     assert plan.fitting_max_model_len == 256
     assert sum(count for _, count in plan.histogram) == 100

@@ -30,12 +30,12 @@ from vbatch.errors import (
 )
 
 if TYPE_CHECKING:
-    from vbatch.engine.job import RunResult
+    from vbatch.engine.report import RunResult
     from vbatch.engine.stats import RunStats
     from vbatch.runner import arun, run
 
 # Loaded on first use, so that ``import vbatch`` (and ``vbatch --help``) stay fast.
-_LAZY = {"run": "vbatch.runner", "arun": "vbatch.runner", "RunResult": "vbatch.engine.job",
+_LAZY = {"run": "vbatch.runner", "arun": "vbatch.runner", "RunResult": "vbatch.engine.report",
          "RunStats": "vbatch.engine.stats"}
 
 

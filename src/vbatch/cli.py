@@ -46,7 +46,7 @@ EXIT_OUTPUT = 4
 EXIT_INTERRUPTED = 130
 
 
-def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def managed_server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options of a managed vLLM server, shared by ``run`` and ``serve``."""
     decorators = [
         click.option("--max-model-len", type=int,
@@ -211,7 +211,7 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")
 @click.option("--stats-json", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the end-of-run summary as JSON to this file.")
-@server_options
+@managed_server_options
 @click.option("--replicas", type=int,
               help="Managed servers to start and balance over, each on its own GPUs or CPUs "
               "(default 1; with --ray: one per GPU group of the cluster, or per endpoint).")
@@ -263,7 +263,7 @@ def run(input_path: Path, output: Path, **options: Any) -> None:
               "a command line is visible to every user in ps); none by default.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Server log file (default: under ~/.cache/vbatch/logs).")
-@server_options
+@managed_server_options
 @click.argument("server_args", nargs=-1, type=click.UNPROCESSED)
 def serve(model: str | None, port: int, log_path: Path | None, **options: Any) -> None:
     """Start vLLM's OpenAI-compatible server for MODEL and keep it in the foreground.

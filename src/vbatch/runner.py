@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from vbatch.config import RunConfig
-from vbatch.engine.job import Job, RunResult
+from vbatch.engine.job import Job
+from vbatch.engine.report import RunResult
 from vbatch.errors import ConfigError
 from vbatch.output.lock import OutputLock
 from vbatch.output.paths import check_output_path

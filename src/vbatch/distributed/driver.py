@@ -25,8 +25,9 @@ import numpy as np
 
 from vbatch.config import RunConfig
 from vbatch.distributed.worker import LiveCounts, ShardWorker, WorkerPlan
-from vbatch.engine.job import Job, RunResult, install_signal_handlers
+from vbatch.engine.job import Job, install_signal_handlers
 from vbatch.engine.progress import Progress
+from vbatch.engine.report import RunResult
 from vbatch.engine.stats import RunStats
 from vbatch.errors import ConfigError, VbatchError
 from vbatch.output.manifest import write_manifest
@@ -56,7 +57,7 @@ def import_ray() -> Any:
 class _Prepared:
     job: Job
     request_model: str
-    limit: int | None
+    context: int | None
 
 
 async def run_on_ray(config: RunConfig, handle_signals: bool, stream: TextIO,
@@ -77,8 +78,8 @@ async def run_on_ray(config: RunConfig, handle_signals: bool, stream: TextIO,
             await backend.resolve(stack)
             job = Job(checked, RequestBuilder(config, backend.request_model), stream, clock)
             await _merge_left_over(job)
-            limit = await backend.prepare(job)
-        prepared = _Prepared(job, backend.request_model, limit)
+            context = await backend.prepare(job)
+        prepared = _Prepared(job, backend.request_model, context)
         return await _RayRun(ray, config, prepared, handle_signals).run()
     finally:
         if started_here:
@@ -130,14 +131,14 @@ class _RayRun:
         )
         shards = await asyncio.to_thread(plan_shards, config.input, config.input_format,
                                          shard_rows)
-        mask = job.done_mask
+        mask = job.pending.done_mask
         write_manifest(config.output, config.input, job.params)
         todo = deque(s for s in shards if _has_work(mask, s))
         workers = min(workers, len(todo))
         job.say_resuming()
         job.say(f"{len(todo)} shards of up to {shard_rows} rows for {workers} Ray workers; "
                 f"shard outputs in {config.resolved_shard_dir}")
-        plan = WorkerPlan(_absolute(config), self.prepared.request_model, self.prepared.limit,
+        plan = WorkerPlan(_absolute(config), self.prepared.request_model, self.prepared.context,
                           config.resolved_shard_dir.resolve(), self._replicas_per_node(workers))
         stats = job.new_stats()
         finished = RunStats(clock=job.clock)
@@ -204,7 +205,7 @@ class _RayRun:
     async def _hand_out(self, todo: deque[Shard], mask: bytes, stats: RunStats,
                         finished: RunStats) -> bool:
         ray, actors = self.ray, self.actors
-        counts = self.job.prompt_token_counts
+        counts = self.job.pending.prompt_token_counts
         idle = list(actors)
         running: dict[Any, tuple[Any, Shard]] = {}
         interrupted = False

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vbatch.config import RunConfig
-from vbatch.engine.job import Job, RunResult
+from vbatch.engine.job import Job
+from vbatch.engine.report import RunResult
 from vbatch.engine.stats import RunStats
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.servers.backend import Recover, Replica
@@ -34,7 +35,7 @@ class WorkerPlan:
 
     config: RunConfig
     request_model: str
-    limit: int | None
+    context: int | None
     shard_dir: Path
     replicas_per_node: int
 
@@ -66,7 +67,7 @@ class ShardWorker:
         backend = make_backend(self.config, io.StringIO())
         await backend.resolve(self._stack)
         replica = Replica(self.replica, self.plan.replicas_per_node)
-        started = await backend.start(self._stack, self.plan.limit, replica)
+        started = await backend.start(self._stack, self.plan.context, replica)
         self._pool, self._recover = started.pool, started.recover
         urls = ", ".join(server.url for server in started.pool.servers)
         return f"{socket.gethostname()} ({urls})"
@@ -79,7 +80,7 @@ class ShardWorker:
         job = Job(config, RequestBuilder(config, self.plan.request_model), io.StringIO(),
                   time.monotonic, shard=shard)
         await job.adopt(done_bits, prompt_tokens)
-        job.set_limit(self.plan.limit)
+        job.set_context(self.plan.context)
         self._job = job
         if self._stopping:
             return RunResult(RunStats(clock=time.monotonic, total_rows=shard.rows),

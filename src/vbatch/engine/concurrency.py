@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from vbatch.defaults import DEFAULT_MAX_CONCURRENCY
 from vbatch.transport.metrics import ServerLoad
 
 RUNNING_WINDOW_S = 3.0
@@ -94,15 +95,15 @@ class AdaptiveController:
 
     def __init__(
         self,
-        limit: ConcurrencyLimit,
+        bound: ConcurrencyLimit,
         *,
         minimum: int = 4,
-        maximum: int = 1024,
+        maximum: int = DEFAULT_MAX_CONCURRENCY,
         clock: Callable[[], float] = time.monotonic,
         done: Callable[[], int] = lambda: 0,
         trace_size: int = 3600,
     ):
-        self.limit = limit
+        self.bound = bound
         self.minimum = minimum
         self.maximum = maximum
         self.clock = clock
@@ -118,7 +119,7 @@ class AdaptiveController:
     def update(self, load: ServerLoad) -> int:
         """One control step; returns the new bound."""
         now = self.clock()
-        current = self.limit.limit
+        current = self.bound.limit
         preempted = (
             load.preemptions is not None
             and self._preemptions is not None
@@ -134,15 +135,15 @@ class AdaptiveController:
             new = current
         elif load.waiting > 0 or kv_full:
             new = self._bounded(running + _queue_target(running))
-        elif self.limit.in_flight >= 0.9 * current and (
-            load.running + load.waiting >= 0.9 * self.limit.in_flight
+        elif self.bound.in_flight >= 0.9 * current and (
+            load.running + load.waiting >= 0.9 * self.bound.in_flight
         ):
             new = self._bounded(max(current * 1.5, current + _queue_target(load.running)))
         else:
             new = current
-        self.limit.set(new)
+        self.bound.set(new)
         self.trace.append(
-            Sample(now, new, self.limit.in_flight, load.running, load.waiting, self.done())
+            Sample(now, new, self.bound.in_flight, load.running, load.waiting, self.done())
         )
         return new
 
@@ -166,6 +167,6 @@ class AdaptiveController:
             elif not seen:
                 misses += 1
                 if misses >= 3:
-                    self.limit.set(self.maximum)
+                    self.bound.set(self.maximum)
                     return
             await asyncio.sleep(interval)

@@ -77,7 +77,7 @@ class Dispatcher:
     """Sends every work item under a concurrency bound and hands each record to ``sink``.
 
     ``concurrency`` workers run; with ``bound``, they also wait for a slot of that
-    adjustable limit (adaptive concurrency).
+    adjustable context (adaptive concurrency).
     """
 
     def __init__(
@@ -94,7 +94,7 @@ class Dispatcher:
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         clock: Callable[[], float] = time.monotonic,
         recover: Callable[[], Awaitable[bool]] | None = None,
-        limit: int | None = None,
+        context: int | None = None,
         clamp: bool = True,
         bound: ConcurrencyLimit | None = None,
         breaker: CircuitBreaker | None = None,
@@ -111,7 +111,7 @@ class Dispatcher:
         self.shutdown_grace = shutdown_grace
         self.clock = clock
         self.recover = recover
-        self.limit = limit
+        self.context = context
         self.clamp = clamp
         self.bound = bound
         self.breaker = breaker
@@ -292,11 +292,11 @@ class Dispatcher:
 
     def _refit(self, item: WorkItem, overflow: ContextError) -> bool:
         """Clamp ``item`` to what the context the server reported leaves; False if it can't."""
-        limit = overflow.limit or self.limit
+        context = overflow.context or self.context
         prompt = overflow.prompt_tokens or item.prompt_tokens
-        if not self.clamp or limit is None or prompt is None or not fits(prompt, None, limit):
+        if not self.clamp or context is None or prompt is None or not fits(prompt, None, context):
             return False
-        clamped = limit - prompt
+        clamped = context - prompt
         asked = item.max_tokens
         if asked is not None and clamped >= asked:
             # The server counts more prompt tokens than we did and did not say how many.
@@ -312,11 +312,11 @@ class Dispatcher:
 
     def _cut_by_context(self, record: dict[str, Any], item: WorkItem) -> bool:
         """Whether the server stopped the output because the context was full."""
-        if self.limit is None or record["finish_reason"] != "length":
+        if self.context is None or record["finish_reason"] != "length":
             return False
         usage = record["usage"]
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if prompt is None or completion is None:
             return False
         asked = item.max_tokens
-        return prompt + completion >= self.limit and (asked is None or completion < asked)
+        return prompt + completion >= self.context and (asked is None or completion < asked)

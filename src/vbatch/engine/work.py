@@ -23,12 +23,12 @@ __all__ = ["work_items"]
 
 
 def work_items(config: RunConfig, builder: RequestBuilder, rows: Iterable[RawRow],
-               done: bytes, first_row: int, counts: Any, limit: int | None
+               done: bytes, first_row: int, counts: Any, context: int | None
                ) -> Iterator[WorkItem | dict[str, Any]]:
     """A work item, or a ready failed record, for each row of ``rows`` not marked ``done``
     (one bit per row from ``first_row``); ``counts``: prompt tokens by row, when counted."""
     keep_fields = config.keep
-    limit = limit if counts is not None else None
+    context = context if counts is not None else None
     for row in rows:
         if is_set(done, row.index - first_row):
             continue
@@ -41,8 +41,8 @@ def work_items(config: RunConfig, builder: RequestBuilder, rows: Iterable[RawRow
         assert checked.content is not None
         tokens = counts[row.index - first_row] if counts is not None else None
         max_tokens = config.max_tokens
-        if limit is not None and tokens is not None:
-            fit = fit_row(tokens, max_tokens, limit, config.on_overflow)
+        if context is not None and tokens is not None:
+            fit = fit_row(tokens, max_tokens, context, config.on_overflow)
             if fit.problem is not None:
                 error = ContextOverflowError(fit.problem)
                 yield unsent_record(checked.row_id, row.index, error, fields)

@@ -44,47 +44,47 @@ def context_needed(prompt_tokens: Tokens, max_tokens: int | None) -> Tokens:
     return prompt_tokens + (max_tokens or 1)
 
 
-def fits(prompt_tokens: int, max_tokens: int | None, limit: int) -> bool:
-    """Whether a row of ``prompt_tokens`` asking ``max_tokens`` fits a context of ``limit``;
+def fits(prompt_tokens: int, max_tokens: int | None, context: int) -> bool:
+    """Whether a row of ``prompt_tokens`` asking ``max_tokens`` fits a context of ``context``;
     ``max_tokens`` None: whether the prompt fits with one token of output."""
-    return context_needed(prompt_tokens, max_tokens) <= limit
+    return context_needed(prompt_tokens, max_tokens) <= context
 
 
 def not_fitting(counts: array[int] | np.ndarray, max_tokens: int | None,
-                limit: int) -> np.ndarray:
+                context: int) -> np.ndarray:
     """Indices of the rows (prompt tokens ``counts``) that do not :func:`fit <fits>`."""
     values = np.asarray(counts, dtype=np.int64)
-    return np.flatnonzero(context_needed(values, max_tokens) > limit)
+    return np.flatnonzero(context_needed(values, max_tokens) > context)
 
 
-def fit_row(prompt_tokens: int, max_tokens: int | None, limit: int, policy: str) -> Fit:
-    """Apply ``policy`` to a row of ``prompt_tokens`` asking ``max_tokens`` in ``limit``."""
-    if not fits(prompt_tokens, None, limit):
+def fit_row(prompt_tokens: int, max_tokens: int | None, context: int, policy: str) -> Fit:
+    """Apply ``policy`` to a row of ``prompt_tokens`` asking ``max_tokens`` in ``context``."""
+    if not fits(prompt_tokens, None, context):
         return Fit(None, problem=(
-            f"the prompt has {prompt_tokens} tokens and the context is {limit}: "
+            f"the prompt has {prompt_tokens} tokens and the context is {context}: "
             "it does not fit even without output"
         ))
-    if max_tokens is None or fits(prompt_tokens, max_tokens, limit):
+    if max_tokens is None or fits(prompt_tokens, max_tokens, context):
         return Fit(max_tokens)
     if policy == "clamp":
-        return Fit(limit - prompt_tokens, clamped=True)
+        return Fit(context - prompt_tokens, clamped=True)
     return Fit(None, problem=(
         f"{prompt_tokens} prompt tokens + max_tokens {max_tokens} = "
-        f"{prompt_tokens + max_tokens} > the context of {limit}"
+        f"{prompt_tokens + max_tokens} > the context of {context}"
     ))
 
 
-def fitting_limit(longest_need: int, model_limit: int | None, step: int = 256) -> int:
+def fitting_context(longest_need: int, model_context: int | None, step: int = 256) -> int:
     """The ``--max-model-len`` that fits a need of ``longest_need`` tokens, rounded up."""
-    limit = max(step, math.ceil(longest_need / step) * step)
-    return min(limit, model_limit) if model_limit else limit
+    context = max(step, math.ceil(longest_need / step) * step)
+    return min(context, model_context) if model_context else context
 
 
 @dataclass(frozen=True)
 class ContextError:
     """What a context-length error says; any number may be unknown."""
 
-    limit: int | None = None
+    context: int | None = None
     prompt_tokens: int | None = None
     max_tokens: int | None = None
 
@@ -96,27 +96,27 @@ def _ints(*values: str | None) -> list[int | None]:
 _FORMS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
     (re.compile(r"maximum context length is (\d+) tokens\. However, you requested (\d+) tokens "
                 r"\((\d+) in the messages, (\d+) in the completion\)"),
-     ("limit", "", "prompt_tokens", "max_tokens")),
+     ("context", "", "prompt_tokens", "max_tokens")),
     (re.compile(r"'max_tokens' or 'max_completion_tokens' is too large: (\d+)\. This model's "
                 r"maximum context length is (\d+) tokens and your request has (\d+) input"),
-     ("max_tokens", "limit", "prompt_tokens")),
+     ("max_tokens", "context", "prompt_tokens")),
     (re.compile(r"You passed (\d+) input tokens and requested (\d+) output tokens\. However, "
                 r"the model's context length is only (\d+) tokens"),
-     ("prompt_tokens", "max_tokens", "limit")),
+     ("prompt_tokens", "max_tokens", "context")),
     (re.compile(r"maximum context length is (\d+) tokens\. However, you requested (\d+) output "
                 r"tokens and your prompt contains at least (\d+) input tokens"),
-     ("limit", "max_tokens", "prompt_tokens")),
+     ("context", "max_tokens", "prompt_tokens")),
     (re.compile(r"maximum context length is (\d+) tokens\. However, your prompt contains at "
                 r"least (\d+) input tokens"),
-     ("limit", "prompt_tokens")),
+     ("context", "prompt_tokens")),
     (re.compile(r"max_tokens=(\d+) cannot be greater than max_model_len=(\d+)"),
-     ("max_tokens", "limit")),
+     ("max_tokens", "context")),
     (re.compile(r"decoder prompt \(length (\d+)\) is longer than the maximum model length "
                 r"of (\d+)"),
-     ("prompt_tokens", "limit")),
+     ("prompt_tokens", "context")),
     (re.compile(r"(?:context length|maximum context|max_model_len|context window)[^.]*?"
                 r"(\d+)", re.IGNORECASE),
-     ("limit",)),
+     ("context",)),
 )
 _STRUCTURED_CODES = {"context_length_exceeded", "string_above_max_length"}
 _VAGUE = re.compile(r"context length|maximum context|context window|too many tokens|"

@@ -13,7 +13,7 @@ import numpy as np
 
 from vbatch.config import RunConfig
 from vbatch.prepare.builder import RequestBuilder
-from vbatch.prepare.fit import context_needed, fitting_limit, not_fitting
+from vbatch.prepare.fit import context_needed, fitting_context, not_fitting
 from vbatch.prepare.scan import check_row, scan_input
 from vbatch.prepare.tokens import LocalTokenCounter, model_context_limit
 from vbatch.source.readers import read_rows
@@ -27,7 +27,7 @@ class TokenPlan:
 
     rows: int
     max_tokens: int | None
-    model_limit: int | None
+    model_context: int | None
     quantiles: dict[str, int]
     histogram: list[tuple[int, int]]
     fitting_max_model_len: int | None
@@ -42,7 +42,7 @@ class TokenPlan:
             "max_tokens": self.max_tokens,
             "prompt_tokens": self.quantiles,
             "histogram": [{"up_to": edge, "rows": count} for edge, count in self.histogram],
-            "model_max_model_len": self.model_limit,
+            "model_max_model_len": self.model_context,
             "fitting_max_model_len": self.fitting_max_model_len,
             "max_model_len": self.max_model_len,
             "rows_not_fitting": self.not_fitting,
@@ -64,17 +64,17 @@ class TokenPlan:
                 lines.append(f"  <= {edge:>7} tokens  {count:>9}  {bar}")
         if self.fitting_max_model_len is not None:
             capped = (
-                " (capped at the model's own limit)"
-                if self.model_limit and self.fitting_max_model_len == self.model_limit
-                and q.get("max", 0) + (self.max_tokens or 0) > self.model_limit
+                " (capped at the model's own context)"
+                if self.model_context and self.fitting_max_model_len == self.model_context
+                and q.get("max", 0) + (self.max_tokens or 0) > self.model_context
                 else ""
             )
             lines.append(
                 f"--max-model-len that fits every row with max_tokens {self.max_tokens}: "
                 f"{self.fitting_max_model_len}{capped}"
             )
-        if self.model_limit:
-            lines.append(f"the model's own limit: {self.model_limit}")
+        if self.model_context:
+            lines.append(f"the model's own context: {self.model_context}")
         if self.max_model_len is not None:
             lines.append(f"rows that do not fit --max-model-len {self.max_model_len}: "
                          f"{self.not_fitting}")
@@ -98,13 +98,13 @@ def _histogram(counts: np.ndarray) -> list[tuple[int, int]]:
 def make_plan(
     counts: array[int] | np.ndarray,
     max_tokens: int | None,
-    model_limit: int | None,
+    model_context: int | None,
     max_model_len: int | None = None,
 ) -> TokenPlan:
     """Summarise prompt-token ``counts`` (one per row)."""
     values = np.asarray(counts, dtype=np.int64)
     if values.size == 0:
-        return TokenPlan(0, max_tokens, model_limit, {}, [], None, max_model_len)
+        return TokenPlan(0, max_tokens, model_context, {}, [], None, max_model_len)
     quantiles = {"min": int(values.min()), "max": int(values.max())}
     for name, q in (("p50", 50), ("p95", 95), ("p99", 99)):
         quantiles[name] = int(np.percentile(values, q, method="inverted_cdf"))
@@ -112,18 +112,18 @@ def make_plan(
     return TokenPlan(
         rows=int(values.size),
         max_tokens=max_tokens,
-        model_limit=model_limit,
+        model_context=model_context,
         quantiles=quantiles,
         histogram=_histogram(values),
-        fitting_max_model_len=fitting_limit(need, model_limit),
+        fitting_max_model_len=fitting_context(need, model_context),
         max_model_len=max_model_len,
     )
 
 
 def ids_of(config: RunConfig, builder: RequestBuilder, indices: np.ndarray,
-           counts: array[int] | np.ndarray, limit: int = SHOWN_IDS) -> list[tuple[str, int]]:
-    """``(id, prompt tokens)`` of the first ``limit`` rows among ``indices``."""
-    wanted = set(indices[:limit].tolist())
+           counts: array[int] | np.ndarray, most: int = SHOWN_IDS) -> list[tuple[str, int]]:
+    """``(id, prompt tokens)`` of the first ``most`` rows among ``indices``."""
+    wanted = set(indices[:most].tolist())
     found: list[tuple[str, int]] = []
     if not wanted:
         return found
@@ -135,18 +135,18 @@ def ids_of(config: RunConfig, builder: RequestBuilder, indices: np.ndarray,
     return found
 
 
-def limit_from_data(counts: np.ndarray | None, max_tokens: int | None, model: str,
+def context_from_data(counts: np.ndarray | None, max_tokens: int | None, model: str,
                     say: Callable[[str], None]) -> int | None:
     """``--max-model-len`` from the longest prompt (``counts``) and ``max_tokens``, within
     the model's own context."""
-    model_limit = model_context_limit(model)
+    model_context = model_context_limit(model)
     if counts is None or counts.size == 0 or max_tokens is None:
-        return model_limit
+        return model_context
     longest = int(counts.max())
-    limit = fitting_limit(context_needed(longest, max_tokens), model_limit)
-    say(f"--max-model-len {limit}: fits the longest prompt ({longest} tokens) with max_tokens "
-        f"{max_tokens}" + (f" (the model allows {model_limit})" if model_limit else ""))
-    return limit
+    context = fitting_context(context_needed(longest, max_tokens), model_context)
+    say(f"--max-model-len {context}: fits the longest prompt ({longest} tokens) with max_tokens "
+        f"{max_tokens}" + (f" (the model allows {model_context})" if model_context else ""))
+    return context
 
 
 def plan_input(
@@ -171,5 +171,5 @@ def plan_input(
         offending = not_fitting(scan.prompt_tokens, max_tokens, max_model_len)
         token_plan.not_fitting = int(offending.size)
         token_plan.not_fitting_ids = ids_of(config, builder, offending, scan.prompt_tokens,
-                                            limit=10_000)
+                                            most=10_000)
     return token_plan

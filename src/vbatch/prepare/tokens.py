@@ -183,19 +183,19 @@ def model_context_limit(model: str) -> int | None:
     return None
 
 
-def fitting_counter(tokenizer: str, max_tokens: int | None, limit: int | None) -> TokenCounter:
-    """The counter that fits rows to ``limit`` (exact counts throughout when it is not known
+def fitting_counter(tokenizer: str, max_tokens: int | None, context: int | None) -> TokenCounter:
+    """The counter that fits rows to ``context`` (exact counts throughout when it is not known
     yet: the context is then sized from them); the tokenizer loads only when needed."""
-    if limit is None:
+    if context is None:
         return LocalTokenCounter(tokenizer)
-    context = limit
+    known = context
     return BoundedTokenCounter(lambda: LocalTokenCounter(tokenizer),
-                               lambda tokens: fits(tokens, max_tokens, context))
+                               lambda tokens: fits(tokens, max_tokens, known))
 
 
-async def server_counter(client: HTTPClient, model: str, max_tokens: int | None, limit: int,
+async def server_counter(client: HTTPClient, model: str, max_tokens: int | None, context: int,
                          say: Callable[[str], None]) -> TokenCounter | None:
-    """The server's ``/tokenize``, bounded by ``limit``; None (said) when it cannot count."""
+    """The server's ``/tokenize``, bounded by ``context``; None (said) when it cannot count."""
     counter = RemoteTokenCounter(client, model, asyncio.get_running_loop())
     try:
         await counter.count_async([{"prompt": "hello"}])
@@ -203,4 +203,4 @@ async def server_counter(client: HTTPClient, model: str, max_tokens: int | None,
         say(f"cannot count tokens with {client.base}/tokenize ({exc}); rows are not fitted "
             "to the context before sending (give --tokenizer to count them here)")
         return None
-    return BoundedTokenCounter(lambda: counter, lambda tokens: fits(tokens, max_tokens, limit))
+    return BoundedTokenCounter(lambda: counter, lambda tokens: fits(tokens, max_tokens, context))

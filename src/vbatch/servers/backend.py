@@ -80,7 +80,7 @@ class Backend(ABC):
         """Check and count the job's input; returns (and sets) the context rows fit."""
         await job.prepare(await self.counter(job.say))
         context = self.context(job)
-        job.set_limit(context)
+        job.set_context(context)
         return context
 
     async def connect(self, stack: contextlib.AsyncExitStack, job: Job) -> Started:

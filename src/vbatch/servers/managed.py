@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from vbatch.prepare.plan import limit_from_data
+from vbatch.prepare.plan import context_from_data
 from vbatch.prepare.tokens import TokenCounter, fitting_counter
 from vbatch.servers.backend import Backend, Replica, Started
 from vbatch.servers.default_model import resolve_model
@@ -41,8 +41,8 @@ class ManagedBackend(Backend):
 
     def context(self, job: Job) -> int | None:
         config = self.config
-        return config.max_model_len or limit_from_data(job.prompt_tokens, config.max_tokens,
-                                                       self.model, job.say)
+        return config.max_model_len or context_from_data(
+            job.pending.prompt_tokens, config.max_tokens, self.model, job.say)
 
     @property
     def starts_early(self) -> bool:

@@ -52,18 +52,18 @@ class RemoteBackend(Backend):
             first.client, first.prefix, self.config.model)
 
     async def counter(self, say: Callable[[str], None]) -> TokenCounter | None:
-        config, limit = self.config, self._context
-        if limit is None:
+        config, context = self.config, self._context
+        if context is None:
             return None
         local = config.tokenizer
         if local is None and config.model and Path(config.model).is_dir():
             local = config.model
         if local:
-            counter: TokenCounter | None = fitting_counter(local, config.max_tokens, limit)
+            counter: TokenCounter | None = fitting_counter(local, config.max_tokens, context)
         else:
             assert self._pool is not None, "resolve() first"
             counter = await server_counter(self._pool.first.client, self.request_model,
-                                           config.max_tokens, limit, say)
+                                           config.max_tokens, context, say)
         self._counted = counter is not None
         return counter
 
@@ -106,5 +106,5 @@ async def discover_model(client: HTTPClient, prefix: str, wanted: str | None
         names = ", ".join(map(str, models))
         raise ConfigError(f"{where} does not serve the model {wanted!r} (it serves {names}): "
                           "check --model")
-    limit = (models.get(wanted) or {}).get("max_model_len")
-    return wanted, limit if isinstance(limit, int) else None
+    context = (models.get(wanted) or {}).get("max_model_len")
+    return wanted, context if isinstance(context, int) else None

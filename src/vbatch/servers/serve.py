@@ -26,14 +26,14 @@ def serve_foreground(
     """
     model, served_name = resolve_model(model)
     port = port or free_port(options.get("host", "127.0.0.1"))
-    server_options = ServerOptions(
+    server = ServerOptions(
         model=model,
         served_model_name=served_name,
         port=port,
         log_path=log_path or cache_dir() / "logs" / f"serve-{port}.log",
         **options,
     )
-    return asyncio.run(_serve(server_options))
+    return asyncio.run(_serve(server))
 
 
 async def _serve(options: ServerOptions) -> int:

@@ -1,0 +1,149 @@
+"""The rows a job still has to send: its input (or one shard of it), checked and counted,
+less the rows the output already holds."""
+
+from __future__ import annotations
+
+import asyncio
+from array import array
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from vbatch.config import RunConfig
+from vbatch.engine.dispatch import WorkItem
+from vbatch.engine.resume import replace_changed, say_repairs
+from vbatch.engine.work import work_items
+from vbatch.errors import ConfigError
+from vbatch.output.ledger import done_mask, read_output
+from vbatch.output.manifest import check_manifest
+from vbatch.prepare.builder import RequestBuilder
+from vbatch.prepare.fit import not_fitting
+from vbatch.prepare.plan import ids_of
+from vbatch.prepare.scan import InputScan, RowSource, scan_input
+from vbatch.prepare.tokens import TokenCounter
+from vbatch.source.prefix import check_groupable
+from vbatch.source.readers import read_rows
+from vbatch.source.shards import Shard, read_shard
+
+__all__ = ["PendingRows"]
+
+
+class PendingRows:
+    """The rows of ``config``'s input (of ``shard``) and which of them are done; ``params``
+    are the generation parameters the output's manifest must match."""
+
+    def __init__(self, config: RunConfig, builder: RequestBuilder, params: dict[str, Any],
+                 say: Callable[[str], None], shard: Shard | None = None):
+        self._config = config
+        self._builder = builder
+        self._params = params
+        self._say = say
+        self._shard = shard
+        self._rows: RowSource = (
+            partial(read_shard, config.input, config.input_format, shard) if shard is not None
+            else partial(read_rows, config.input, config.input_format)
+        )
+        self._first_row = shard.first_row if shard is not None else 0
+        self._scan: InputScan | None = None
+        self._mask = b""
+        self.already = 0
+        self.already_failed = 0
+
+    @property
+    def total(self) -> int:
+        """Rows of the input (of the shard), once prepared."""
+        assert self._scan is not None, "prepare() first"
+        return self._scan.total
+
+    @property
+    def done_mask(self) -> bytes:
+        """One packed bit per row, set where the output already has its record."""
+        return self._mask
+
+    @property
+    def prompt_token_counts(self) -> array[int] | None:
+        """Prompt tokens by row (4 bytes each), when counted."""
+        return self._scan.prompt_tokens if self._scan is not None else None
+
+    @property
+    def prompt_tokens(self) -> np.ndarray | None:
+        """Prompt tokens by row, when counted."""
+        if self._scan is None or self._scan.prompt_tokens is None:
+            return None
+        return np.asarray(self._scan.prompt_tokens, dtype=np.int64)
+
+    async def prepare(self, counter: TokenCounter | None) -> None:
+        """Check the manifest, repair and read the output, check (and count) the input."""
+        config = self._config
+        check_manifest(config.output, self._params, force=config.force)
+        state = read_output(config.output, retry_failed=config.retry_failed)
+        say_repairs(state, config.output, self._say)
+        if config.group_by_prefix:
+            check_groupable(config.input, config.input_format)
+        counting = " and counting prompt tokens" if counter is not None else ""
+        self._say(f"checking {config.input}{counting}")
+        scan = await asyncio.to_thread(scan_input, config, self._builder, counter, self._rows,
+                                       bool(state.done_hashes.size))
+        self._follow_prefix_order(scan)
+        if scan.counting_error:
+            self._say(f"counting prompt tokens failed ({scan.counting_error}); rows are not "
+                     "fitted to the context before sending")
+        state = replace_changed(config, self._builder, scan, state, self._say)
+        self._mask, self.already = done_mask(scan.id_hashes, state)
+        self.already_failed = state.failed
+        scan.id_hashes = np.empty(0, np.int64)
+        scan.fingerprints = None
+        self._scan = scan
+
+    async def adopt(self, done_bits: bytes, prompt_tokens: array[int] | None) -> None:
+        """Take a checked shard from the driver: rows already done, prompt tokens by row.
+
+        Rows this shard's own output already holds (a worker died on it) are skipped too.
+        """
+        assert self._shard is not None, "adopt() runs a shard"
+        rows = self._shard.rows
+        state = read_output(self._config.output, retry_failed=False)
+        say_repairs(state, self._config.output, self._say)
+        done = np.unpackbits(np.frombuffer(done_bits, np.uint8), count=rows).astype(bool)
+        if state.done_hashes.size or self._config.group_by_prefix:
+            scan = await asyncio.to_thread(scan_input, self._config, self._builder, None,
+                                           self._rows)
+            if state.done_hashes.size:
+                done |= np.isin(scan.id_hashes, state.done_hashes)
+            self._follow_prefix_order(scan)
+        self._mask = np.packbits(done).tobytes()
+        self.already = int(np.count_nonzero(done))
+        self.already_failed = state.failed
+        self._scan = InputScan(rows, 0, np.empty(0, np.int64), prompt_tokens)
+
+    def _follow_prefix_order(self, scan: InputScan) -> None:
+        """With ``--group-by-prefix``, read the rows in the order the scan found."""
+        if scan.prefix_order is not None:
+            order = scan.prefix_order.order()
+            self._rows = partial(scan.prefix_order.rows, self._config.input, order,
+                                 self._first_row)
+
+    def check_fit(self, context: int | None) -> None:
+        """With ``--on-overflow fail``, stop before sending when rows do not fit ``context``."""
+        config = self._config
+        counts = self.prompt_tokens
+        if context is None or counts is None or config.on_overflow != "fail":
+            return
+        offending = not_fitting(counts, config.max_tokens, context)
+        if offending.size:
+            shown = ids_of(config, self._builder, offending, counts)
+            listed = ", ".join(f"{row_id} ({tokens} tokens)" for row_id, tokens in shown)
+            more = f" and {offending.size - len(shown)} more" if offending.size > len(shown) else ""
+            raise ConfigError(
+                f"{offending.size} rows do not fit a context of {context} tokens with max_tokens "
+                f"{config.max_tokens}: {listed}{more}. Nothing was sent. Use "
+                "--on-overflow clamp or skip, a larger --max-model-len, or a smaller --max-tokens."
+            )
+
+    def work(self, context: int | None) -> Iterator[WorkItem | dict[str, Any]]:
+        """A work item (or a ready failed record) for each row not done, fitted to ``context``."""
+        counts = self._scan.prompt_tokens if self._scan is not None else None
+        return work_items(self._config, self._builder, self._rows(), self._mask,
+                          self._first_row, counts, context)

@@ -1,0 +1,55 @@
+"""The end of a run: the output in its final form, ``--stats-json``, and the summary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+import orjson
+
+from vbatch.config import RunConfig
+from vbatch.engine.stats import RunStats
+from vbatch.errors import write_failure
+from vbatch.output.formats import output_format
+
+__all__ = ["RunResult", "report_run"]
+
+
+@dataclass
+class RunResult:
+    """What a finished run did."""
+
+    stats: RunStats
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every input row has an ok record, 1 when some failed or have no record,
+        130 when interrupted."""
+        if self.interrupted:
+            return 130
+        stats = self.stats
+        return 1 if stats.failed or stats.already_failed or stats.missing else 0
+
+
+def report_run(config: RunConfig, result: RunResult, say: Callable[[str], None],
+               stream: TextIO) -> None:
+    """Finish the output (``--ordered``, its format), write ``--stats-json``, print the
+    summary."""
+    if not result.interrupted:
+        if config.ordered:
+            say(f"writing {config.output} in input order")
+        output_format(config.output).finish(config.output, config.ordered)
+    if config.stats_json is not None:
+        try:
+            config.stats_json.write_bytes(
+                orjson.dumps(result.stats.to_dict(), option=orjson.OPT_INDENT_2)
+            )
+        except OSError as exc:
+            raise write_failure(config.stats_json, exc) from None
+    if not config.quiet:
+        stream.write(result.stats.summary_text() + "\n")
+    if result.interrupted:
+        say(f"interrupted: {result.stats.done} rows recorded this run, kept in "
+                 f"{config.output}. Run the same command again to resume.")
