@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from vbatch.endpoints.base import EndpointKind, answer_fields
+from vbatch.endpoints.base import ChoicesKind, EndpointKind
 from vbatch.endpoints.chat import Chat
 from vbatch.endpoints.completions import Completions
 
-__all__ = ["ENDPOINTS", "EndpointKind", "answer_fields", "endpoint_kind"]
+__all__ = ["ENDPOINTS", "ChoicesKind", "EndpointKind", "endpoint_kind"]
 
 ENDPOINTS: dict[str, EndpointKind] = {kind.name: kind for kind in (Chat(), Completions())}
 

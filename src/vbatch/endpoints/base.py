@@ -1,5 +1,6 @@
-"""What an endpoint kind is: the route rows go to, the body a row makes, the record an answer
-makes. One module per kind (``chat``, ``completions``), registered in :mod:`vbatch.endpoints`.
+"""What an endpoint kind is: the route rows go to, the body a row makes, the record fields an
+answer gives. One module per kind (``chat``, ``completions``), registered in
+:mod:`vbatch.endpoints`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Any
 
 from vbatch.errors import InvalidResponseError
 
-__all__ = ["EndpointKind", "answer_fields"]
+__all__ = ["ChoicesKind", "EndpointKind"]
 
 
 class EndpointKind(ABC):
@@ -24,13 +25,25 @@ class EndpointKind(ABC):
         """The request content of a row whose prompt is ``prompt``."""
 
     @abstractmethod
+    def answer(self, response: dict[str, Any], n: int) -> dict[str, Any]:
+        """The record fields of the server's answer to one row (``n`` completions asked),
+        in their order in the record; raises InvalidResponseError on a body it cannot read."""
+
+
+class ChoicesKind(EndpointKind):
+    """A generation API: the answer is a list of choices, each a text and a finish reason."""
+
+    @abstractmethod
     def choice_fields(self, choice: dict[str, Any]) -> dict[str, Any]:
         """``text`` and what else one choice of an answer carries (``reasoning``, ...)."""
 
+    def answer(self, response: dict[str, Any], n: int) -> dict[str, Any]:
+        """``text`` and ``finish_reason`` (lists when ``n`` > 1), ``usage``, ``error`` (null),
+        then each optional field some choice has."""
+        return _choices_answer(self, response, n)
 
-def answer_fields(kind: EndpointKind, response: dict[str, Any], n: int) -> dict[str, Any]:
-    """The record fields of an answer: ``text`` and ``finish_reason`` (lists when ``n`` > 1),
-    ``usage``, and each optional field some choice has. Raises InvalidResponseError."""
+
+def _choices_answer(kind: ChoicesKind, response: dict[str, Any], n: int) -> dict[str, Any]:
     choices = response.get("choices")
     if not isinstance(choices, list) or not choices:
         raise InvalidResponseError("the answer has no choices")
@@ -48,6 +61,7 @@ def answer_fields(kind: EndpointKind, response: dict[str, Any], n: int) -> dict[
         "text": texts if n > 1 else texts[0],
         "finish_reason": reasons if n > 1 else reasons[0],
         "usage": usage,
+        "error": None,
     }
     for name in found[0]:
         values = [fields.get(name) for fields in found]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from vbatch.endpoints.base import EndpointKind
+from vbatch.endpoints.base import ChoicesKind
 
 __all__ = ["Chat"]
 
 
-class Chat(EndpointKind):
+class Chat(ChoicesKind):
     """The chat API: a prompt becomes a user message (after ``--system``)."""
 
     name = "chat"

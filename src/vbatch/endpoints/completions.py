@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from vbatch.endpoints.base import EndpointKind
+from vbatch.endpoints.base import ChoicesKind
 
 __all__ = ["Completions"]
 
 
-class Completions(EndpointKind):
+class Completions(ChoicesKind):
     """The completions API: the prompt is sent as it is; no messages, no system prompt."""
 
     name = "completions"

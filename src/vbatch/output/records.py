@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vbatch.endpoints import EndpointKind, answer_fields
+from vbatch.endpoints import EndpointKind
 from vbatch.errors import InputError, RequestError
 
 __all__ = ["ANSWER_FIELDS", "BASE_FIELDS", "RECORD_FIELDS", "RUN_FIELDS", "failed_record",
@@ -60,17 +60,9 @@ def unsent_record(row_id: str, index: int, error: RequestError | InputError,
 def ok_record(row_id: str, index: int, response: dict[str, Any], kind: EndpointKind,
               n: int) -> dict[str, Any]:
     """The record of a row the server answered; raises InvalidResponseError on a bad body."""
-    answer = answer_fields(kind, response, n)
-    record: dict[str, Any] = {
-        "id": row_id,
-        "index": index,
-        "status": "ok",
-        "text": answer.pop("text"),
-        "finish_reason": answer.pop("finish_reason"),
-        "usage": answer.pop("usage"),
-        "error": None,
-    }
-    record.update(answer)
+    record: dict[str, Any] = {"id": row_id, "index": index, "status": "ok"}
+    record.update(kind.answer(response, n))
+    record.setdefault("error", None)
     return record
 
 
