@@ -48,7 +48,8 @@ def _choices_answer(kind: ChoicesKind, response: dict[str, Any], n: int) -> dict
     if not isinstance(choices, list) or not choices:
         raise InvalidResponseError("the answer has no choices")
     try:
-        ordered = sorted(choices, key=lambda c: c.get("index", 0))
+        ordered = choices if len(choices) == 1 else sorted(choices,
+                                                           key=lambda c: c.get("index", 0))
         found = [kind.choice_fields(c) for c in ordered]
         reasons = [c.get("finish_reason") for c in ordered]
     except (KeyError, TypeError, AttributeError) as exc:
@@ -57,14 +58,18 @@ def _choices_answer(kind: ChoicesKind, response: dict[str, Any], n: int) -> dict
     if not isinstance(usage, dict):
         usage = {"prompt_tokens": None, "completion_tokens": None}
     texts = [fields.pop("text") for fields in found]
+    many = n > 1
     record: dict[str, Any] = {
-        "text": texts if n > 1 else texts[0],
-        "finish_reason": reasons if n > 1 else reasons[0],
+        "text": texts if many else texts[0],
+        "finish_reason": reasons if many else reasons[0],
         "usage": usage,
         "error": None,
     }
+    if not many:
+        record.update((name, value) for name, value in found[0].items() if value is not None)
+        return record
     for name in found[0]:
         values = [fields.get(name) for fields in found]
         if any(value is not None for value in values):
-            record[name] = values if n > 1 else values[0]
+            record[name] = values
     return record

@@ -87,7 +87,8 @@ class HTTPClient:
             self._headers["Authorization"] = f"Basic {token}"
         self._own: NetworkTransport | None = None
         if transport is None:
-            self._own = NetworkTransport(pool_size=pool_size, timeout=timeout)
+            self._own = NetworkTransport(headers=self._headers, pool_size=pool_size,
+                                         timeout=timeout)
         self._transport: Transport = transport or self._own  # type: ignore[assignment]
 
     async def __aenter__(self) -> HTTPClient:

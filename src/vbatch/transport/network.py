@@ -1,40 +1,40 @@
 """The network transport: aiohttp, one connection pool per client.
 
 This module is the only place where aiohttp and OS network errors exist: they are
-translated into vbatch's exceptions (:mod:`vbatch.errors`) in :func:`map_network_errors`.
+translated into vbatch's exceptions (:mod:`vbatch.errors`) by :func:`map_network_errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import aiohttp
 
 from vbatch.defaults import DEFAULT_POOL_SIZE, DEFAULT_REQUEST_TIMEOUT
-from vbatch.errors import ConnectError, RequestTimeout
+from vbatch.errors import ConnectError, RequestTimeout, TransportError
 from vbatch.transport.base import RawResponse
 
-__all__ = ["NetworkTransport", "map_network_errors"]
+__all__ = ["NETWORK_ERRORS", "NetworkTransport", "map_network_errors"]
 
 
-@contextlib.contextmanager
-def map_network_errors(url: str, timeout: float) -> Iterator[None]:
-    """Turn aiohttp's and the OS's errors on ``url`` into ConnectError and RequestTimeout."""
-    try:
-        yield
-    except asyncio.TimeoutError:
-        raise RequestTimeout(f"no answer from {url} within {timeout:g} s") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise ConnectError(f"{type(exc).__name__} on {url}: {exc}") from None
+NETWORK_ERRORS = (asyncio.TimeoutError, aiohttp.ClientError, OSError)
+
+
+def map_network_errors(exc: BaseException, url: str, timeout: float) -> TransportError:
+    """The vbatch error for one of aiohttp's or the OS's (:data:`NETWORK_ERRORS`) on ``url``."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return RequestTimeout(f"no answer from {url} within {timeout:g} s")
+    return ConnectError(f"{type(exc).__name__} on {url}: {exc}")
 
 
 class NetworkTransport:
-    """Sends requests over HTTP with aiohttp, at most ``pool_size`` connections at once."""
+    """Sends requests over HTTP with aiohttp, at most ``pool_size`` connections at once;
+    ``headers`` (when given) go with every request without being passed each time."""
 
-    def __init__(self, *, pool_size: int = DEFAULT_POOL_SIZE,
-                 timeout: float = DEFAULT_REQUEST_TIMEOUT):
+    def __init__(self, *, headers: Mapping[str, str] | None = None,
+                 pool_size: int = DEFAULT_POOL_SIZE, timeout: float = DEFAULT_REQUEST_TIMEOUT):
+        self._headers = headers
         self._pool_size = pool_size
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
@@ -47,6 +47,7 @@ class NetworkTransport:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self._timeout),
+            headers=self._headers,
             skip_auto_headers=("User-Agent",),
         )
 
@@ -60,7 +61,10 @@ class NetworkTransport:
                    body: bytes | None) -> RawResponse:
         if self._session is None:
             raise RuntimeError("the transport is used before open()")
-        with map_network_errors(url, self._timeout):
-            async with self._session.request(method, url, data=body, headers=headers) as response:
+        extra = None if headers is self._headers else headers
+        try:
+            async with self._session.request(method, url, data=body, headers=extra) as response:
                 raw = await response.read()
                 return RawResponse(response.status, raw, response.headers)
+        except NETWORK_ERRORS as exc:
+            raise map_network_errors(exc, url, self._timeout) from None
