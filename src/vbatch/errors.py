@@ -9,6 +9,7 @@ Everything vbatch raises on purpose derives from :class:`VbatchError`::
     ├── OutputError              the output file cannot be used for resume
     │   ├── OutputLockedError    another run is writing the same output
     │   └── OutputWriteError     writing the output failed midway (disk full, ...): exit 4
+    ├── RunStoppedError          vbatch.generate/agenerate was stopped before every row was done
     ├── ServerError              the managed vLLM server failed
     │   ├── ServerStartError     it exited or hung while starting (with its log's last lines)
     │   ├── ServerDiedError      it died more often than --max-restarts allows
@@ -77,6 +78,11 @@ def write_failure(path: object, error: OSError) -> OutputWriteError:
         f"cannot write {path} ({error.strerror or error}): every record written before is "
         "kept; free space or fix the file system, then run the same command again to resume"
     )
+
+
+class RunStoppedError(VbatchError):
+    """A run of the Python API was stopped (Ctrl-C, :meth:`RunControl.stop`) before every row
+    had a record; the records written so far stay in its ``cache``."""
 
 
 class ServerError(VbatchError):

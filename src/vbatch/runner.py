@@ -16,9 +16,11 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from vbatch.config import RunConfig
+from vbatch.engine.control import RunControl
 from vbatch.engine.job import Job
-from vbatch.engine.report import RunResult
+from vbatch.engine.report import Final, RunResult
 from vbatch.errors import ConfigError
+from vbatch.output.formats import output_format
 from vbatch.output.lock import OutputLock
 from vbatch.output.paths import check_output_path
 from vbatch.output.records import RECORD_FIELDS
@@ -53,6 +55,7 @@ async def arun(
     stream: TextIO | None = None,
     clock: Callable[[], float] = time.monotonic,
     transport: Transport | None = None,
+    control: RunControl | None = None,
 ) -> RunResult:
     """Run the job on the current event loop.
 
@@ -67,21 +70,25 @@ async def arun(
     only once (``-`` for stdin, a pipe) is copied beside the output first. With
     ``config.ray``, the rows are spread over Ray actors (one per replica, each with its own
     server or the given endpoints) and merged at the end. ``transport`` replaces the network
-    for every request (an in-process server double, see :mod:`vbatch.testing.fake`).
+    for every request (an in-process server double, see :mod:`vbatch.testing.fake`);
+    ``control`` follows the records as they are written and stops the run from outside.
     """
     stream = stream if stream is not None else sys.stderr
     clashes = RECORD_FIELDS.intersection(config.keep)
     if clashes:
         raise ConfigError(f"--keep {sorted(clashes)[0]}: that name is a field of the output")
     check_output_path(config)
-    with OutputLock(config.output), spooled(config) as readable:
+    final = Final(output_format(config.output), config.output)
+    journaled = config.replace(output=final.format.journal(config.output))
+    with OutputLock(journaled.output), spooled(journaled) as readable:
         if readable.ray:
             from vbatch.distributed.driver import run_on_ray
 
-            return await run_on_ray(readable, handle_signals, stream, clock)
+            return await run_on_ray(readable, handle_signals, stream, clock, final)
         backend = make_backend(readable, stream, transport)
         async with contextlib.AsyncExitStack() as stack:
             await backend.resolve(stack)
-            job = Job(readable, RequestBuilder(readable, backend.request_model), stream, clock)
+            job = Job(readable, RequestBuilder(readable, backend.request_model), stream, clock,
+                      final=final, control=control)
             started = await backend.connect(stack, job)
             return await job.execute(started.pool, handle_signals, started.recover)

@@ -27,7 +27,7 @@ from vbatch.config import RunConfig
 from vbatch.distributed.worker import LiveCounts, ShardWorker, WorkerPlan
 from vbatch.engine.job import Job, install_signal_handlers
 from vbatch.engine.progress import Progress
-from vbatch.engine.report import RunResult
+from vbatch.engine.report import Final, RunResult
 from vbatch.engine.stats import RunStats
 from vbatch.errors import ConfigError, VbatchError
 from vbatch.output.manifest import write_manifest
@@ -61,7 +61,7 @@ class _Prepared:
 
 
 async def run_on_ray(config: RunConfig, handle_signals: bool, stream: TextIO,
-                     clock: Callable[[], float]) -> RunResult:
+                     clock: Callable[[], float], final: Final | None = None) -> RunResult:
     """Run ``config`` over Ray actors (see the module docstring)."""
     ray = import_ray()
     if config.group_by_prefix:
@@ -76,7 +76,8 @@ async def run_on_ray(config: RunConfig, handle_signals: bool, stream: TextIO,
         backend = make_backend(config, stream)
         async with contextlib.AsyncExitStack() as stack:
             await backend.resolve(stack)
-            job = Job(checked, RequestBuilder(config, backend.request_model), stream, clock)
+            job = Job(checked, RequestBuilder(config, backend.request_model), stream, clock,
+                      final=final)
             await _merge_left_over(job)
             context = await backend.prepare(job)
         prepared = _Prepared(job, backend.request_model, context)

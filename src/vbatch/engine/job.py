@@ -13,10 +13,11 @@ from vbatch.config import RunConfig
 from vbatch.defaults import DEFAULT_START_CONCURRENCY
 from vbatch.engine.breaker import CircuitBreaker
 from vbatch.engine.concurrency import AdaptiveController, ConcurrencyLimit
+from vbatch.engine.control import RunControl
 from vbatch.engine.dispatch import Dispatcher
 from vbatch.engine.pending import PendingRows
 from vbatch.engine.progress import Progress
-from vbatch.engine.report import RunResult, report_run
+from vbatch.engine.report import Final, RunResult, report_run
 from vbatch.engine.stats import RunStats
 from vbatch.output.manifest import write_manifest
 from vbatch.output.writer import ResultWriter
@@ -37,8 +38,12 @@ class Job:
         stream: TextIO,
         clock: Callable[[], float],
         shard: Shard | None = None,
+        final: Final | None = None,
+        control: RunControl | None = None,
     ):
         self.config = config
+        self.final = final
+        self.control = control
         self.builder = builder
         self.stream = stream
         self.clock = clock
@@ -89,9 +94,13 @@ class Job:
         writer = ResultWriter(config.output, clock=self.clock)
         writer.open()
 
+        watcher = self.control.on_record if self.control is not None else None
+
         def sink(record: dict[str, Any]) -> None:
             writer.add(record)
             stats.add(record)
+            if watcher is not None:
+                watcher(record)
 
         controller = self._controller(stats)
         dispatcher = self._dispatcher = self._make_dispatcher(pool, sink, recover, controller)
@@ -102,6 +111,8 @@ class Job:
         if controller is not None:
             background.append(asyncio.create_task(controller.run(pool.load)))
         restore = install_signal_handlers(dispatcher.stop) if handle_signals else None
+        if self.control is not None:
+            self.control.sending(dispatcher.stop)
         try:
             await dispatcher.run(self.pending.work(self.context))
         finally:
@@ -171,7 +182,7 @@ class Job:
 
     def finish(self, result: RunResult) -> None:
         """Order the output (``--ordered``), write ``--stats-json`` and print the summary."""
-        report_run(self.config, result, self.say, self.stream)
+        report_run(self.config, result, self.say, self.stream, self.final)
 
 async def _cancelled(tasks: list[asyncio.Task[Any]]) -> None:
     """Cancel ``tasks`` and wait until they have stopped."""

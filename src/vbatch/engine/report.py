@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 import orjson
@@ -11,9 +12,22 @@ import orjson
 from vbatch.config import RunConfig
 from vbatch.engine.stats import RunStats
 from vbatch.errors import write_failure
-from vbatch.output.formats import output_format
+from vbatch.output.formats import OutputFormat, output_format
 
-__all__ = ["RunResult", "report_run"]
+__all__ = ["Final", "RunResult", "report_run"]
+
+
+@dataclass(frozen=True)
+class Final:
+    """The file the user asked for and its format; the run's records go to its journal."""
+
+    format: OutputFormat
+    path: Path
+
+    @classmethod
+    def of(cls, output: Path) -> Final:
+        """The final file of a run whose records are written to ``output`` itself."""
+        return cls(output_format(output), output)
 
 
 @dataclass
@@ -34,13 +48,15 @@ class RunResult:
 
 
 def report_run(config: RunConfig, result: RunResult, say: Callable[[str], None],
-               stream: TextIO) -> None:
-    """Finish the output (``--ordered``, its format), write ``--stats-json``, print the
-    summary."""
+               stream: TextIO, final: Final | None = None) -> None:
+    """Finish the output (``--ordered``, its format: ``final``), write ``--stats-json``, print
+    the summary."""
+    final = final or Final.of(config.output)
     if not result.interrupted:
-        if config.ordered:
-            say(f"writing {config.output} in input order")
-        output_format(config.output).finish(config.output, config.ordered)
+        if config.ordered or final.path != config.output:
+            order = " in input order" if config.ordered else ""
+            say(f"writing {final.path}{order}")
+        final.format.finish(config.output, final.path, config.ordered)
     if config.stats_json is not None:
         try:
             config.stats_json.write_bytes(

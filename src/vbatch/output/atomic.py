@@ -16,9 +16,10 @@ __all__ = ["replaced"]
 def replaced(path: Path, suffix: str) -> Iterator[BinaryIO]:
     """A file to write the new content of ``path`` to.
 
-    When the block ends normally the file is fsynced, given ``path``'s permissions and
-    renamed over it; when it raises (a full disk, an interrupt), it is removed and ``path``
-    is left as it was. A crash leaves either the old file or the new one.
+    When the block ends normally the file is fsynced, given ``path``'s permissions (a new
+    file gets the usual ones) and renamed over it; when it raises (a full disk, an interrupt),
+    it is removed and ``path`` is left as it was. A crash leaves either the old file or the new
+    one.
     """
     tmp = path.with_name(path.name + suffix)
     try:
@@ -26,7 +27,8 @@ def replaced(path: Path, suffix: str) -> Iterator[BinaryIO]:
             yield target
             target.flush()
             os.fsync(target.fileno())
-        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -15,8 +15,18 @@ __all__ = ["check_output_path"]
 def check_output_path(config: RunConfig) -> None:
     """Refuse an OUTPUT vbatch would damage: the input itself, a directory, another format,
     or an existing file that is not a vbatch output (no manifest beside it). Changes nothing."""
+    final = config.output
+    journal = output_format(final).journal(final)
+    if journal != final:
+        if final.is_dir():
+            raise OutputError(f"-o {final} is a directory: give a file name")
+        if final.exists() and not manifest_path(journal).exists():
+            raise OutputError(
+                f"{final} exists and is not a vbatch output (no {manifest_path(journal).name} "
+                "beside it); it was not changed: move it away or choose another -o"
+            )
+        config = config.replace(output=journal)
     output = config.output
-    output_format(output)
     if output.is_dir():
         raise OutputError(f"-o {output} is a directory: give a file name")
     stats = config.stats_json

@@ -34,9 +34,15 @@ class RawRow:
 
 
 def detect_format(path: Path, override: str | None = None) -> str:
-    """``jsonl``, ``csv`` or ``parquet``, from ``override`` or the file name."""
+    """``jsonl``, ``csv``, ``parquet``, ``arrow`` (IPC file or stream) or ``datasets`` (a
+    directory saved by ``Dataset.save_to_disk``), from ``override`` or the name."""
     if override:
         return override
+    if path.is_dir():
+        if (path / "state.json").exists():
+            return "datasets"
+        raise ConfigError(f"{path} is a directory but not a saved dataset (no state.json): "
+                          "give a file, or a directory written by Dataset.save_to_disk")
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
@@ -47,9 +53,10 @@ def detect_format(path: Path, override: str | None = None) -> str:
         return "csv"
     if last in (".parquet", ".pq"):
         return "parquet"
-    raise ConfigError(
-        f"cannot tell the format of {path} from its name: use --input-format jsonl|csv|parquet"
-    )
+    if last in (".arrow", ".feather", ".ipc"):
+        return "arrow"
+    raise ConfigError(f"cannot tell the format of {path} from its name: use --input-format "
+                      "jsonl|csv|parquet|arrow")
 
 
 def open_binary(path: Path) -> IO[bytes]:
@@ -68,6 +75,10 @@ def read_rows(path: Path, input_format: str | None = None) -> Iterator[RawRow]:
         return _unbroken(_read_jsonl(path), path)
     if fmt == "csv":
         return _unbroken(_read_csv(path), path)
+    if fmt == "arrow":
+        return _unbroken(_read_arrow(path), path)
+    if fmt == "datasets":
+        return _unbroken(_read_saved_dataset(path), path)
     return _unbroken(_read_parquet(path), path)
 
 
@@ -232,3 +243,46 @@ def parquet_rows(
         for data in batch.to_pylist():
             yield RawRow(index, f"{path} row {index + 1}", data)
             index += 1
+
+
+def _arrow_batches(path: Path) -> Iterator[Any]:
+    """The record batches of an Arrow IPC file (random-access or stream format)."""
+    import pyarrow as pa
+
+    try:
+        source = pa.memory_map(str(path))
+        try:
+            reader: Any = pa.ipc.open_file(source)
+            batches: Iterable[Any] = (reader.get_batch(i)
+                                      for i in range(reader.num_record_batches))
+        except pa.ArrowInvalid:
+            source.seek(0)
+            batches = pa.ipc.open_stream(source)
+        yield from batches
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ConfigError(f"{path} is not a readable Arrow IPC file: {exc}") from None
+
+
+def _arrow_rows(paths: list[Path], location: Path) -> Iterator[RawRow]:
+    index = 0
+    for path in paths:
+        for batch in _arrow_batches(path):
+            for data in batch.to_pylist():
+                yield RawRow(index, f"{location} row {index + 1}", data)
+                index += 1
+
+
+def _read_arrow(path: Path) -> Iterator[RawRow]:
+    yield from _arrow_rows([path], path)
+
+
+def _read_saved_dataset(path: Path) -> Iterator[RawRow]:
+    """The rows of a ``save_to_disk`` directory: its Arrow files, in the order state.json
+    lists them."""
+    try:
+        state = orjson.loads((path / "state.json").read_bytes())
+        files = [path / entry["filename"] for entry in state["_data_files"]]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}/state.json does not list the dataset's files ({exc!r}): "
+                          "save it again with Dataset.save_to_disk") from None
+    yield from _arrow_rows(files, path)

@@ -25,11 +25,12 @@ STDIN = "-"
 
 
 def needs_spool(path: Path) -> bool:
-    """Whether ``path`` is stdin or something other than a regular file."""
+    """Whether ``path`` is stdin or something other than a regular file or a directory."""
     if str(path) == STDIN:
         return True
     try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
+        return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
     except OSError:
         return False
 

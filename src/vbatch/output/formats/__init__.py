@@ -7,12 +7,13 @@ from pathlib import Path
 from vbatch.errors import OutputError
 from vbatch.output.formats.base import OutputFormat
 from vbatch.output.formats.jsonl import JsonLines
+from vbatch.output.formats.parquet import Parquet
 
 __all__ = ["FORMATS", "OutputFormat", "output_format"]
 
-FORMATS: tuple[OutputFormat, ...] = (JsonLines(),)
+FORMATS: tuple[OutputFormat, ...] = (JsonLines(), Parquet())
 # Endings that say a user expects a format vbatch does not write (yet).
-_FOREIGN = (".parquet", ".csv", ".tsv", ".arrow", ".feather", ".gz", ".bz2", ".xz", ".zst",
+_FOREIGN = (".csv", ".tsv", ".arrow", ".feather", ".gz", ".bz2", ".xz", ".zst",
             ".zip", ".xlsx")
 
 

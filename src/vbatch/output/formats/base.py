@@ -16,6 +16,11 @@ class OutputFormat(ABC):
     name: str
     suffixes: tuple[str, ...]
 
+    def journal(self, output: Path) -> Path:
+        """Where the run journals its records (JSON lines) for ``output``: resume reads it."""
+        return output
+
     @abstractmethod
-    def finish(self, output: Path, ordered: bool) -> None:
-        """Make the finished run's file at ``output``; ``ordered``: in input order."""
+    def finish(self, journal: Path, output: Path, ordered: bool) -> None:
+        """Make the finished run's file at ``output`` from ``journal``; ``ordered``: in input
+        order."""

@@ -16,6 +16,6 @@ class JsonLines(OutputFormat):
     name = "JSON Lines"
     suffixes = (".jsonl", ".json", ".ndjson", ".jl")
 
-    def finish(self, output: Path, ordered: bool) -> None:
+    def finish(self, journal: Path, output: Path, ordered: bool) -> None:
         if ordered:
             write_in_input_order(output)

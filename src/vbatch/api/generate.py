@@ -1,0 +1,209 @@
+"""``generate`` / ``agenerate`` / ``stream``: a dataset in memory through the same run as the
+CLI's, with every guarantee it has.
+
+The rows are spooled to a JSON-lines file in a temporary directory, the run writes its records
+to ``cache`` (or ``output``, or a file in that directory), and the records come back shaped
+like the input (:mod:`vbatch.api.results`). ``generate`` runs the event loop in a thread of its
+own, so it works the same in a script and in a notebook whose loop is already running; Ctrl-C
+stops the run cleanly (in-flight rows get the shutdown grace) and raises KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vbatch.api.results import in_input_order, shaped_like
+from vbatch.api.rows import Spooled, input_kind, spool_rows
+from vbatch.config import RunConfig
+from vbatch.defaults import DEFAULT_ID_FIELD
+from vbatch.engine.control import RunControl
+from vbatch.engine.report import RunResult
+from vbatch.errors import ConfigError, RunStoppedError
+from vbatch.output.formats import output_format
+from vbatch.runner import arun
+from vbatch.transport.base import Transport
+
+__all__ = ["agenerate", "generate", "stream"]
+
+
+@dataclass
+class _Call:
+    """One call's rows, files and options."""
+
+    rows: Any
+    kind: str
+    options: dict[str, Any]
+    target: Path | None
+    progress: bool
+    transport: Transport | None
+    workdir: tempfile.TemporaryDirectory[str] = field(
+        default_factory=lambda: tempfile.TemporaryDirectory(prefix="vbatch-"))
+    spooled: Spooled | None = None
+
+    @classmethod
+    def of(cls, rows: Any, cache: str | Path | None, output: str | Path | None, progress: bool,
+           transport: Transport | None, options: dict[str, Any]) -> _Call:
+        for name in ("input", "output"):
+            if name in options:
+                raise ConfigError(f"{name}= is not an option of vbatch.generate: the rows are "
+                                  "its input; give cache= (or output=) for where records go")
+        if cache is not None and output is not None:
+            raise ConfigError("give cache= or output=, not both: both say where the records go")
+        given = cache if cache is not None else output
+        target = Path(given) if given is not None else None
+        return cls(rows, input_kind(rows), options, target, progress, transport)
+
+    @property
+    def output(self) -> Path:
+        """The run's output: the caller's file, else one in the temporary directory."""
+        return self.target or Path(self.workdir.name) / "records.jsonl"
+
+    @property
+    def journal(self) -> Path:
+        """Where the records are, as they are written."""
+        return output_format(self.output).journal(self.output)
+
+    def spool(self) -> RunConfig:
+        """Write the rows; returns the run's options."""
+        spool = Path(self.workdir.name) / "input.jsonl"
+        id_field = self.options.get("id_field", DEFAULT_ID_FIELD)
+        self.spooled = spool_rows(self.rows, self.kind, spool, id_field)
+        quiet = self.options.pop("quiet", False) or not self.progress
+        return RunConfig(input=spool, output=self.output, quiet=quiet, **self.options)
+
+    def records(self) -> list[dict[str, Any] | None]:
+        """The records of the spooled rows, in input order."""
+        assert self.spooled is not None, "spool() first"
+        return in_input_order(self.journal, self.spooled)
+
+    def close(self) -> None:
+        self.workdir.cleanup()
+
+
+async def _run(call: _Call, control: RunControl) -> RunResult:
+    config = await asyncio.to_thread(call.spool)
+    if control.on_record is not None and call.target is not None:
+        for record in await asyncio.to_thread(call.records):
+            if record is not None:
+                control.on_record(record)
+    result = await arun(config, stream=sys.stderr, transport=call.transport, control=control)
+    if result.interrupted:
+        kept = f"; the records so far are in {call.journal}" if call.target else ""
+        raise RunStoppedError(f"stopped: {result.stats.done} rows recorded this run{kept}")
+    return result
+
+
+async def agenerate(rows: Any, *, cache: str | Path | None = None,
+                    output: str | Path | None = None, progress: bool = True,
+                    transport: Transport | None = None, _control: RunControl | None = None,
+                    **options: Any) -> Any:
+    """:func:`generate` on the running event loop."""
+    call = _Call.of(rows, cache, output, progress, transport, options)
+    control = _control or RunControl()
+    task = asyncio.current_task()
+    if task is not None:
+        control.bind(task)
+    try:
+        await _run(call, control)
+        return shaped_like(rows, call.kind, call.records())
+    finally:
+        call.close()
+
+
+def generate(rows: Any, *, cache: str | Path | None = None, output: str | Path | None = None,
+             progress: bool = True, transport: Transport | None = None, **options: Any) -> Any:
+    """Run every row through the model and give the records back shaped like ``rows``.
+
+    ``rows``: prompts (``str``) or rows (``dict``, like a JSONL line: ``prompt``, ``messages``,
+    template fields, ``id``) in a list or any iterable (read lazily), a pandas DataFrame, a
+    pyarrow Table or RecordBatchReader, or a ``datasets.Dataset``. Returns a list of records
+    in input order, or the DataFrame / Table / Dataset with the result columns added. Options
+    are :class:`~vbatch.RunConfig`'s (``base_url``, ``model``, ``max_tokens``, ``template``,
+    ...); without ``base_url`` a vLLM server is started for the call (see
+    :class:`vbatch.Server` to keep one for many calls). ``cache`` (or ``output``, which may end
+    in ``.parquet``) is a vbatch output file: a call that finds records there sends only the
+    rows that have none. ``progress=False`` prints nothing. A row that fails is a record with
+    ``status`` ``failed``; bad options raise :class:`~vbatch.ConfigError`.
+    """
+    control = RunControl()
+    return _in_own_loop(lambda: agenerate(rows, cache=cache, output=output, progress=progress,
+                                          transport=transport, _control=control, **options),
+                        control)
+
+
+def _in_own_loop(make: Callable[[], Coroutine[Any, Any, Any]], control: RunControl) -> Any:
+    """Run ``make()`` on an event loop in its own thread; Ctrl-C here stops it cleanly."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = _event_loop_runner()(make())
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="vbatch-run", daemon=True)
+    thread.start()
+    interrupted = False
+    while thread.is_alive():
+        try:
+            thread.join(0.2)
+        except KeyboardInterrupt:
+            interrupted = True
+            control.stop()
+    error = outcome.get("error")
+    stopped = error is None or isinstance(error, RunStoppedError | asyncio.CancelledError)
+    if interrupted and stopped:
+        raise KeyboardInterrupt(str(error) if error is not None else "vbatch stopped")
+    if error is not None:
+        raise error
+    return outcome["value"]
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, Any]], Any]:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        runner: Callable[[Coroutine[Any, Any, Any]], Any] = uvloop.run
+        return runner
+    return asyncio.run
+
+
+async def stream(rows: Any, *, cache: str | Path | None = None,
+                 output: str | Path | None = None, progress: bool = False,
+                 transport: Transport | None = None,
+                 **options: Any) -> AsyncIterator[dict[str, Any]]:
+    """Each record as it is written (completion order; ``index`` says the row), for rows and
+    options as :func:`generate` takes them. With ``cache``, the records it already holds for
+    these rows come first (a row whose request changed, resent with ``force=True``, comes
+    again with its new record). Leaving the loop early stops the run."""
+    call = _Call.of(rows, cache, output, progress, transport, options)
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    control = RunControl(on_record=queue.put_nowait)
+    task = asyncio.create_task(_run(call, control))
+    control.bind(task)
+    try:
+        while True:
+            getter = asyncio.create_task(queue.get())
+            done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                yield getter.result()
+                continue
+            getter.cancel()
+            while not queue.empty():
+                yield queue.get_nowait()
+            task.result()
+            return
+    finally:
+        if not task.done():
+            control.stop()
+            with contextlib.suppress(asyncio.CancelledError, RunStoppedError):
+                await task
+        call.close()

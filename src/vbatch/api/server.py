@@ -1,0 +1,107 @@
+"""``vbatch.Server``: one managed vLLM server kept for many calls of :func:`vbatch.generate`.
+
+The server runs on an event loop in a thread of its own, so it outlives each call and is
+watched (restarted if it dies) between them. It is stopped when the ``with`` block ends, by
+:meth:`Server.stop`, and when the interpreter exits; its guard process stops it if the
+interpreter is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from vbatch.servers.default_model import cache_dir, resolve_model
+from vbatch.servers.options import ServerOptions
+from vbatch.servers.process import ManagedServer, free_port
+
+__all__ = ["Server"]
+
+
+class Server:
+    """A vLLM server of ``model`` (the embedded default model when None) on loopback, without
+    an API key; ``options`` are :class:`~vbatch.servers.options.ServerOptions`' (``max_model_len``,
+    ``gpu_memory_utilization``, ``max_num_seqs``, ``extra_args`` for ``vllm serve`` flags, ...).
+    Use as a context manager (sync or async), or :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, model: str | None = None, *, port: int | None = None,
+                 log_path: str | Path | None = None, quiet: bool = False, **options: Any):
+        self._model = model
+        self._port = port
+        self._log_path = Path(log_path) if log_path is not None else None
+        self._quiet = quiet
+        self._options = options
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: ManagedServer | None = None
+
+    @property
+    def url(self) -> str:
+        """The OpenAI API of the running server (``http://127.0.0.1:PORT/v1``)."""
+        if self._server is None:
+            raise RuntimeError("the server is not running: use 'with Server(...)' or start()")
+        return self._server.api_url
+
+    @property
+    def model(self) -> str:
+        """The model name requests use."""
+        if self._server is None:
+            raise RuntimeError("the server is not running")
+        return self._server.options.name
+
+    def start(self) -> Server:
+        """Start the server and wait until it serves (minutes, the first time on a CPU)."""
+        if self._server is not None:
+            return self
+        model, served_name = resolve_model(self._model)
+        port = self._port or free_port("127.0.0.1")
+        options = ServerOptions(
+            model=model, served_model_name=served_name, port=port,
+            log_path=self._log_path or cache_dir() / "logs" / f"server-{port}.log",
+            **self._options)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="vbatch-server", daemon=True)
+        thread.start()
+        server = ManagedServer(options, quiet=self._quiet)
+        try:
+            asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result()
+        except BaseException:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+            raise
+        self._loop, self._thread, self._server = loop, thread, server
+        atexit.register(self.stop)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (its whole process group); nothing when it is not running."""
+        server, loop, thread = self._server, self._loop, self._thread
+        if server is None or loop is None or thread is None:
+            return
+        self._server = None
+        atexit.unregister(self.stop)
+        try:
+            asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Server:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await asyncio.to_thread(self.stop)

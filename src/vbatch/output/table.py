@@ -1,0 +1,122 @@
+"""Records as columns: what a DataFrame, an Arrow table, a Dataset and a Parquet file hold.
+
+A record becomes one flat row (:func:`flat_record`): ``usage`` becomes ``prompt_tokens``,
+``completion_tokens`` and ``total_tokens`` (its other entries, if any, ``usage_details``);
+``error`` becomes ``error`` (the message), ``error_type`` and ``error_status_code``. Each
+column's Arrow type is chosen from every value it holds (:class:`ColumnTypes`), so that the
+chunks of a long output share one schema: text, integers, floats, booleans, lists of text or of
+numbers; anything else (tool calls, logprobs, nested kept fields) is JSON text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+__all__ = ["ColumnTypes", "arrow_table", "flat_record"]
+
+_USAGE = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def flat_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as one flat row of columns."""
+    row: dict[str, Any] = {}
+    for name, value in record.items():
+        if name == "usage":
+            usage = value if isinstance(value, dict) else {}
+            for key in _USAGE:
+                row[key] = usage.get(key)
+            rest = {k: v for k, v in usage.items() if k not in _USAGE}
+            if rest:
+                row["usage_details"] = rest
+        elif name == "error":
+            error = value if isinstance(value, dict) else {}
+            row["error"] = error.get("message")
+            row["error_type"] = error.get("type")
+            row["error_status_code"] = error.get("status_code")
+        else:
+            row[name] = value
+    return row
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, list) and all(isinstance(v, str) or v is None for v in value):
+        return "list_str"
+    if isinstance(value, list) and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                       for v in value):
+        return "list_float"
+    return "json"
+
+
+# The type of a known column that holds only nulls so far (a later chunk may hold values).
+_KNOWN = {"index": "int", "prompt_tokens": "int", "completion_tokens": "int",
+          "total_tokens": "int", "error_status_code": "int", "attempts": "int",
+          "latency_s": "float", "clamped_max_tokens": "int", "context_truncated": "bool"}
+_ARROW = {"null": pa.string(), "bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(),
+          "str": pa.string(), "list_str": pa.list_(pa.string()),
+          "list_float": pa.list_(pa.float64()), "json": pa.string()}
+
+
+class ColumnTypes:
+    """The columns seen so far, in order of first appearance, and the kinds of their values."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, set[str]] = {}
+
+    def see(self, row: dict[str, Any]) -> None:
+        """Take note of one flat row's values."""
+        for name, value in row.items():
+            self._kinds.setdefault(name, set()).add(_kind(value))
+
+    def _column_kind(self, name: str) -> str:
+        kinds = self._kinds[name] - {"null"}
+        if not kinds:
+            return _KNOWN.get(name, "null")
+        if len(kinds) == 1:
+            return next(iter(kinds))
+        if kinds == {"int", "float"}:
+            return "float"
+        return "json"
+
+    def schema(self) -> pa.Schema:
+        """One Arrow schema for every row seen."""
+        return pa.schema([(name, _ARROW[self._column_kind(name)]) for name in self._kinds])
+
+    def column(self, name: str, values: list[Any]) -> pa.Array:
+        """``values`` of column ``name`` as an Arrow array of the column's type."""
+        kind = self._column_kind(name)
+        if kind == "json":
+            values = [None if v is None else v if isinstance(v, str)
+                      else orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+                      for v in values]
+        return pa.array(values, type=_ARROW[kind])
+
+    def batch(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
+        """Flat ``rows`` (seen before) as one record batch of :meth:`schema`."""
+        schema = self.schema()
+        arrays = [self.column(name, [row.get(name) for row in rows]) for name in schema.names]
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def arrow_table(records: Iterable[dict[str, Any]]) -> pa.Table:
+    """Records (held in memory) as one Arrow table of flat rows."""
+    rows = [flat_record(record) for record in records]
+    types = ColumnTypes()
+    for row in rows:
+        types.see(row)
+    if not rows:
+        return pa.table({})
+    return pa.Table.from_batches([types.batch(rows)])
