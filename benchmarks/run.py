@@ -1,6 +1,7 @@
 """``make bench``: vbatch against the baseline (benchmarks/baseline_openai.py) in one run.
 
-    python benchmarks/run.py [imports] [overhead] [memory] [saturation] [endpoints] [ray] [--quick]
+    python benchmarks/run.py [imports] [overhead] [api] [memory] [saturation] [endpoints] [ray]
+                             [--quick]
 
 Prints one table with ratios and writes bench-results/results.json.
 """
@@ -74,6 +75,37 @@ def overhead(requests: int) -> list[dict[str, Any]]:
     for row in rows:
         row["ratio_to_baseline"] = row["cpu_ms_per_request"] / base
     return rows
+
+
+def api(requests: int, streamed: int) -> list[dict[str, Any]]:
+    """The Python API: ``vbatch.generate`` on a list against the baseline's script (the same
+    prompts, read into a list), client CPU per request; then ``vbatch.stream`` over a
+    generator of ``streamed`` prompts, its peak RSS against a tenth of them."""
+    source = write_prompts(WORK / f"prompts-{requests}.jsonl", requests)
+    script = str(ROOT / "benchmarks" / "api_client.py")
+    rows = []
+    with Simulator("--completion-tokens", "8") as sim:
+        for name, command in (
+            ("baseline", baseline_command(source, WORK / "baseline.out", sim.url)),
+            ("vbatch.generate", [PYTHON, script, "generate", str(source), sim.url]),
+        ):
+            m = measure(command)
+            rows.append({"bench": "api", "client": name, "requests": requests,
+                         "requests_per_s": requests / m.wall_s,
+                         "cpu_ms_per_request": 1000 * m.cpu_s / requests,
+                         "peak_rss_mb": m.peak_rss_mb})
+        base = rows[0]["cpu_ms_per_request"]
+        for row in rows:
+            row["ratio_to_baseline"] = row["cpu_ms_per_request"] / base
+        streams = []
+        for count in (streamed // 10, streamed):
+            m = measure([PYTHON, script, "stream", str(count), sim.url])
+            streams.append({"bench": "api", "client": "vbatch.stream (generator)",
+                            "requests": count, "requests_per_s": count / m.wall_s,
+                            "peak_rss_mb": m.peak_rss_mb})
+        for row in streams:
+            row["ratio_to_smallest"] = row["peak_rss_mb"] / streams[0]["peak_rss_mb"]
+    return rows + streams
 
 
 BASELINE_MEMORY_S = 30.0
@@ -190,8 +222,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("benches", nargs="*",
-                        default=["imports", "overhead", "memory", "saturation", "endpoints",
-                                 "ray"])
+                        default=["imports", "overhead", "api", "memory", "saturation",
+                                 "endpoints", "ray"])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
@@ -201,6 +233,8 @@ def main() -> None:
         rows += imports(5 if args.quick else 15)
     if "overhead" in args.benches:
         rows += overhead(5_000 if args.quick else 50_000)
+    if "api" in args.benches:
+        rows += api(5_000 if args.quick else 50_000, 100_000 if args.quick else 1_000_000)
     if "memory" in args.benches:
         rows += memory([10_000, 100_000] if args.quick else [100_000, 1_000_000])
     if "saturation" in args.benches:

@@ -10,6 +10,7 @@ from typing import Any
 
 import datasets
 import pandas as pd
+import psutil
 import pyarrow as pa
 import pytest
 
@@ -81,6 +82,18 @@ def test_inside_a_running_event_loop(fake_server: InProcessServer) -> None:
     blocking, awaited = asyncio.run(notebook_cell())
     assert [r["status"] for r in blocking] == ["ok", "ok"]
     assert [r["index"] for r in awaited] == [0, 1, 2]
+
+
+def test_run_inside_a_running_event_loop(fake_server: InProcessServer, tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
+    config = vbatch.RunConfig(input=source, output=tmp_path / "out.jsonl",
+                              base_url=fake_server.url, quiet=True, max_tokens=2)
+
+    async def notebook_cell() -> vbatch.RunResult:
+        return fake_server.run(config)
+
+    assert asyncio.run(notebook_cell()).stats.ok == 2
 
 
 def test_stream_yields_each_record_as_it_completes(fake_server: InProcessServer) -> None:
@@ -160,3 +173,20 @@ def test_a_generator_is_spooled_in_constant_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert spooled.count == 300_000
     assert peak < 16 * 1024 * 1024
+
+
+def test_stream_of_a_long_generator_keeps_memory_flat(fake_server: InProcessServer) -> None:
+    process = psutil.Process()
+    sizes: dict[int, int] = {}
+
+    async def consume() -> int:
+        count = 0
+        async for _ in vbatch.stream((f"prompt {i}" for i in range(200_000)),
+                                     **options(fake_server, max_tokens=2)):
+            count += 1
+            if count % 20_000 == 0:
+                sizes[count] = process.memory_info().rss
+        return count
+
+    assert asyncio.run(consume()) == 200_000
+    assert max(sizes.values()) - sizes[20_000] < 25 * 1024 * 1024

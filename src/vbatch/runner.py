@@ -7,7 +7,6 @@ backend (:func:`~vbatch.servers.factory.make_backend`), prepares the job and exe
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 import threading
@@ -20,6 +19,7 @@ from vbatch.engine.control import RunControl
 from vbatch.engine.job import Job
 from vbatch.engine.report import Final, RunResult
 from vbatch.errors import ConfigError
+from vbatch.loops import event_loop_runner, in_own_thread, loop_is_running
 from vbatch.output.formats import output_format
 from vbatch.output.lock import OutputLock
 from vbatch.output.paths import check_output_path
@@ -33,19 +33,20 @@ __all__ = ["RunResult", "arun", "run"]
 
 
 def run(config: RunConfig, **kwargs: Any) -> RunResult:
-    """Run the job to the end; see :func:`arun` for the arguments."""
+    """Run the job to the end; see :func:`arun` for the arguments. Called where an event loop
+    already runs (a notebook cell), the job runs on a loop in a thread of its own, and Ctrl-C
+    stops it as SIGINT stops the CLI."""
+    if loop_is_running():
+        control = kwargs.setdefault("control", RunControl())
+        kwargs["handle_signals"] = False
+        value, error, _ = in_own_thread(lambda: arun(config, **kwargs), control.stop)
+        if error is not None:
+            raise error
+        threaded: RunResult = value
+        return threaded
     kwargs.setdefault("handle_signals", threading.current_thread() is threading.main_thread())
-    result: RunResult = _event_loop_runner()(arun(config, **kwargs))
+    result: RunResult = event_loop_runner()(arun(config, **kwargs))
     return result
-
-
-def _event_loop_runner() -> Callable[[Any], Any]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    runner: Callable[[Any], Any] = uvloop.run
-    return runner
 
 
 async def arun(

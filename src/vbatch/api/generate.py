@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import sys
 import tempfile
-import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from vbatch.defaults import DEFAULT_ID_FIELD
 from vbatch.engine.control import RunControl
 from vbatch.engine.report import RunResult
 from vbatch.errors import ConfigError, RunStoppedError
+from vbatch.loops import in_own_thread
 from vbatch.output.formats import output_format
 from vbatch.runner import arun
 from vbatch.transport.base import Transport
@@ -140,40 +140,14 @@ def generate(rows: Any, *, cache: str | Path | None = None, output: str | Path |
 
 
 def _in_own_loop(make: Callable[[], Coroutine[Any, Any, Any]], control: RunControl) -> Any:
-    """Run ``make()`` on an event loop in its own thread; Ctrl-C here stops it cleanly."""
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = _event_loop_runner()(make())
-        except BaseException as exc:  # handed to the caller's thread below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, name="vbatch-run", daemon=True)
-    thread.start()
-    interrupted = False
-    while thread.is_alive():
-        try:
-            thread.join(0.2)
-        except KeyboardInterrupt:
-            interrupted = True
-            control.stop()
-    error = outcome.get("error")
+    """Run ``make()`` in a thread of its own; Ctrl-C here stops it cleanly, then raises."""
+    value, error, interrupted = in_own_thread(make, control.stop)
     stopped = error is None or isinstance(error, RunStoppedError | asyncio.CancelledError)
     if interrupted and stopped:
         raise KeyboardInterrupt(str(error) if error is not None else "vbatch stopped")
     if error is not None:
         raise error
-    return outcome["value"]
-
-
-def _event_loop_runner() -> Callable[[Coroutine[Any, Any, Any]], Any]:
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        runner: Callable[[Coroutine[Any, Any, Any]], Any] = uvloop.run
-        return runner
-    return asyncio.run
+    return value
 
 
 async def stream(rows: Any, *, cache: str | Path | None = None,

@@ -28,7 +28,9 @@ class RunControl:
         self._task = task
 
     def sending(self, stop: Callable[[], None]) -> None:
-        """Sending has started; ``stop`` stops it gracefully."""
+        """Sending has started (on the running loop); ``stop`` stops it gracefully."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         self._stop_sending = stop
         if self.stopped:
             stop()
