@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import sys
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ from vbatch.runner import arun
 from vbatch.transport.base import Transport
 
 __all__ = ["agenerate", "generate", "stream"]
+
+# Records that may wait for a slow consumer of stream() before the run holds back.
+_BACKLOG = 4096
 
 
 @dataclass
@@ -150,6 +154,34 @@ def _in_own_loop(make: Callable[[], Coroutine[Any, Any, Any]], control: RunContr
     return value
 
 
+class _Backlog:
+    """Records waiting for the consumer of :func:`stream`; past ``limit`` of them, the run
+    takes no new row until the consumer catches up."""
+
+    def __init__(self, limit: int):
+        self.records: deque[dict[str, Any]] = deque()
+        self.limit = limit
+        self.arrived = asyncio.Event()
+        self.room = asyncio.Event()
+        self.room.set()
+
+    def put(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        self.arrived.set()
+        if len(self.records) >= self.limit:
+            self.room.clear()
+
+    async def ready(self) -> None:
+        await self.room.wait()
+
+    def take(self) -> list[dict[str, Any]]:
+        taken = list(self.records)
+        self.records.clear()
+        self.arrived.clear()
+        self.room.set()
+        return taken
+
+
 async def stream(rows: Any, *, cache: str | Path | None = None,
                  output: str | Path | None = None, progress: bool = False,
                  transport: Transport | None = None,
@@ -157,24 +189,23 @@ async def stream(rows: Any, *, cache: str | Path | None = None,
     """Each record as it is written (completion order; ``index`` says the row), for rows and
     options as :func:`generate` takes them. With ``cache``, the records it already holds for
     these rows come first (a row whose request changed, resent with ``force=True``, comes
-    again with its new record). Leaving the loop early stops the run."""
+    again with its new record). A consumer that falls behind holds the run back, so memory
+    stays bounded; leaving the loop early stops the run."""
     call = _Call.of(rows, cache, output, progress, transport, options)
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    control = RunControl(on_record=queue.put_nowait)
+    backlog = _Backlog(limit=_BACKLOG)
+    control = RunControl(on_record=backlog.put, ready=backlog.ready)
     task = asyncio.create_task(_run(call, control))
     control.bind(task)
     try:
         while True:
-            getter = asyncio.create_task(queue.get())
-            done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
-                yield getter.result()
-                continue
-            getter.cancel()
-            while not queue.empty():
-                yield queue.get_nowait()
-            task.result()
-            return
+            arrived = asyncio.create_task(backlog.arrived.wait())
+            await asyncio.wait({arrived, task}, return_when=asyncio.FIRST_COMPLETED)
+            arrived.cancel()
+            for record in backlog.take():
+                yield record
+            if task.done() and not backlog.records:
+                task.result()
+                return
     finally:
         if not task.done():
             control.stop()

@@ -5,7 +5,7 @@ goes on in its own)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = ["RunControl"]
@@ -13,10 +13,13 @@ __all__ = ["RunControl"]
 
 class RunControl:
     """Given to :func:`vbatch.arun`: ``on_record`` sees every record the run writes (on the
-    run's event loop); :meth:`stop` stops the run as SIGINT does."""
+    run's event loop), and no new row is sent until ``ready`` returns (the one who takes the
+    records can hold the run back); :meth:`stop` stops the run as SIGINT does."""
 
-    def __init__(self, on_record: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(self, on_record: Callable[[dict[str, Any]], None] | None = None,
+                 ready: Callable[[], Awaitable[None]] | None = None):
         self.on_record = on_record
+        self.ready = ready
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
         self._stop_sending: Callable[[], None] | None = None

@@ -99,6 +99,7 @@ class Dispatcher:
         bound: ConcurrencyLimit | None = None,
         breaker: CircuitBreaker | None = None,
         max_downtime: float | None = None,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ):
         self.client = client
         self.route = route
@@ -116,6 +117,7 @@ class Dispatcher:
         self.bound = bound
         self.breaker = breaker
         self.max_downtime = max_downtime
+        self.gate = gate
         self.down = False
         self._last_answer = clock()
         self.in_flight = 0
@@ -207,7 +209,10 @@ class Dispatcher:
     async def _worker(self) -> None:
         queue = self._queue
         bound = self.bound
+        gate = self.gate
         while True:
+            if gate is not None:
+                await gate()
             item = await queue.get()
             if item is None:
                 return

@@ -155,6 +155,7 @@ class Job:
             clamp=config.on_overflow == "clamp",
             bound=controller.bound if controller is not None else None,
             breaker=CircuitBreaker(), max_downtime=config.max_downtime,
+            gate=self.control.ready if self.control is not None else None,
         )
 
     def stop(self) -> None:
