@@ -59,21 +59,27 @@ def imports(repeats: int) -> list[dict[str, Any]]:
 def overhead(requests: int) -> list[dict[str, Any]]:
     """Client CPU per request against a zero-latency simulator on the other core."""
     source = write_prompts(WORK / f"prompts-{requests}.jsonl", requests)
-    rows = []
     with Simulator("--completion-tokens", "8") as sim:
-        for name, command in (
+        return _cpu_per_request("overhead", requests, (
             ("baseline", baseline_command(source, WORK / "baseline.out", sim.url)),
             ("vbatch", vbatch_command(source, WORK / "vbatch.out", sim.url,
                                       "--concurrency", "256")),
-        ):
-            m = measure(command)
-            rows.append({"bench": "overhead", "client": name, "requests": requests,
-                         "requests_per_s": requests / m.wall_s,
-                         "cpu_ms_per_request": 1000 * m.cpu_s / requests,
-                         "peak_rss_mb": m.peak_rss_mb})
-    base = rows[0]["cpu_ms_per_request"]
+        ))
+
+
+def _cpu_per_request(bench: str, requests: int, commands: tuple[tuple[str, list[str]], ...]
+                     ) -> list[dict[str, Any]]:
+    """Each command measured: requests/s, client CPU per request, peak RSS, and its CPU
+    against the first command's (the baseline)."""
+    rows = []
+    for name, command in commands:
+        m = measure(command)
+        rows.append({"bench": bench, "client": name, "requests": requests,
+                     "requests_per_s": requests / m.wall_s,
+                     "cpu_ms_per_request": 1000 * m.cpu_s / requests,
+                     "peak_rss_mb": m.peak_rss_mb})
     for row in rows:
-        row["ratio_to_baseline"] = row["cpu_ms_per_request"] / base
+        row["ratio_to_baseline"] = row["cpu_ms_per_request"] / rows[0]["cpu_ms_per_request"]
     return rows
 
 
@@ -83,20 +89,11 @@ def api(requests: int, streamed: int) -> list[dict[str, Any]]:
     generator of ``streamed`` prompts, its peak RSS against a tenth of them."""
     source = write_prompts(WORK / f"prompts-{requests}.jsonl", requests)
     script = str(ROOT / "benchmarks" / "api_client.py")
-    rows = []
     with Simulator("--completion-tokens", "8") as sim:
-        for name, command in (
+        rows = _cpu_per_request("api", requests, (
             ("baseline", baseline_command(source, WORK / "baseline.out", sim.url)),
             ("vbatch.generate", [PYTHON, script, "generate", str(source), sim.url]),
-        ):
-            m = measure(command)
-            rows.append({"bench": "api", "client": name, "requests": requests,
-                         "requests_per_s": requests / m.wall_s,
-                         "cpu_ms_per_request": 1000 * m.cpu_s / requests,
-                         "peak_rss_mb": m.peak_rss_mb})
-        base = rows[0]["cpu_ms_per_request"]
-        for row in rows:
-            row["ratio_to_baseline"] = row["cpu_ms_per_request"] / base
+        ))
         streams = []
         for count in (streamed // 10, streamed):
             m = measure([PYTHON, script, "stream", str(count), sim.url])

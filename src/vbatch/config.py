@@ -34,7 +34,7 @@ from vbatch.errors import ConfigError
 
 BadRowPolicy = Literal["fail", "skip"]
 OverflowPolicy = Literal["clamp", "skip", "fail"]
-INPUT_FORMATS = ("jsonl", "csv", "parquet", "arrow", "datasets")
+INPUT_FORMATS = ("jsonl", "csv", "parquet", "arrow", "datasets", "openai-batch")
 API_KEY_ENV_VARS = ("VBATCH_API_KEY", "OPENAI_API_KEY")
 # Number options and the least value each takes (None: any).
 _WHOLE = {"max_tokens": 1, "seed": None, "n": 1, "max_concurrency": 1, "max_retries": 0,
@@ -150,6 +150,7 @@ class RunConfig:
     shard_rows: int | None = None
     shard_dir: Path | None = None
     group_by_prefix: bool = False
+    error_file: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", Path(self.input))
@@ -164,6 +165,8 @@ class RunConfig:
             object.__setattr__(self, "endpoints_file", Path(self.endpoints_file))
         if self.shard_dir is not None:
             object.__setattr__(self, "shard_dir", Path(self.shard_dir))
+        if self.error_file is not None:
+            object.__setattr__(self, "error_file", Path(self.error_file))
         if self.ray_address:
             object.__setattr__(self, "ray", True)
         self._validate()
@@ -283,6 +286,11 @@ class RunConfig:
             "extra_body": dict(self.extra_body) if self.extra_body else None,
             "on_overflow": self.on_overflow,
         }
+
+    @property
+    def openai_batch(self) -> bool:
+        """Whether the input is an OpenAI Batch file (each line a whole request)."""
+        return self.input_format == "openai-batch"
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with some options changed."""

@@ -7,6 +7,7 @@ backend (:func:`~vbatch.servers.factory.make_backend`), prepares the job and exe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 import threading
@@ -21,11 +22,13 @@ from vbatch.engine.report import Final, RunResult
 from vbatch.errors import ConfigError
 from vbatch.loops import event_loop_runner, in_own_thread, loop_is_running
 from vbatch.output.formats import output_format
+from vbatch.output.formats.openai_batch import OpenAIBatch
 from vbatch.output.lock import OutputLock
 from vbatch.output.paths import check_output_path
 from vbatch.output.records import RECORD_FIELDS
-from vbatch.prepare.builder import RequestBuilder
+from vbatch.prepare.factory import request_builder
 from vbatch.servers.factory import make_backend
+from vbatch.source.openai_batch import as_batch_run, check_batch_file
 from vbatch.source.spool import spooled
 from vbatch.transport.base import Transport
 
@@ -78,10 +81,14 @@ async def arun(
     clashes = RECORD_FIELDS.intersection(config.keep)
     if clashes:
         raise ConfigError(f"--keep {sorted(clashes)[0]}: that name is a field of the output")
-    check_output_path(config)
-    final = Final(output_format(config.output), config.output)
-    journaled = config.replace(output=final.format.journal(config.output))
+    config = as_batch_run(config)
+    fmt = OpenAIBatch(config.error_file) if config.openai_batch else output_format(config.output)
+    check_output_path(config, fmt)
+    final = Final(fmt, config.output)
+    journaled = config.replace(output=fmt.journal(config.output))
     with OutputLock(journaled.output), spooled(journaled) as readable:
+        if readable.openai_batch:
+            await asyncio.to_thread(check_batch_file, readable.input)
         if readable.ray:
             from vbatch.distributed.driver import run_on_ray
 
@@ -89,7 +96,7 @@ async def arun(
         backend = make_backend(readable, stream, transport)
         async with contextlib.AsyncExitStack() as stack:
             await backend.resolve(stack)
-            job = Job(readable, RequestBuilder(readable, backend.request_model), stream, clock,
+            job = Job(readable, request_builder(readable, backend.request_model), stream, clock,
                       final=final, control=control)
             started = await backend.connect(stack, job)
             return await job.execute(started.pool, handle_signals, started.recover)

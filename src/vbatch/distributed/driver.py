@@ -32,7 +32,7 @@ from vbatch.engine.stats import RunStats
 from vbatch.errors import ConfigError, VbatchError
 from vbatch.output.manifest import write_manifest
 from vbatch.output.merge import done_bits, merge_shards
-from vbatch.prepare.builder import RequestBuilder
+from vbatch.prepare.factory import request_builder
 from vbatch.servers.factory import make_backend
 from vbatch.source.prefix import check_groupable
 from vbatch.source.shards import Shard, plan_shards
@@ -76,7 +76,7 @@ async def run_on_ray(config: RunConfig, handle_signals: bool, stream: TextIO,
         backend = make_backend(config, stream)
         async with contextlib.AsyncExitStack() as stack:
             await backend.resolve(stack)
-            job = Job(checked, RequestBuilder(config, backend.request_model), stream, clock,
+            job = Job(checked, request_builder(config, backend.request_model), stream, clock,
                       final=final)
             await _merge_left_over(job)
             context = await backend.prepare(job)
@@ -168,7 +168,8 @@ class _RayRun:
         # Shard outputs left by an earlier, killed run were merged too.
         final.already_done += max(0, merged - finished.done)
         final.started, final.finished = stats.started, stats.finished
-        result = RunResult(final, interrupted=interrupted or self.stopping)
+        result = RunResult(final, interrupted=interrupted or self.stopping,
+                           failures_are_lines=config.openai_batch)
         job.finish(result)
         return result
 

@@ -22,7 +22,7 @@ from vbatch.config import RunConfig
 from vbatch.engine.job import Job
 from vbatch.engine.report import RunResult
 from vbatch.engine.stats import RunStats
-from vbatch.prepare.builder import RequestBuilder
+from vbatch.prepare.factory import request_builder
 from vbatch.servers.backend import Recover, Replica
 from vbatch.servers.factory import make_backend
 from vbatch.source.shards import Shard
@@ -77,7 +77,7 @@ class ShardWorker:
         """Run the rows of ``shard`` not marked in ``done_bits``."""
         assert self._pool is not None, "start() first"
         config = self.config.replace(output=self.plan.shard_dir / f"{shard.name}.jsonl")
-        job = Job(config, RequestBuilder(config, self.plan.request_model), io.StringIO(),
+        job = Job(config, request_builder(config, self.plan.request_model), io.StringIO(),
                   time.monotonic, shard=shard)
         await job.adopt(done_bits, prompt_tokens)
         job.set_context(self.plan.context)

@@ -60,6 +60,7 @@ class WorkItem:
     fields: dict[str, Any] | None = None
     prompt_tokens: int | None = None
     max_tokens: int | None = None
+    route: str | None = None
 
 
 RecordSink = Callable[[dict[str, Any]], None]
@@ -253,7 +254,7 @@ class Dispatcher:
         while True:
             attempts += 1
             try:
-                response = await self.client.post_json(self.route, item.body)
+                response = await self.client.post_json(item.route or self.route, item.body)
                 self._last_answer = self.clock()
                 record = ok_record(item.row_id, item.index, response, self.kind, self.n)
                 if self._cut_by_context(record, item):
@@ -317,7 +318,7 @@ class Dispatcher:
 
     def _cut_by_context(self, record: dict[str, Any], item: WorkItem) -> bool:
         """Whether the server stopped the output because the context was full."""
-        if self.context is None or record["finish_reason"] != "length":
+        if self.context is None or record.get("finish_reason") != "length":
             return False
         usage = record["usage"]
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")

@@ -129,7 +129,8 @@ class Job:
                 {**vars(sample), "t": round(sample.t - stats.started, 3)}
                 for sample in controller.trace
             ]
-        result = RunResult(stats, interrupted=dispatcher.interrupted and not dispatcher.aborted)
+        result = RunResult(stats, interrupted=dispatcher.interrupted and not dispatcher.aborted,
+                           failures_are_lines=config.openai_batch)
         self.finish(result)
         dispatcher.raise_if_aborted()
         return result

@@ -36,15 +36,18 @@ class RunResult:
 
     stats: RunStats
     interrupted: bool = False
+    failures_are_lines: bool = False
 
     @property
     def exit_code(self) -> int:
         """0 when every input row has an ok record, 1 when some failed or have no record,
-        130 when interrupted."""
+        130 when interrupted. With ``failures_are_lines`` (an OpenAI Batch run, as ``vllm
+        run-batch``), a failed row is an error line of the output: 0 when every row has one."""
         if self.interrupted:
             return 130
         stats = self.stats
-        return 1 if stats.failed or stats.already_failed or stats.missing else 0
+        failed = stats.failed or stats.already_failed
+        return 1 if stats.missing or (failed and not self.failures_are_lines) else 0
 
 
 def report_run(config: RunConfig, result: RunResult, say: Callable[[str], None],
@@ -66,6 +69,11 @@ def report_run(config: RunConfig, result: RunResult, say: Callable[[str], None],
             raise write_failure(config.stats_json, exc) from None
     if not config.quiet:
         stream.write(result.stats.summary_text() + "\n")
+    failed = result.stats.failed + result.stats.already_failed
+    if result.failures_are_lines and failed and not result.interrupted:
+        where = config.error_file or final.path
+        say(f"{failed} requests failed: their error lines are in {where}; the exit status is "
+            "0 since every request has a line, as with vllm run-batch")
     if result.interrupted:
         say(f"interrupted: {result.stats.done} rows recorded this run, kept in "
                  f"{config.output}. Run the same command again to resume.")

@@ -14,7 +14,7 @@ from vbatch.engine.dispatch import WorkItem
 from vbatch.errors import ContextOverflowError
 from vbatch.output.ledger import fingerprint_text, is_set
 from vbatch.output.records import unsent_record
-from vbatch.prepare.builder import RequestBuilder, fingerprint_of
+from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.fit import fit_row
 from vbatch.prepare.scan import check_row
 from vbatch.source.readers import RawRow
@@ -40,7 +40,7 @@ def work_items(config: RunConfig, builder: RequestBuilder, rows: Iterable[RawRow
             continue
         assert checked.content is not None
         tokens = counts[row.index - first_row] if counts is not None else None
-        max_tokens = config.max_tokens
+        asked = max_tokens = builder.max_tokens_of(checked.content)
         if context is not None and tokens is not None:
             fit = fit_row(tokens, max_tokens, context, config.on_overflow)
             if fit.problem is not None:
@@ -51,8 +51,8 @@ def work_items(config: RunConfig, builder: RequestBuilder, rows: Iterable[RawRow
                 max_tokens = fit.max_tokens
                 fields["clamped_max_tokens"] = max_tokens
         body = builder.body(checked.content, max_tokens)
-        # The fingerprint is of the request before any clamp, as the check pass made it.
-        fingerprint = (fingerprint_of(body) if max_tokens == config.max_tokens
-                       else builder.fingerprint(checked.content))
+        fingerprint = builder.request_fingerprint(checked.content, body, max_tokens != asked)
         fields["request_hash"] = fingerprint_text(fingerprint)
-        yield WorkItem(checked.row_id, row.index, body, fields, tokens, max_tokens)
+        route = builder.route_for(checked.content)
+        yield WorkItem(checked.row_id, row.index, body, fields, tokens, max_tokens,
+                       None if route == builder.route else route)

@@ -6,17 +6,18 @@ import os
 
 from vbatch.config import RunConfig
 from vbatch.errors import OutputError
-from vbatch.output.formats import output_format
+from vbatch.output.formats import OutputFormat, output_format
 from vbatch.output.manifest import manifest_path
 
 __all__ = ["check_output_path"]
 
 
-def check_output_path(config: RunConfig) -> None:
+def check_output_path(config: RunConfig, fmt: OutputFormat | None = None) -> None:
     """Refuse an OUTPUT vbatch would damage: the input itself, a directory, another format,
-    or an existing file that is not a vbatch output (no manifest beside it). Changes nothing."""
+    or an existing file that is not a vbatch output (no manifest beside it). Changes nothing.
+    ``fmt``: the output's format, when the input decides it (else the output's name)."""
     final = config.output
-    journal = output_format(final).journal(final)
+    journal = (fmt or output_format(final)).journal(final)
     if journal != final:
         if final.is_dir():
             raise OutputError(f"-o {final} is a directory: give a file name")

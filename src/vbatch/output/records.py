@@ -29,6 +29,7 @@ ANSWER_FIELDS = {
     "reasoning": "a reasoning model's reasoning content (chat)",
     "tool_calls": "the tool calls of the answer (chat)",
     "refusal": "the model's refusal message (chat)",
+    "response": "the server's whole answer (a line of an OpenAI Batch file)",
 }
 RUN_FIELDS = {
     "attempts": "requests sent for the row (0: never sent)",
@@ -67,13 +68,15 @@ def ok_record(row_id: str, index: int, response: dict[str, Any], kind: EndpointK
 
 
 def is_empty(record: dict[str, Any]) -> bool:
-    """Whether an ``ok`` record carries no answer: no text, no tool calls, no reasoning."""
+    """Whether an ``ok`` record carries no answer: no text, no tool calls, no reasoning, no
+    whole response."""
     def blank(value: Any) -> bool:
         if isinstance(value, list):
             return all(blank(item) for item in value)
         return value is None or value == ""
 
-    return all(blank(record.get(name)) for name in ("text", "tool_calls", "reasoning"))
+    answers = ("text", "tool_calls", "reasoning", "response")
+    return all(blank(record.get(name)) for name in answers)
 
 
 def failed_record(row_id: str, index: int, error: RequestError | InputError) -> dict[str, Any]:

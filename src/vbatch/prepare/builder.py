@@ -46,6 +46,8 @@ def compile_template(source: str) -> jinja2.Template:
 class RequestBuilder:
     """Builds request bodies for one run's options."""
 
+    countable = True
+
     def __init__(self, config: RunConfig, model: str | None):
         self.config = config
         self.model = model
@@ -106,6 +108,19 @@ class RequestBuilder:
         else:
             prompt = self._prompt(row, data)
         return self.kind.prompt_content(prompt, self.config.system)
+
+    def route_for(self, content: dict[str, Any]) -> str:
+        """The route of a row's request: the endpoint kind's."""
+        return self.route
+
+    def max_tokens_of(self, content: dict[str, Any]) -> int | None:
+        """The ``max_tokens`` a row asks for: the run's."""
+        return self.config.max_tokens
+
+    def request_fingerprint(self, content: dict[str, Any], body: bytes, clamped: bool) -> int:
+        """The fingerprint of the request ``content`` makes, given its ``body`` as sent: of the
+        request before any clamp, as the check pass made it."""
+        return self.fingerprint(content) if clamped else fingerprint_of(body)
 
     def fingerprint(self, content: dict[str, Any]) -> int:
         """The 8-byte fingerprint of the request a row's content makes (before any clamp)."""

@@ -71,7 +71,7 @@ def read_rows(path: Path, input_format: str | None = None) -> Iterator[RawRow]:
     if not path.exists():
         raise ConfigError(f"input file {path} does not exist")
     fmt = detect_format(path, input_format)
-    if fmt == "jsonl":
+    if fmt in ("jsonl", "openai-batch"):
         return _unbroken(_read_jsonl(path), path)
     if fmt == "csv":
         return _unbroken(_read_csv(path), path)

@@ -45,7 +45,7 @@ class Shard:
 def plan_shards(path: Path, input_format: str | None, shard_rows: int) -> list[Shard]:
     """Shards of about ``shard_rows`` rows covering every row of ``path``, in order."""
     fmt = detect_format(path, input_format)
-    if fmt == "jsonl" and not path.name.lower().endswith(".gz"):
+    if fmt in ("jsonl", "openai-batch") and not path.name.lower().endswith(".gz"):
         return _jsonl_shards(path, shard_rows)
     if fmt == "parquet":
         return _parquet_shards(path, shard_rows)

@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from vbatch.testing.refusals import context_refusal, error_body
+
 __all__ = ["Answer", "SimConfig", "SimCounters", "SimulatedServer", "count_tokens",
            "prompt_text"]
 
@@ -152,7 +154,7 @@ class SimulatedServer:
         headers = None
         if status in (429, 503) and self.config.retry_after is not None:
             headers = {"Retry-After": f"{self.config.retry_after:g}"}
-        return Answer(status, _error_body(message, code=status, kind=kind), headers)
+        return Answer(status, error_body(message, code=status, kind=kind), headers)
 
     def authorized(self, authorization: str | None) -> bool:
         """Whether a request with this ``Authorization`` header may be served."""
@@ -287,6 +289,33 @@ class SimulatedServer:
             usage["completion_tokens_details"] = {"reasoning_tokens": completion_tokens // 2}
         return usage
 
+    def embed(self, raw: bytes, authorization: str | None) -> Answer:
+        """``POST /v1/embeddings``: a unit vector of 8 floats per input, from its hash."""
+        self.counters.requests_seen += 1
+        if not self.authorized(authorization):
+            return self._error(401, "invalid API key", "AuthenticationError")
+        body = orjson.loads(raw)
+        self.requests.append(body)
+        if body.get("model") not in (None, self.config.model):
+            return self._error(
+                404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(x, str) for x in texts):
+            return self._error(400, "input must be a string or a list of strings")
+        data = []
+        tokens = 0
+        for index, text in enumerate(texts):
+            digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+            vector = [b - 127.5 for b in digest]
+            norm = sum(v * v for v in vector) ** 0.5 or 1.0
+            data.append({"object": "embedding", "index": index,
+                         "embedding": [round(v / norm, 6) for v in vector]})
+            tokens += count_tokens(text)
+        self.counters.statuses["200"] = self.counters.statuses.get("200", 0) + 1
+        return Answer(200, {"object": "list", "data": data, "model": self.config.model,
+                            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
     def models(self, authorization: str | None) -> Answer:
         """``GET /v1/models``: vLLM guards every /v1 route with its key."""
         if not self.authorized(authorization):
@@ -338,47 +367,3 @@ class SimulatedServer:
         self.config = dataclasses.replace(self.config, **changes)
         return Answer(200, {k: v for k, v in dataclasses.asdict(self.config).items()
                             if k != "api_key"})
-
-
-def _error_body(message: str, param: str | None = None, code: Any = 400,
-                kind: str = "BadRequestError") -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
-def context_refusal(config: SimConfig, n: int, m: int) -> dict[str, Any] | None:
-    """The 400 body a server of ``config.context_error_style`` answers, or None if it serves.
-
-    ``vllm-0.32`` refuses only a too-large max_tokens or a prompt that does not fit alone and
-    silently cuts the output otherwise; the other styles refuse prompt + max_tokens > L in
-    the words of older vLLM versions and of llama.cpp.
-    """
-    limit = config.max_model_len
-    if m > limit:
-        return _error_body(f"max_tokens={m} cannot be greater than max_model_len={limit}. "
-                           "Please request fewer output tokens.", "max_tokens")
-    if n > limit:
-        return _error_body(
-            f"This model's maximum context length is {limit} tokens. However, your prompt "
-            f"contains at least {n} input tokens, which exceeds this limit even without any "
-            f"output tokens. Please reduce the length of the input prompt. "
-            f"(parameter=input_tokens, value={n})", "input_tokens")
-    if n + m <= limit or config.context_error_style == "vllm-0.32":
-        return None
-    messages = {
-        "requested": f"This model's maximum context length is {limit} tokens. However, you "
-                     f"requested {n + m} tokens ({n} in the messages, {m} in the completion). "
-                     "Please reduce the length of the messages or completion.",
-        "too-large": f"'max_tokens' or 'max_completion_tokens' is too large: {m}. This model's "
-                     f"maximum context length is {limit} tokens and your request has {n} input "
-                     f"tokens ({m} > {limit} - {n}).",
-        "you-passed": f"You passed {n} input tokens and requested {m} output tokens. However, "
-                      f"the model's context length is only {limit} tokens, resulting in a "
-                      f"maximum input length of {limit - m} tokens.",
-        "at-least": f"This model's maximum context length is {limit} tokens. However, you "
-                    f"requested {m} output tokens and your prompt contains at least {n} input "
-                    f"tokens, for a total of at least {n + m} tokens.",
-    }
-    if config.context_error_style == "llama-cpp":
-        return _error_body("the request exceeds the available context size",
-                           code="context_length_exceeded", kind="invalid_request_error")
-    return _error_body(messages[config.context_error_style])

@@ -41,6 +41,8 @@ class SimulatedTransport:
             answer = await server.complete(raw, key, chat=True)
         elif path.endswith("/completions"):
             answer = await server.complete(raw, key, chat=False)
+        elif path.endswith("/embeddings"):
+            answer = server.embed(raw, key)
         elif path.endswith("/models"):
             answer = server.models(key)
         elif path == "/tokenize":

@@ -2,10 +2,10 @@
 concurrency tests over real HTTP.
 
 It serves what :class:`~vbatch.testing.behaviour.SimulatedServer` answers on
-``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``, ``/tokenize``, ``/metrics`` and
-``/health``. Its counters (peak in-flight, requests seen) are at ``/sim/stats``;
-``/sim/config`` changes the behaviour of a running simulator and ``/sim/requests`` shows the
-last request bodies.
+``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/models``,
+``/tokenize``, ``/metrics`` and ``/health``. Its counters (peak in-flight, requests seen) are
+at ``/sim/stats``; ``/sim/config`` changes the behaviour of a running simulator and
+``/sim/requests`` shows the last request bodies.
 
 Run it with ``vbatch simulate --port 0`` (or ``python -m vbatch.testing.simulate``); it prints
 the URL it listens on, always on loopback.
@@ -49,6 +49,9 @@ def simulator_app(server: SimulatedServer) -> web.Application:
     async def completions(request: web.Request) -> web.Response:
         return await complete(request, chat=False)
 
+    async def embeddings(request: web.Request) -> web.Response:
+        return _response(server.embed(await request.read(), request.headers.get("Authorization")))
+
     async def models(request: web.Request) -> web.Response:
         return _response(server.models(request.headers.get("Authorization")))
 
@@ -77,6 +80,7 @@ def simulator_app(server: SimulatedServer) -> web.Application:
     app = web.Application(client_max_size=64 << 20)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/tokenize", tokenize)
     app.router.add_get("/metrics", metrics)

@@ -1,0 +1,118 @@
+"""The OpenAI Batch file format (what ``vllm run-batch`` reads): one request per line,
+``{"custom_id", "method", "url", "body"}``.
+
+:func:`is_batch_file` recognises one from its first line; :func:`check_batch_file` reads the
+whole file once and reports every file-level problem at once, with OpenAI's error codes and
+line numbers, before anything is sent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from vbatch.config import RunConfig
+from vbatch.errors import ConfigError, InputError
+from vbatch.source.readers import open_binary
+from vbatch.source.spool import needs_spool
+
+__all__ = ["BATCH_ROUTES", "BatchFileError", "as_batch_run", "check_batch_file",
+           "is_batch_file"]
+
+# The urls a batch line may name, and the route each takes under the server's /v1 API
+# (vLLM also serves /score and /rerank there, and /v2/rerank's handler is /rerank's).
+BATCH_ROUTES = {
+    "/v1/chat/completions": "/chat/completions",
+    "/v1/completions": "/completions",
+    "/v1/embeddings": "/embeddings",
+    "/v1/responses": "/responses",
+    "/score": "/score",
+    "/v1/score": "/score",
+    "/rerank": "/rerank",
+    "/v1/rerank": "/rerank",
+    "/v2/rerank": "/rerank",
+}
+SHOWN_PROBLEMS = 20
+
+
+class BatchFileError(InputError):
+    """The batch file has lines that are not batch requests; ``problems`` lists them all
+    (line number, OpenAI error code, message)."""
+
+    def __init__(self, path: Path, problems: list[tuple[int, str, str]]):
+        self.problems = problems
+        shown = "; ".join(f"line {line}: {code}: {message}"
+                          for line, code, message in problems[:SHOWN_PROBLEMS])
+        more = (f"; and {len(problems) - SHOWN_PROBLEMS} more"
+                if len(problems) > SHOWN_PROBLEMS else "")
+        super().__init__(str(path), f"{len(problems)} lines are not valid batch requests: "
+                         f"{shown}{more}", hint="nothing was sent; fix the file and run again")
+
+
+def is_batch_file(path: Path) -> bool:
+    """Whether the first line of ``path`` is a batch request (has custom_id and body)."""
+    try:
+        with open_binary(path) as handle:
+            for line in handle:
+                if line.strip():
+                    first = orjson.loads(line)
+                    return isinstance(first, dict) and "custom_id" in first and "body" in first
+    except (OSError, ValueError, EOFError):
+        return False
+    return False
+
+
+def check_batch_file(path: Path) -> int:
+    """Every line's batch-level validity; returns the number of requests, or raises
+    :class:`BatchFileError` listing every bad line."""
+    problems: list[tuple[int, str, str]] = []
+    seen: dict[str, int] = {}
+    count = 0
+    with open_binary(path) as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            count += 1
+            try:
+                line = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                problems.append((line_no, "invalid_json_line", f"not JSON ({exc})"))
+                continue
+            if not isinstance(line, dict):
+                problems.append((line_no, "invalid_json_line", "not a JSON object"))
+                continue
+            custom_id = line.get("custom_id")
+            if not isinstance(custom_id, str) or not custom_id:
+                problems.append((line_no, "missing_custom_id",
+                                 "custom_id must be a non-empty string"))
+            elif custom_id in seen:
+                problems.append((line_no, "duplicate_custom_id",
+                                 f"custom_id {custom_id!r} is also on line {seen[custom_id]}"))
+            else:
+                seen[custom_id] = line_no
+            if not isinstance(line.get("url"), str):
+                problems.append((line_no, "missing_required_parameter", "url is required"))
+            if not isinstance(line.get("body"), dict):
+                problems.append((line_no, "missing_required_parameter",
+                                 "body must be a JSON object"))
+            if line.get("method", "POST") != "POST":
+                problems.append((line_no, "invalid_method", "method must be POST"))
+    if problems:
+        raise BatchFileError(path, problems)
+    return count
+
+
+def as_batch_run(config: RunConfig) -> RunConfig:
+    """``config`` for a batch file (``--input-format openai-batch``, or a file whose first line
+    is a batch request): rows are identified by ``custom_id``, and a line that cannot be sent
+    is an error line of the output, not a reason to stop."""
+    batch = config.openai_batch or (
+        config.input_format is None and not needs_spool(config.input)
+        and config.input.is_file() and is_batch_file(config.input))
+    if not batch:
+        if config.error_file is not None:
+            raise ConfigError("--error-file is for OpenAI Batch files (custom_id, url, body "
+                              f"per line), and {config.input} is not one")
+        return config
+    return config.replace(input_format="openai-batch", id_field="custom_id", on_bad_row="skip")
