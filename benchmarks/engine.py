@@ -145,6 +145,23 @@ def run_batch(model: str, prompts: Path, vbatch_layout: bool) -> dict[str, Any]:
             "completion_tokens": completion_tokens(out)}
 
 
+def vbatch_run_batch(model: str) -> dict[str, Any]:
+    """``vbatch run-batch`` on run_batch's own input file, with the same command line (one
+    word changed): its own server, started by it, as run_batch starts its engine."""
+    batch = WORK / "run_batch_in.jsonl"
+    out = WORK / "vbatch_run_batch_out.jsonl"
+    for stale in (out, out.with_name(out.name + ".journal.jsonl"),
+                  out.with_name(out.name + ".journal.jsonl.manifest.json")):
+        stale.unlink(missing_ok=True)
+    wall, _ = timed([PYTHON, "-m", "vbatch", "run-batch", "-i", str(batch), "-o", str(out),
+                     "--model", model, "--served-model-name", DEFAULT_MODEL_NAME,
+                     "--enforce-eager", "--max-num-seqs", str(SEQS), "--max-num-batched-tokens",
+                     str(BATCHED), "--max-model-len", str(CONTEXT), "--quiet"],
+                    vbatch_layout=False)
+    return {"client": "vbatch run-batch (same flags)", "phase": "end to end", "wall_s": wall,
+            "completion_tokens": completion_tokens(out)}
+
+
 def reset_prefix_cache(url: str) -> None:
     root = url.removesuffix("/v1")
     request = urllib.request.Request(root + "/reset_prefix_cache", data=b"", method="POST")
@@ -224,7 +241,8 @@ def main() -> None:
     pairs = []
     for round_number in range(1, args.rounds + 1):
         pair = [run_batch(model, args.prompts, False),
-                managed_end_to_end(args.prompts, "--max-model-len", str(CONTEXT))]
+                managed_end_to_end(args.prompts, "--max-model-len", str(CONTEXT)),
+                vbatch_run_batch(model)]
         for row in pair:
             row["client"] += f", round {round_number}"
         pairs.append(pair)
@@ -232,7 +250,7 @@ def main() -> None:
     for row in rows:
         row["tokens_per_s"] = row["completion_tokens"] / row["wall_s"]
     ceiling = max(rows[0]["tokens_per_s"], rows[1]["tokens_per_s"])
-    peer = statistics.median(peer["tokens_per_s"] for peer, _ in pairs)
+    peer = statistics.median(pair[0]["tokens_per_s"] for pair in pairs)
     print(f"{'client':>58} | {'phase':>12} | {'wall_s':>8} | {'tokens':>7} | {'tok/s':>7} | "
           f"{'vs offline':>10} | {'vs run_batch':>12}")
     for row in rows:
@@ -241,9 +259,10 @@ def main() -> None:
         print(f"{row['client']:>58} | {row['phase']:>12} | {row['wall_s']:8.1f} | "
               f"{row['completion_tokens']:7d} | {row['tokens_per_s']:7.1f} | "
               f"{row['ratio_to_offline']:10.3f} | {row['ratio_to_run_batch']:12.3f}")
-    ratios = [ours["tokens_per_s"] / peer["tokens_per_s"] for peer, ours in pairs]
-    print("\nvbatch managed end to end over run_batch (vLLM's default layout), round by round: "
-          + ", ".join(f"{r:.3f}" for r in ratios))
+    for position, name in ((1, "vbatch managed end to end"), (2, "vbatch run-batch")):
+        ratios = [pair[position]["tokens_per_s"] / pair[0]["tokens_per_s"] for pair in pairs]
+        print(f"\n{name} over run_batch (vLLM's default layout), round by round: "
+              + ", ".join(f"{r:.3f}" for r in ratios))
     (WORK / "engine.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
     print(f"\nwritten to {WORK / 'engine.json'}", file=sys.stderr)
 

@@ -112,3 +112,22 @@ def test_the_cache_after_kill_9_and_after_ctrl_c(simulator: SimulatorProcess,
     assert finished.stdout.strip() == "done 300 300", finished.stderr
     assert simulator.stats()["requests_seen"] == 300 - before
     assert Counter(r["id"] for r in read_jsonl(cache)) == Counter(str(i) for i in range(300))
+
+
+def test_embeddings_of_a_plain_dataset_to_parquet(fake_server: InProcessServer,
+                                                  tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "docs.jsonl",
+                         [{"id": f"d{i}", "text": f"document number {i}"} for i in range(20)])
+    out = tmp_path / "vectors.parquet"
+    result = fake_server.run(RunConfig(input=source, output=out, base_url=fake_server.url,
+                                       endpoint="embeddings", prompt_field="text", quiet=True,
+                                       ordered=True))
+    assert result.exit_code == 0 and result.stats.empty == 0
+    sent = fake_server.requests()
+    assert {"input", "model"} <= set(sent[0]) and "messages" not in sent[0]
+    table = pq.read_table(out)
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 8)
+    vectors = table.column("embedding").to_pylist()
+    assert len(vectors) == 20 and all(abs(sum(v * v for v in vec) - 1) < 1e-3 for vec in vectors)
+    journal = read_jsonl(tmp_path / "vectors.parquet.journal.jsonl")
+    assert {"embedding", "usage"} <= set(journal[0]) and "text" not in journal[0]

@@ -47,7 +47,7 @@ _REAL = {"temperature": (0.0, True, None), "top_p": (0.0, False, 1.0),
          "max_downtime": (0.0, False, None),
          "startup_timeout": (0.0, False, None)}
 _TEXTS = ("stop", "keep", "server_args")
-_FLAGS = ("ordered", "retry_failed", "force", "quiet", "ray", "group_by_prefix")
+_FLAGS = ("ordered", "retry_failed", "force", "quiet", "ray", "group_by_prefix", "pooling")
 _FLAG_NAMES = {"retry_base_delay": "--retry-delay"}
 
 
@@ -151,6 +151,7 @@ class RunConfig:
     shard_dir: Path | None = None
     group_by_prefix: bool = False
     error_file: Path | None = None
+    pooling: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", Path(self.input))
@@ -169,6 +170,8 @@ class RunConfig:
             object.__setattr__(self, "error_file", Path(self.error_file))
         if self.ray_address:
             object.__setattr__(self, "ray", True)
+        if self.endpoint in ENDPOINTS and ENDPOINTS[self.endpoint].pooling:
+            object.__setattr__(self, "pooling", True)
         self._validate()
 
     def _coerce(self) -> None:

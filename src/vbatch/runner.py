@@ -28,7 +28,7 @@ from vbatch.output.paths import check_output_path
 from vbatch.output.records import RECORD_FIELDS
 from vbatch.prepare.factory import request_builder
 from vbatch.servers.factory import make_backend
-from vbatch.source.openai_batch import as_batch_run, check_batch_file
+from vbatch.source.openai_batch import as_batch_run, check_batch_file, pooling_run
 from vbatch.source.spool import spooled
 from vbatch.transport.base import Transport
 
@@ -88,7 +88,8 @@ async def arun(
     journaled = config.replace(output=fmt.journal(config.output))
     with OutputLock(journaled.output), spooled(journaled) as readable:
         if readable.openai_batch:
-            await asyncio.to_thread(check_batch_file, readable.input)
+            summary = await asyncio.to_thread(check_batch_file, readable.input)
+            readable = pooling_run(readable, summary)
         if readable.ray:
             from vbatch.distributed.driver import run_on_ray
 

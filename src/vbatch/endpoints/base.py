@@ -19,6 +19,8 @@ class EndpointKind(ABC):
     name: str
     route: str
     takes_messages: bool
+    # Served by a pooling model (vLLM's pooling runner), not a generating one.
+    pooling = False
 
     @abstractmethod
     def prompt_content(self, prompt: str, system: str | None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ ANSWER_FIELDS = {
     "tool_calls": "the tool calls of the answer (chat)",
     "refusal": "the model's refusal message (chat)",
     "response": "the server's whole answer (a line of an OpenAI Batch file)",
+    "embedding": "the row's vector (--endpoint embeddings)",
 }
 RUN_FIELDS = {
     "attempts": "requests sent for the row (0: never sent)",
@@ -75,7 +76,7 @@ def is_empty(record: dict[str, Any]) -> bool:
             return all(blank(item) for item in value)
         return value is None or value == ""
 
-    answers = ("text", "tool_calls", "reasoning", "response")
+    answers = ("text", "tool_calls", "reasoning", "response", "embedding")
     return all(blank(record.get(name)) for name in answers)
 
 

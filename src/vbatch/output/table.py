@@ -75,11 +75,15 @@ class ColumnTypes:
 
     def __init__(self) -> None:
         self._kinds: dict[str, set[str]] = {}
+        self._sizes: dict[str, set[int]] = {}
 
     def see(self, row: dict[str, Any]) -> None:
         """Take note of one flat row's values."""
         for name, value in row.items():
-            self._kinds.setdefault(name, set()).add(_kind(value))
+            kind = _kind(value)
+            self._kinds.setdefault(name, set()).add(kind)
+            if kind == "list_float":
+                self._sizes.setdefault(name, set()).add(len(value))
 
     def _column_kind(self, name: str) -> str:
         kinds = self._kinds[name] - {"null"}
@@ -91,18 +95,26 @@ class ColumnTypes:
             return "float"
         return "json"
 
+    def _type(self, name: str) -> pa.DataType:
+        kind = self._column_kind(name)
+        if name == "embedding" and kind == "list_float":
+            sizes = self._sizes.get(name, set())
+            return (pa.list_(pa.float32(), next(iter(sizes))) if len(sizes) == 1
+                    else pa.list_(pa.float32()))
+        return _ARROW[kind]
+
     def schema(self) -> pa.Schema:
-        """One Arrow schema for every row seen."""
-        return pa.schema([(name, _ARROW[self._column_kind(name)]) for name in self._kinds])
+        """One Arrow schema for every row seen; an ``embedding`` is a (fixed-size, when every
+        row's has the same size) list of float32."""
+        return pa.schema([(name, self._type(name)) for name in self._kinds])
 
     def column(self, name: str, values: list[Any]) -> pa.Array:
         """``values`` of column ``name`` as an Arrow array of the column's type."""
-        kind = self._column_kind(name)
-        if kind == "json":
+        if self._column_kind(name) == "json":
             values = [None if v is None else v if isinstance(v, str)
                       else orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY).decode()
                       for v in values]
-        return pa.array(values, type=_ARROW[kind])
+        return pa.array(values, type=self._type(name))
 
     def batch(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
         """Flat ``rows`` (seen before) as one record batch of :meth:`schema`."""

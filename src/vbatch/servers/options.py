@@ -62,6 +62,7 @@ class ServerOptions:
     build: str | None = None
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
     max_restarts: int = DEFAULT_MAX_RESTARTS
+    runner: str | None = None
     cpus: tuple[int, ...] | None = None
     gpus: tuple[int, ...] | None = None
     memory_share: int = 1
@@ -77,6 +78,7 @@ class ServerOptions:
             log_path=log_path or config.output.with_name(config.output.name + ".server.log"),
             api_key=api_key,
             extra_args=config.server_args,
+            runner="pooling" if config.pooling else None,
             **{name: getattr(config, name) for name in RUN_SERVER_OPTIONS},
         )
 
@@ -139,6 +141,8 @@ def server_command(options: ServerOptions, port: int) -> list[str]:
     if not _given(extra, "--max-num-batched-tokens"):
         command += ["--max-num-batched-tokens",
                     str(options.max_num_batched_tokens or default_tokens)]
+    if options.runner is not None and not _given(extra, "--runner"):
+        command += ["--runner", options.runner]
     # The CPU build gains nothing from compiled graphs and takes minutes to capture them.
     if build == "cpu" and not _given(extra, "--enforce-eager"):
         command.append("--enforce-eager")

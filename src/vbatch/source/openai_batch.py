@@ -8,6 +8,7 @@ line numbers, before anything is sent.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -17,8 +18,8 @@ from vbatch.errors import ConfigError, InputError
 from vbatch.source.readers import open_binary
 from vbatch.source.spool import needs_spool
 
-__all__ = ["BATCH_ROUTES", "BatchFileError", "as_batch_run", "check_batch_file",
-           "is_batch_file"]
+__all__ = ["BATCH_ROUTES", "POOLING_URLS", "BatchFileError", "BatchSummary", "as_batch_run",
+           "check_batch_file", "is_batch_file", "pooling_run"]
 
 # The urls a batch line may name, and the route each takes under the server's /v1 API
 # (vLLM also serves /score and /rerank there, and /v2/rerank's handler is /rerank's).
@@ -33,7 +34,20 @@ BATCH_ROUTES = {
     "/v1/rerank": "/rerank",
     "/v2/rerank": "/rerank",
 }
+# The urls answered by a pooling model (vLLM's pooling runner) rather than a generating one.
+POOLING_URLS = frozenset({"/v1/embeddings", "/score", "/v1/score", "/rerank", "/v1/rerank",
+                          "/v2/rerank"})
 SHOWN_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a checked batch file asks for: how many requests go to generation urls and how
+    many to pooling urls (the rest have urls vbatch does not send to)."""
+
+    requests: int
+    generation: int
+    pooling: int
 
 
 class BatchFileError(InputError):
@@ -63,12 +77,12 @@ def is_batch_file(path: Path) -> bool:
     return False
 
 
-def check_batch_file(path: Path) -> int:
-    """Every line's batch-level validity; returns the number of requests, or raises
+def check_batch_file(path: Path) -> BatchSummary:
+    """Every line's batch-level validity; returns what the file asks for, or raises
     :class:`BatchFileError` listing every bad line."""
     problems: list[tuple[int, str, str]] = []
     seen: dict[str, int] = {}
-    count = 0
+    count = generation = pooling = 0
     with open_binary(path) as handle:
         for line_no, raw in enumerate(handle, start=1):
             if not raw.strip():
@@ -91,8 +105,13 @@ def check_batch_file(path: Path) -> int:
                                  f"custom_id {custom_id!r} is also on line {seen[custom_id]}"))
             else:
                 seen[custom_id] = line_no
-            if not isinstance(line.get("url"), str):
+            url = line.get("url")
+            if not isinstance(url, str):
                 problems.append((line_no, "missing_required_parameter", "url is required"))
+            elif url in POOLING_URLS:
+                pooling += 1
+            elif url in BATCH_ROUTES:
+                generation += 1
             if not isinstance(line.get("body"), dict):
                 problems.append((line_no, "missing_required_parameter",
                                  "body must be a JSON object"))
@@ -100,7 +119,7 @@ def check_batch_file(path: Path) -> int:
                 problems.append((line_no, "invalid_method", "method must be POST"))
     if problems:
         raise BatchFileError(path, problems)
-    return count
+    return BatchSummary(count, generation, pooling)
 
 
 def as_batch_run(config: RunConfig) -> RunConfig:
@@ -116,3 +135,16 @@ def as_batch_run(config: RunConfig) -> RunConfig:
                               f"per line), and {config.input} is not one")
         return config
     return config.replace(input_format="openai-batch", id_field="custom_id", on_bad_row="skip")
+
+
+def pooling_run(config: RunConfig, summary: BatchSummary) -> RunConfig:
+    """``config`` for a batch file whose every request goes to a pooling url: its managed
+    server runs a pooling model. A file that mixes both kinds needs ``--model`` (a model that
+    serves them all) or running servers."""
+    if summary.pooling and summary.generation and not config.remote and config.model is None:
+        raise ConfigError(
+            f"{config.input} has {summary.generation} requests for generation urls and "
+            f"{summary.pooling} for pooling urls (embeddings, score, rerank): no one embedded "
+            "model serves both; give --model, or --base-url for running servers"
+        )
+    return config.replace(pooling=bool(summary.pooling) and not summary.generation)
