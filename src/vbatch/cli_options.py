@@ -36,6 +36,15 @@ from vbatch.endpoints import ENDPOINTS
 __all__ = ["managed_server_options", "row_options", "run_options"]
 
 
+def _decorated(
+    command: Callable[..., Any], decorators: list[Callable[..., Any]]
+) -> Callable[..., Any]:
+    """``command`` under ``decorators``, the first one outermost (listed first in --help)."""
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
 def _parse_concurrency(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
     if value == "auto":
         return value
@@ -108,9 +117,7 @@ def managed_server_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Seconds the managed server may take to become healthy.",
         ),
     ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+    return _decorated(command, decorators)
 
 
 def row_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -157,9 +164,7 @@ def row_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "(plan: leave it out of the counts).",
         ),
     ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+    return _decorated(command, decorators)
 
 
 def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -330,6 +335,4 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "of to the output, as the OpenAI Batch API does.",
         ),
     ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+    return _decorated(command, decorators)

