@@ -134,3 +134,25 @@ def test_resume_after_kill_9_by_custom_id(simulator: SimulatorProcess, tmp_path:
     assert Counter(line["custom_id"] for line in read_jsonl(out)) == Counter(
         f"c{i}" for i in range(300))
     assert simulator.stats()["requests_seen"] <= 300 - recorded + 8
+
+
+def test_vllms_example_batch_file(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    """vLLM's examples/features/openai_batch/openai_example_batch.jsonl, with our model."""
+    example = "\n".join(json.dumps({
+        "custom_id": f"request-{i}", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": MODEL, "max_completion_tokens": 1000, "messages": [
+            {"role": "system", "content": f"You are {kind} assistant."},
+            {"role": "user", "content": "Hello world!"}]},
+    }) for i, kind in ((1, "a helpful"), (2, "an unhelpful"))) + "\n"
+    source = tmp_path / "openai_example_batch.jsonl"
+    source.write_text(example)
+    out = tmp_path / "results.jsonl"
+    done = run_cli("run-batch", "-i", str(source), "-o", str(out), "--model", MODEL,
+                   "--base-url", simulator.url)
+    assert done.returncode == 0, done.stderr
+    lines = read_jsonl(out)
+    assert sorted(line["custom_id"] for line in lines) == ["request-1", "request-2"]
+    for line in lines:
+        assert_batch_output_line(line)
+        assert line["error"] is None
+    assert {body["max_completion_tokens"] for body in simulator.requests()} == {1000}
