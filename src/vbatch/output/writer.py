@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,34 +121,43 @@ class ResultWriter:
             self._fd = None
 
 
-def write_in_input_order(path: Path) -> None:
-    """Rewrite the output with its records sorted by ``index``, atomically.
-
-    Only each record's index, offset and length are held in memory (24 bytes a record);
-    the records themselves are copied from the file.
-    """
+def record_lines(path: Path, ordered: bool) -> Iterator[bytes]:
+    """The record lines of ``path``, in input order when ``ordered``: then only each record's
+    index, offset and length are held in memory (24 bytes a record), and the records are
+    read from the file."""
+    if not ordered:
+        with open(path, "rb") as handle:
+            yield from (line for line in handle if line.strip())
+        return
     indices: list[int] = []
     offsets: list[int] = []
     lengths: list[int] = []
     with open(path, "rb") as handle:
         offset = 0
         for line_no, line in enumerate(handle, start=1):
-            try:
-                index = orjson.loads(line)["index"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                raise OutputError(f"{path}:{line_no} is not a vbatch record") from None
-            indices.append(index)
-            offsets.append(offset)
-            lengths.append(len(line))
+            if line.strip():
+                try:
+                    indices.append(orjson.loads(line)["index"])
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    raise OutputError(f"{path}:{line_no} is not a vbatch record") from None
+                offsets.append(offset)
+                lengths.append(len(line))
             offset += len(line)
     order = np.argsort(np.asarray(indices, dtype=np.int64), kind="stable")
-    starts = np.asarray(offsets, dtype=np.int64)[order]
-    sizes = np.asarray(lengths, dtype=np.int64)[order]
+    starts = np.asarray(offsets, dtype=np.int64)[order].tolist()
+    sizes = np.asarray(lengths, dtype=np.int64)[order].tolist()
     del indices, offsets, lengths
+    with open(path, "rb") as handle:
+        fd = handle.fileno()
+        for start, size in zip(starts, sizes, strict=True):
+            yield os.pread(fd, size, start)
+
+
+def write_in_input_order(path: Path) -> None:
+    """Rewrite the output with its records sorted by ``index``, atomically."""
     try:
-        with open(path, "rb") as source, replaced(path, ".ordering") as target:
-            fd = source.fileno()
-            for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
-                target.write(os.pread(fd, size, start))
+        with replaced(path, ".ordering") as target:
+            for line in record_lines(path, ordered=True):
+                target.write(line)
     except OSError as exc:
         raise write_failure(path, exc) from None

@@ -18,7 +18,8 @@ import orjson
 
 from vbatch.errors import write_failure
 from vbatch.output.atomic import replaced
-from vbatch.output.formats.base import OutputFormat, record_lines
+from vbatch.output.formats.base import OutputFormat
+from vbatch.output.writer import record_lines
 
 __all__ = ["OpenAIBatch", "batch_line"]
 

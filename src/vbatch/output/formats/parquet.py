@@ -10,8 +10,9 @@ import orjson
 
 from vbatch.errors import OutputError, write_failure
 from vbatch.output.atomic import replaced
-from vbatch.output.formats.base import OutputFormat, record_lines
+from vbatch.output.formats.base import OutputFormat
 from vbatch.output.table import ColumnTypes, flat_record
+from vbatch.output.writer import record_lines
 
 __all__ = ["Parquet"]
 
