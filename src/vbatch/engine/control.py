@@ -47,11 +47,8 @@ class RunControl:
         self._loop.call_soon_threadsafe(self._stop_on_loop)
 
     def _stop_on_loop(self) -> None:
-        first = not self.stopped
         self.stopped = True
         if self._stop_sending is not None:
             self._stop_sending()
-            if not first:
-                self._stop_sending()
         elif self._task is not None:
             self._task.cancel()
