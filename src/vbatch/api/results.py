@@ -49,8 +49,12 @@ def in_input_order(journal: Path, spooled: Spooled) -> list[dict[str, Any] | Non
     return ordered
 
 
+def _all_rows(records: list[dict[str, Any] | None]) -> pa.Table:
+    return arrow_table(record or {"status": None} for record in records)
+
+
 def _result_table(records: list[dict[str, Any] | None]) -> pa.Table:
-    table = arrow_table(record or {"status": None} for record in records)
+    table = _all_rows(records)
     return table.drop_columns([name for name in _LEFT_OUT if name in table.column_names])
 
 
@@ -63,6 +67,9 @@ def shaped_like(rows: Any, kind: str, records: list[dict[str, Any] | None]) -> A
     the input already uses gets the suffix ``_result``."""
     if kind == "records":
         return records
+    if kind == "arrow" and not isinstance(rows, pa.Table):
+        # A RecordBatchReader was read as it went: the results, with the rows' ids.
+        return _all_rows(records)
     results = _result_table(records)
     if kind == "pandas":
         frame = results.to_pandas()
@@ -77,9 +84,6 @@ def shaped_like(rows: Any, kind: str, records: list[dict[str, Any] | None]) -> A
         renamed = results.rename_columns(_names(results, set(rows.column_names)))
         extra = datasets.Dataset(pa.Table.from_batches(renamed.to_batches(), renamed.schema))
         return datasets.concatenate_datasets([rows.flatten_indices(), extra], axis=1)
-    if not isinstance(rows, pa.Table):
-        # A RecordBatchReader was read as it went: the results, with the rows' ids.
-        return arrow_table(record or {"status": None} for record in records)
     table = rows
     for name, column in zip(_names(results, set(table.column_names)), results.columns,
                             strict=True):
