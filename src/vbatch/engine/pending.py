@@ -82,8 +82,6 @@ class PendingRows:
         say_repairs(state, config.output, self._say)
         if config.group_by_prefix:
             check_groupable(config.input, config.input_format)
-        if not self._builder.countable:
-            counter = None
         counting = " and counting prompt tokens" if counter is not None else ""
         self._say(f"checking {config.input}{counting}")
         scan = await asyncio.to_thread(scan_input, config, self._builder, counter, self._rows,

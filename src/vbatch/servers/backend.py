@@ -77,8 +77,10 @@ class Backend(ABC):
         """Connect (and start servers where vbatch runs them) with rows fitted to ``context``."""
 
     async def prepare(self, job: Job) -> int | None:
-        """Check and count the job's input; returns (and sets) the context rows fit."""
-        await job.prepare(await self.counter(job.say))
+        """Check and count the job's input (rows the builder cannot count are not: no
+        tokenizer is loaded for them); returns (and sets) the context rows fit."""
+        counter = await self.counter(job.say) if job.builder.countable else None
+        await job.prepare(counter)
         context = self.context(job)
         job.set_context(context)
         return context
