@@ -12,6 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .conftest import SimulatorProcess, read_jsonl, run_cli, vbatch_cmd
 
 MODEL = "sim-model"
@@ -36,6 +38,16 @@ EMBEDDING_BATCH = [{"custom_id": f"request-{i}", "method": "POST", "url": "/v1/e
                        (MODEL, "You are a helpful assistant."),
                        (MODEL, "You are an unhelpful assistant."), (MODEL, "Hello world!"),
                        ("NonExistModel", "Hello world!")], start=1)]
+
+_DOCUMENTS = ["The capital of Brazil is Brasilia.", "The capital of France is Paris."]
+_QUERY = "What is the capital of France?"
+# vLLM's score and rerank batches; its rerank batch repeats request-2, vbatch requires unique ids.
+SCORE_BATCH = [{"custom_id": f"request-{i}", "method": "POST", "url": url,
+                "body": {"model": MODEL, "queries": _QUERY, "documents": _DOCUMENTS}}
+               for i, url in enumerate(["/score", "/v1/score"], start=1)]
+RERANK_BATCH = [{"custom_id": f"request-{i}", "method": "POST", "url": url,
+                 "body": {"model": MODEL, "query": _QUERY, "documents": _DOCUMENTS}}
+                for i, url in enumerate(["/rerank", "/v1/rerank", "/v2/rerank"], start=1)]
 
 
 def write_lines(path: Path, lines: list[dict[str, Any]]) -> Path:
@@ -77,6 +89,23 @@ def test_vllms_input_batch_gives_a_line_per_request(simulator: SimulatorProcess,
     sent = simulator.requests()
     assert len(sent) == 3 and {body["max_tokens"] for body in sent} == {1000}
     assert {body["model"] for body in sent} == {MODEL, "NonExistModel"}
+
+
+@pytest.mark.parametrize("lines", [SCORE_BATCH, RERANK_BATCH], ids=["score", "rerank"])
+def test_vllms_score_and_rerank_batches(simulator: SimulatorProcess, tmp_path: Path,
+                                        lines: list[dict[str, Any]]) -> None:
+    source = write_lines(tmp_path / "batch.jsonl", lines)
+    out = tmp_path / "results.jsonl"
+    done = run_cli("run-batch", "-i", str(source), "-o", str(out), "--base-url", simulator.url)
+    assert done.returncode == 0, done.stderr
+    results = read_jsonl(out)
+    assert sorted(line["custom_id"] for line in results) == [line["custom_id"] for line in lines]
+    for line in results:
+        assert_batch_output_line(line)
+        assert line["error"] is None
+        body = line["response"]["body"]
+        assert len(body["data"] if "data" in body else body["results"]) == 2
+    assert simulator.stats()["statuses"] == {"200": len(lines)}
 
 
 def test_file_level_problems_are_all_reported_before_sending(simulator: SimulatorProcess,

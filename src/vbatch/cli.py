@@ -132,12 +132,17 @@ def run_batch(input_path: Path, output: Path, output_tmp_dir: Path | None,
               "a command line is visible to every user in ps); none by default.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Server log file (default: under ~/.cache/vbatch/logs).")
+@click.option("--pooling", is_flag=True,
+              help="Serve a pooling model (embeddings, score, rerank, classify) with vLLM's "
+              "pooling runner; without MODEL, the embedded all-MiniLM-L6-v2.")
 @managed_server_options
 @click.argument("server_args", nargs=-1, type=click.UNPROCESSED)
-def serve(model: str | None, port: int, log_path: Path | None, **options: Any) -> None:
+def serve(model: str | None, port: int, log_path: Path | None, pooling: bool,
+          **options: Any) -> None:
     """Start vLLM's OpenAI-compatible server for MODEL and keep it in the foreground.
 
-    MODEL is a model directory or hub name; without it, the embedded default model.
+    MODEL is a model directory or hub name; without it, the embedded default model (with
+    --pooling, the embedded pooling model).
     Arguments after -- go to vllm serve. Ctrl-C or SIGTERM stops the server.
     """
     extra = tuple(options.pop("server_args"))
@@ -148,7 +153,7 @@ def serve(model: str | None, port: int, log_path: Path | None, **options: Any) -
     from vbatch.servers.serve import serve_foreground
 
     with _exit_on_error():
-        code = serve_foreground(model, port=port, log_path=log_path, **options)
+        code = serve_foreground(model, port=port, log_path=log_path, pooling=pooling, **options)
     sys.exit(code)
 
 

@@ -14,6 +14,7 @@ import orjson
 from vbatch.config import INPUT_FORMATS
 from vbatch.defaults import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_EMBEDDING_DTYPE,
     DEFAULT_ENDPOINT,
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_ID_FIELD,
@@ -31,7 +32,7 @@ from vbatch.defaults import (
     DEFAULT_STARTUP_TIMEOUT,
     DEFAULT_TENSOR_PARALLEL_SIZE,
 )
-from vbatch.endpoints import ENDPOINTS
+from vbatch.endpoints import EMBEDDING_DTYPES, ENDPOINTS
 
 __all__ = ["managed_server_options", "row_options", "run_options"]
 
@@ -129,8 +130,9 @@ def row_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(list(ENDPOINTS)),
             default=DEFAULT_ENDPOINT,
             show_default=True,
-            help="Which API the rows go to (plan: count them as chat, with the chat "
-            "template, or as completions).",
+            help="Which API the rows go to: chat, completions, or a pooling model's "
+            "embeddings, score (rows with text_1 and text_2, or query and documents), rerank "
+            "(query and documents) or classify. plan counts chat or completions rows.",
         ),
         click.option(
             "--id-field",
@@ -198,6 +200,14 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--top-p", type=float, help="Nucleus sampling probability mass."),
         click.option("--seed", type=int, help="Sampling seed, for reproducible outputs."),
         click.option("--stop", multiple=True, help="Stop sequence (repeatable)."),
+        click.option(
+            "--embedding-dtype",
+            type=click.Choice(list(EMBEDDING_DTYPES)),
+            default=DEFAULT_EMBEDDING_DTYPE,
+            show_default=True,
+            help="Precision the server sends embeddings in (base64-encoded; float16 halves "
+            "the bytes, vLLM only).",
+        ),
         click.option(
             "--n", type=int, default=DEFAULT_N, show_default=True, help="Completions per row."
         ),

@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from vbatch.defaults import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_EMBEDDING_DTYPE,
     DEFAULT_ENDPOINT,
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_ID_FIELD,
@@ -29,7 +30,7 @@ from vbatch.defaults import (
     DEFAULT_STARTUP_TIMEOUT,
     DEFAULT_TENSOR_PARALLEL_SIZE,
 )
-from vbatch.endpoints import ENDPOINTS
+from vbatch.endpoints import EMBEDDING_DTYPES, ENDPOINTS
 from vbatch.errors import ConfigError
 
 BadRowPolicy = Literal["fail", "skip"]
@@ -107,6 +108,7 @@ class RunConfig:
     model: str | None = None
     api_key: str | None = field(default=None, repr=False)
     endpoint: str = DEFAULT_ENDPOINT
+    embedding_dtype: str = DEFAULT_EMBEDDING_DTYPE
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -212,6 +214,13 @@ class RunConfig:
             raise ConfigError(f"--concurrency must be 'auto' or a number, not {self.concurrency!r}")
         if isinstance(self.concurrency, int) and self.concurrency < 1:
             raise ConfigError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if self.embedding_dtype not in EMBEDDING_DTYPES:
+            raise ConfigError(f"--embedding-dtype must be one of {', '.join(EMBEDDING_DTYPES)}, "
+                              f"not {self.embedding_dtype!r}")
+        if self.template is not None and not ENDPOINTS[self.endpoint].countable:
+            raise ConfigError(f"--template makes one prompt, but --endpoint {self.endpoint} "
+                              "reads a pair of fields from each row (text_1 and text_2, or "
+                              "query and documents)")
         if self.system is not None and not ENDPOINTS[self.endpoint].takes_messages:
             raise ConfigError(
                 "--system needs --endpoint chat: the completions endpoint takes a plain prompt "

@@ -10,6 +10,7 @@ from typing import Final
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "DEFAULT_EMBEDDING_DTYPE",
     "DEFAULT_ENDPOINT",
     "DEFAULT_GPU_MEMORY_UTILIZATION",
     "DEFAULT_ID_FIELD",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 DEFAULT_ENDPOINT: Final = "chat"
+DEFAULT_EMBEDDING_DTYPE: Final = "float32"
 DEFAULT_N = 1
 DEFAULT_ID_FIELD = "id"
 DEFAULT_PROMPT_FIELD = "prompt"

@@ -10,7 +10,7 @@ from typing import Any
 
 from vbatch.errors import InvalidResponseError
 
-__all__ = ["ChoicesKind", "EndpointKind"]
+__all__ = ["ChoicesKind", "EndpointKind", "usage_of"]
 
 
 class EndpointKind(ABC):
@@ -21,6 +21,21 @@ class EndpointKind(ABC):
     takes_messages: bool
     # Served by a pooling model (vLLM's pooling runner), not a generating one.
     pooling = False
+    # Its request is one text whose tokens can be counted before sending (not a pair).
+    countable = True
+
+    def configured(self, embedding_dtype: str) -> EndpointKind:
+        """This kind for a run's options (the embedding dtype); most kinds have none."""
+        return self
+
+    def body_fields(self) -> dict[str, Any]:
+        """Fields every request body of this kind carries (an embedding's encoding)."""
+        return {}
+
+    def row_content(self, location: str, data: dict[str, Any]) -> dict[str, Any] | None:
+        """The request content of a row read from the kind's own fields (a score's pair);
+        None for a kind whose rows give one prompt. Raises InputError."""
+        return None
 
     @abstractmethod
     def prompt_content(self, prompt: str, system: str | None) -> dict[str, Any]:
@@ -75,3 +90,9 @@ def _choices_answer(kind: ChoicesKind, response: dict[str, Any], n: int) -> dict
         if any(value is not None for value in values):
             record[name] = values
     return record
+
+
+def usage_of(response: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer's ``usage``, when it is an object."""
+    usage = response.get("usage")
+    return usage if isinstance(usage, dict) else None

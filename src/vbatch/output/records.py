@@ -31,6 +31,10 @@ ANSWER_FIELDS = {
     "refusal": "the model's refusal message (chat)",
     "response": "the server's whole answer (a line of an OpenAI Batch file)",
     "embedding": "the row's vector (--endpoint embeddings)",
+    "score": "the pair's relevance score, a list of them for a list of documents (score)",
+    "results": "{index, relevance_score} per document, most relevant first (rerank)",
+    "label": "the predicted class (classify)",
+    "probs": "the probability of each class (classify)",
 }
 RUN_FIELDS = {
     "attempts": "requests sent for the row (0: never sent)",
@@ -76,7 +80,8 @@ def is_empty(record: dict[str, Any]) -> bool:
             return all(blank(item) for item in value)
         return value is None or value == ""
 
-    answers = ("text", "tool_calls", "reasoning", "response", "embedding")
+    answers = ("text", "tool_calls", "reasoning", "response", "embedding", "score", "results",
+               "probs")
     return all(blank(record.get(name)) for name in answers)
 
 

@@ -5,7 +5,8 @@ A record becomes one flat row (:func:`flat_record`): ``usage`` becomes ``prompt_
 ``error`` becomes ``error`` (the message), ``error_type`` and ``error_status_code``. Each
 column's Arrow type is chosen from every value it holds (:class:`ColumnTypes`), so that the
 chunks of a long output share one schema: text, integers, floats, booleans, lists of text or of
-numbers; anything else (tool calls, logprobs, nested kept fields) is JSON text.
+numbers, a rerank's ranking (a list of ``{index, relevance_score}``); anything else (tool calls,
+logprobs, nested kept fields) is JSON text.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import pyarrow as pa
 __all__ = ["ColumnTypes", "arrow_table", "flat_record"]
 
 _USAGE = ("prompt_tokens", "completion_tokens", "total_tokens")
+# One entry of a rerank record's ``results``.
+_RANKED = {"index": pa.int64(), "relevance_score": pa.float64()}
 
 
 def flat_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +61,9 @@ def _kind(value: Any) -> str:
     if isinstance(value, list) and all(isinstance(v, int | float) and not isinstance(v, bool)
                                        for v in value):
         return "list_float"
+    if isinstance(value, list) and all(isinstance(v, dict) and v.keys() == _RANKED.keys()
+                                       for v in value):
+        return "ranking"
     return "json"
 
 
@@ -67,7 +73,8 @@ _KNOWN = {"index": "int", "prompt_tokens": "int", "completion_tokens": "int",
           "latency_s": "float", "clamped_max_tokens": "int", "context_truncated": "bool"}
 _ARROW = {"null": pa.string(), "bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(),
           "str": pa.string(), "list_str": pa.list_(pa.string()),
-          "list_float": pa.list_(pa.float64()), "json": pa.string()}
+          "list_float": pa.list_(pa.float64()), "ranking": pa.list_(pa.struct(_RANKED)),
+          "json": pa.string()}
 
 
 class ColumnTypes:

@@ -51,10 +51,11 @@ class RequestBuilder:
     def __init__(self, config: RunConfig, model: str | None):
         self.config = config
         self.model = model
-        self.kind = endpoint_kind(config.endpoint)
+        self.kind = endpoint_kind(config.endpoint, config.embedding_dtype)
         self.route = self.kind.route
+        self.countable = self.kind.countable
         self._template = compile_template(config.template) if config.template else None
-        self._base: dict[str, Any] = {}
+        self._base: dict[str, Any] = self.kind.body_fields()
         if model:
             self._base["model"] = model
         sampling = {
@@ -91,9 +92,13 @@ class RequestBuilder:
         return text
 
     def content(self, row: RawRow) -> dict[str, Any]:
-        """``{"messages": [...]}`` or ``{"prompt": "..."}`` for the row; raises InputError."""
+        """``{"messages": [...]}``, ``{"prompt": "..."}`` or what else the endpoint kind makes
+        of the row; raises InputError."""
         data = row.data
         assert data is not None
+        fields = self.kind.row_content(row.location, data)
+        if fields is not None:
+            return fields
         if self._template is not None:
             prompt = self._render(row, data)
         elif "messages" in data and self.config.prompt_field not in data:
@@ -140,7 +145,8 @@ class RequestBuilder:
                 row.location,
                 "missing",
                 field,
-                "set --prompt-field, --template, or give the row a messages list",
+                "set --prompt-field, --template, or give the row a messages list"
+                if self.kind.takes_messages else "set --prompt-field or --template",
             )
         value = data[field]
         if not isinstance(value, str):

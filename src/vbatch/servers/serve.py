@@ -18,17 +18,20 @@ def serve_foreground(
     *,
     port: int = 8000,
     log_path: Path | None = None,
+    pooling: bool = False,
     **options: Any,
 ) -> int:
-    """Start a server for ``model`` (the default model when None), block until a signal.
+    """Start a server for ``model`` (the default model when None; with ``pooling``, the
+    embedded pooling model, on vLLM's pooling runner), block until a signal.
 
     Returns the exit status: 0 after a clean stop.
     """
-    model, served_name = resolve_model(model)
+    model, served_name = resolve_model(model, pooling)
     port = port or free_port(options.get("host", "127.0.0.1"))
     server = ServerOptions(
         model=model,
         served_model_name=served_name,
+        runner="pooling" if pooling else None,
         port=port,
         log_path=log_path or cache_dir() / "logs" / f"serve-{port}.log",
         **options,

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from vbatch.testing.pooling import PoolingRefusal, pooling_answer
 from vbatch.testing.refusals import context_refusal, error_body
 
 __all__ = ["Answer", "SimConfig", "SimCounters", "SimulatedServer", "count_tokens",
@@ -289,8 +290,9 @@ class SimulatedServer:
             usage["completion_tokens_details"] = {"reasoning_tokens": completion_tokens // 2}
         return usage
 
-    def embed(self, raw: bytes, authorization: str | None) -> Answer:
-        """``POST /v1/embeddings``: a unit vector of 8 floats per input, from its hash."""
+    def pool(self, path: str, raw: bytes, authorization: str | None) -> Answer:
+        """A pooling model's route (``/v1/embeddings``, ``/score``, ``/rerank``,
+        ``/classify``; see :mod:`vbatch.testing.pooling`)."""
         self.counters.requests_seen += 1
         if not self.authorized(authorization):
             return self._error(401, "invalid API key", "AuthenticationError")
@@ -299,22 +301,12 @@ class SimulatedServer:
         if body.get("model") not in (None, self.config.model):
             return self._error(
                 404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
-        texts = body.get("input")
-        texts = [texts] if isinstance(texts, str) else texts
-        if not isinstance(texts, list) or not all(isinstance(x, str) for x in texts):
-            return self._error(400, "input must be a string or a list of strings")
-        data = []
-        tokens = 0
-        for index, text in enumerate(texts):
-            digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-            vector = [b - 127.5 for b in digest]
-            norm = sum(v * v for v in vector) ** 0.5 or 1.0
-            data.append({"object": "embedding", "index": index,
-                         "embedding": [round(v / norm, 6) for v in vector]})
-            tokens += count_tokens(text)
+        try:
+            answer = pooling_answer(path, body)
+        except PoolingRefusal as exc:
+            return self._error(400, str(exc))
         self.counters.statuses["200"] = self.counters.statuses.get("200", 0) + 1
-        return Answer(200, {"object": "list", "data": data, "model": self.config.model,
-                            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        return Answer(200, {**answer, "model": self.config.model})
 
     def models(self, authorization: str | None) -> Answer:
         """``GET /v1/models``: vLLM guards every /v1 route with its key."""

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from vbatch.errors import ConnectError
 from vbatch.testing.behaviour import Answer, SimConfig, SimulatedServer
+from vbatch.testing.pooling import POOLING_ROUTES
 from vbatch.transport.base import RawResponse
 
 __all__ = ["SimulatedTransport"]
@@ -41,8 +42,8 @@ class SimulatedTransport:
             answer = await server.complete(raw, key, chat=True)
         elif path.endswith("/completions"):
             answer = await server.complete(raw, key, chat=False)
-        elif path.endswith("/embeddings"):
-            answer = server.embed(raw, key)
+        elif path in POOLING_ROUTES:
+            answer = server.pool(path, raw, key)
         elif path.endswith("/models"):
             answer = server.models(key)
         elif path == "/tokenize":

@@ -2,8 +2,9 @@
 concurrency tests over real HTTP.
 
 It serves what :class:`~vbatch.testing.behaviour.SimulatedServer` answers on
-``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/models``,
-``/tokenize``, ``/metrics`` and ``/health``. Its counters (peak in-flight, requests seen) are
+``/v1/chat/completions``, ``/v1/completions``, a pooling model's routes (``/v1/embeddings``,
+``/score``, ``/rerank``, ``/classify``, ...), ``/v1/models``, ``/tokenize``, ``/metrics`` and
+``/health``. Its counters (peak in-flight, requests seen) are
 at ``/sim/stats``; ``/sim/config`` changes the behaviour of a running simulator and
 ``/sim/requests`` shows the last request bodies.
 
@@ -20,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from vbatch.testing.behaviour import Answer, SimConfig, SimulatedServer
+from vbatch.testing.pooling import POOLING_ROUTES
 
 __all__ = ["bind_loopback", "serve", "simulator_app"]
 
@@ -49,8 +51,9 @@ def simulator_app(server: SimulatedServer) -> web.Application:
     async def completions(request: web.Request) -> web.Response:
         return await complete(request, chat=False)
 
-    async def embeddings(request: web.Request) -> web.Response:
-        return _response(server.embed(await request.read(), request.headers.get("Authorization")))
+    async def pooling(request: web.Request) -> web.Response:
+        return _response(server.pool(request.path, await request.read(),
+                                     request.headers.get("Authorization")))
 
     async def models(request: web.Request) -> web.Response:
         return _response(server.models(request.headers.get("Authorization")))
@@ -80,7 +83,8 @@ def simulator_app(server: SimulatedServer) -> web.Application:
     app = web.Application(client_max_size=64 << 20)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/completions", completions)
-    app.router.add_post("/v1/embeddings", embeddings)
+    for path in POOLING_ROUTES:
+        app.router.add_post(path, pooling)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/tokenize", tokenize)
     app.router.add_get("/metrics", metrics)

@@ -131,6 +131,9 @@ class HTTPClient:
         status, raw = response.status, response.body
         if status >= 400:
             message, param, code = error_details(status, raw)
+            if status == 404 and message == "Not Found":
+                message = (f"Not Found: the server has no {path} route (does its model serve "
+                           "this endpoint? a pooling model needs vLLM's --runner pooling)")
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise HTTPStatusError(status, message, retry_after, param=param, code=code)
         try:

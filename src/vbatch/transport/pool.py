@@ -26,6 +26,8 @@ from vbatch.transport.metrics import ServerLoad, parse_metrics
 _PROBE_S = 2.0
 PROBE_TIMEOUT_S = 5.0
 _WAIT_FOR_ANY_S = 30.0
+# Routes vLLM serves at its root only, not under /v1.
+ROOT_ROUTES = frozenset({"/classify"})
 
 
 @dataclass
@@ -43,6 +45,11 @@ class Server:
     requests: int = 0
     errors: int = 0
     drained: int = 0
+
+    def path_of(self, route: str) -> str:
+        """The path of an API route on this server: under its API prefix (``/v1``), but at
+        its root for a route vLLM serves only there."""
+        return route if route in ROOT_ROUTES else self.prefix + route
     latency_total: float = field(default=0.0, repr=False)
 
     def summary(self) -> dict[str, Any]:
@@ -137,7 +144,7 @@ class ServerPool:
         server.requests += 1
         started = time.monotonic()
         try:
-            answer = await server.client.post_json(server.prefix + route, body)
+            answer = await server.client.post_json(server.path_of(route), body)
         except TransportError:
             server.errors += 1
             self._drain(server)
