@@ -226,7 +226,7 @@ def test_bounded_counter_makes_the_exact_one_only_when_a_row_needs_it() -> None:
         made.append(LengthCounter())
         return made[-1]
 
-    counter = BoundedTokenCounter(exact, fits=lambda tokens: tokens + 10 <= 100)
+    counter = BoundedTokenCounter(exact, fits=lambda tokens, asked: tokens + 10 <= 100)
     assert counter.count([{"prompt": "a" * 5}, {"prompt": "b" * 70}]) == [5 + 16, 70 + 16]
     assert made == []
     long, image = {"prompt": "c" * 80}, {"messages": [{"role": "user", "content": [

@@ -185,3 +185,42 @@ def test_vllms_example_batch_file(simulator: SimulatorProcess, tmp_path: Path) -
         assert_batch_output_line(line)
         assert line["error"] is None
     assert {body["max_completion_tokens"] for body in simulator.requests()} == {1000}
+
+
+def test_chat_and_completions_lines_are_fitted_to_the_context(simulator: SimulatorProcess,
+                                                              tmp_path: Path) -> None:
+    """Each line with its own max_tokens (or max_completion_tokens), counted with the
+    server's /tokenize: clamped lines are sent with the limit lowered, a prompt that cannot
+    fit is an error line never sent, a pooling line is not counted; --on-overflow fail stops
+    before sending."""
+    simulator.configure(max_model_len=64)
+    long_prompt = " ".join(["word"] * 100)
+    lines = [chat("fits", max_tokens=8), chat("clamped-chat", max_tokens=1000),
+             {"custom_id": "clamped-completion", "method": "POST", "url": "/v1/completions",
+              "body": {"model": MODEL, "prompt": "The capital of France is",
+                       "max_completion_tokens": 500}},
+             {"custom_id": "too-long", "method": "POST", "url": "/v1/completions",
+              "body": {"model": MODEL, "prompt": long_prompt, "max_tokens": 4}},
+             EMBEDDING_BATCH[0]]
+    source = write_lines(tmp_path / "batch.jsonl", lines)
+    out = tmp_path / "results.jsonl"
+    done = run_cli("run-batch", "-i", str(source), "-o", str(out), "--base-url", simulator.url)
+    assert done.returncode == 0, done.stderr
+    results = {line["custom_id"]: line for line in read_jsonl(out)}
+    assert [results[c]["error"] is None for c in ("fits", "clamped-chat", "clamped-completion",
+                                                   "request-1")] == [True] * 4
+    assert "does not fit" in results["too-long"]["error"]["message"]
+    assert results["too-long"]["response"]["body"] is None
+    sent = simulator.requests()
+    assert len(sent) == 4 and all(body.get("prompt") != long_prompt for body in sent)
+    chats = sorted(body["max_tokens"] for body in sent if "messages" in body)
+    (completion,) = (body for body in sent if "prompt" in body)
+    assert chats[0] == 8 and 8 < chats[1] < 64
+    assert 0 < completion["max_completion_tokens"] < 64 and "max_tokens" not in completion
+    simulator.reset()
+    refused = run_cli("run-batch", "-i", str(source), "-o", str(tmp_path / "fail.jsonl"),
+                      "--base-url", simulator.url, "--on-overflow", "fail")
+    assert refused.returncode == 2, refused.stderr
+    assert "do not fit a context of 64 tokens with their own max_tokens" in refused.stderr
+    assert "clamped-chat" in refused.stderr and "Traceback" not in refused.stderr
+    assert simulator.stats()["requests_seen"] == 0

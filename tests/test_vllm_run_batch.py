@@ -62,16 +62,27 @@ def validated(path: Path, *completions: str) -> list[dict[str, Any]]:
 
 
 def test_vllms_input_batch_against_the_running_server(vllm_url: str, tmp_path: Path) -> None:
-    source = write(tmp_path / "batch.jsonl", batch(DEFAULT_MODEL_NAME))
+    """vLLM's batch, and two lines that do not fit the context of 512 as they are: one asks
+    100,000 tokens (clamped to fit, answered), one's prompt alone is too long (an error line)."""
+    overflowing = batch(DEFAULT_MODEL_NAME)[0]
+    overflowing = {**overflowing, "custom_id": "request-7",
+                   "body": {**overflowing["body"], "max_tokens": 100_000}}
+    too_long = {"custom_id": "request-8", "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": DEFAULT_MODEL_NAME, "max_tokens": 4,
+                         "messages": [{"role": "user", "content": "word " * 600}]}}
+    source = write(tmp_path / "batch.jsonl", [*batch(DEFAULT_MODEL_NAME), overflowing, too_long])
     out = tmp_path / "results.jsonl"
     done = run_cli("run-batch", "-i", str(source), "-o", str(out), "--base-url", vllm_url,
                    "--retry-delay", "0.01", timeout=300)
     assert done.returncode == 0, done.stderr
     lines = {line["custom_id"]: line for line in validated(out, "request-6")}
-    assert [lines[f"request-{i}"]["error"] is None for i in range(1, 7)] == [
-        True, True, False, False, False, True]
+    assert [lines[f"request-{i}"]["error"] is None for i in range(1, 9)] == [
+        True, True, False, False, False, True, True, False]
     assert lines["request-3"]["response"]["status_code"] == 404
     assert lines["request-6"]["response"]["body"]["choices"][0]["text"]
+    usage = lines["request-7"]["response"]["body"]["usage"]
+    assert usage["prompt_tokens"] + usage["completion_tokens"] <= 512
+    assert "does not fit" in lines["request-8"]["error"]["message"]
 
 
 def test_the_drop_in_command_line_starts_the_server(tmp_path: Path) -> None:

@@ -74,6 +74,13 @@ class PendingRows:
             return None
         return np.asarray(self._scan.prompt_tokens, dtype=np.int64)
 
+    @property
+    def max_tokens(self) -> int | np.ndarray | None:
+        """The ``max_tokens`` rows ask for: the run's, or each row's own (0: none)."""
+        if self._scan is None or self._scan.asked_tokens is None:
+            return self._config.max_tokens
+        return np.asarray(self._scan.asked_tokens, dtype=np.int64)
+
     async def prepare(self, counter: TokenCounter | None) -> None:
         """Check the manifest, repair and read the output, check (and count) the input."""
         config = self._config
@@ -131,14 +138,16 @@ class PendingRows:
         counts = self.prompt_tokens
         if context is None or counts is None or config.on_overflow != "fail":
             return
-        offending = not_fitting(counts, config.max_tokens, context)
+        offending = not_fitting(counts, self.max_tokens, context)
         if offending.size:
             shown = ids_of(config, self._builder, offending, counts)
             listed = ", ".join(f"{row_id} ({tokens} tokens)" for row_id, tokens in shown)
             more = f" and {offending.size - len(shown)} more" if offending.size > len(shown) else ""
+            asked = ("their own max_tokens" if self._builder.asks_per_row
+                     else f"max_tokens {config.max_tokens}")
             raise ConfigError(
-                f"{offending.size} rows do not fit a context of {context} tokens with max_tokens "
-                f"{config.max_tokens}: {listed}{more}. Nothing was sent. Use "
+                f"{offending.size} rows do not fit a context of {context} tokens with {asked}: "
+                f"{listed}{more}. Nothing was sent. Use "
                 "--on-overflow clamp or skip, a larger --max-model-len, or a smaller --max-tokens."
             )
 

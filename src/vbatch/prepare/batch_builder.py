@@ -1,6 +1,10 @@
 """Requests of an OpenAI Batch file: each line's ``body`` as it is, to the route its ``url``
 names (:data:`~vbatch.source.openai_batch.BATCH_ROUTES`). A line that cannot be sent (an unknown
-url, ``"stream": true``) is a failed record, never a request."""
+url, ``"stream": true``) is a failed record, never a request.
+
+The prompts of chat and completions lines are counted and fitted to the context as a plain
+run's rows are (``--on-overflow``), each with its own ``max_tokens``; a clamped line is sent
+with ``max_tokens`` (or ``max_completion_tokens``, the one it gave) lowered."""
 
 from __future__ import annotations
 
@@ -21,13 +25,15 @@ __all__ = ["BatchRequestBuilder"]
 class BatchRequestBuilder(RequestBuilder):
     """The request builder of a batch file."""
 
-    countable = False
+    asks_per_row = True
 
     def __init__(self, config: RunConfig, model: str | None):
         self.config = config
         self.model = model
         self.kind = Passthrough()
         self.route = self.kind.route
+        # A file of pooling lines only has nothing to count (no tokenizer is loaded).
+        self.countable = not config.pooling
 
     def row_id(self, row: RawRow) -> str:
         """The line's ``custom_id``."""
@@ -55,14 +61,36 @@ class BatchRequestBuilder(RequestBuilder):
         """The route of the line's url, under the server's API."""
         return BATCH_ROUTES[content["url"]]
 
+    def counted(self, content: dict[str, Any]) -> dict[str, Any] | None:
+        """The messages of a chat line or the prompt (one string) of a completions line, with
+        the line's ``max_tokens``; None for what is not counted (pooling lines, token-id or
+        multi-part prompts)."""
+        url, body = content["url"], content["body"]
+        counted: dict[str, Any]
+        if url == "/v1/chat/completions":
+            messages = body.get("messages")
+            if not (isinstance(messages, list) and messages and all(map(_plain, messages))):
+                return None
+            counted = {"messages": messages}
+        elif url == "/v1/completions" and isinstance(body.get("prompt"), str):
+            counted = {"prompt": body["prompt"]}
+        else:
+            return None
+        asked = self.max_tokens_of(content)
+        return counted if asked is None else {**counted, "max_tokens": asked}
+
     def max_tokens_of(self, content: dict[str, Any]) -> int | None:
-        """The ``max_tokens`` the line asks for."""
-        asked = content["body"].get("max_tokens") or content["body"].get("max_completion_tokens")
+        """The ``max_tokens`` (or ``max_completion_tokens``) the line asks for."""
+        body = content["body"]
+        asked = body.get(_asked_field(body))
         return asked if isinstance(asked, int) and not isinstance(asked, bool) else None
 
     def body(self, content: dict[str, Any], max_tokens: int | None = None) -> bytes:
-        """The line's body as JSON."""
-        return orjson.dumps(content["body"])
+        """The line's body as JSON, with ``max_tokens`` lowered when the line was clamped."""
+        body = content["body"]
+        if max_tokens is not None and max_tokens != self.max_tokens_of(content):
+            body = {**body, _asked_field(body): max_tokens}
+        return orjson.dumps(body)
 
     def fingerprint(self, content: dict[str, Any]) -> int:
         """The fingerprint of the line's url and body."""
@@ -70,3 +98,16 @@ class BatchRequestBuilder(RequestBuilder):
 
     def request_fingerprint(self, content: dict[str, Any], body: bytes, clamped: bool) -> int:
         return self.fingerprint(content)
+
+
+def _asked_field(body: dict[str, Any]) -> str:
+    """The field a body gives its output limit in (``max_tokens`` unless it only gives
+    ``max_completion_tokens``)."""
+    return "max_completion_tokens" if body.get("max_tokens") is None and body.get(
+        "max_completion_tokens") is not None else "max_tokens"
+
+
+def _plain(message: Any) -> bool:
+    """A message whose tokens the chat template can count: a role and text content."""
+    return (isinstance(message, dict) and isinstance(message.get("role"), str)
+            and isinstance(message.get("content"), str))

@@ -47,6 +47,8 @@ class RequestBuilder:
     """Builds request bodies for one run's options."""
 
     countable = True
+    # Rows carry their own max_tokens (a batch file's lines), not the run's.
+    asks_per_row = False
 
     def __init__(self, config: RunConfig, model: str | None):
         self.config = config
@@ -117,6 +119,10 @@ class RequestBuilder:
     def route_for(self, content: dict[str, Any]) -> str:
         """The route of a row's request: the endpoint kind's."""
         return self.route
+
+    def counted(self, content: dict[str, Any]) -> dict[str, Any] | None:
+        """What of a row's content the token counter counts: all of it (messages or prompt)."""
+        return content
 
     def max_tokens_of(self, content: dict[str, Any]) -> int | None:
         """The ``max_tokens`` a row asks for: the run's."""

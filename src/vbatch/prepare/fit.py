@@ -38,9 +38,11 @@ class Fit:
 Tokens = TypeVar("Tokens", int, np.ndarray)
 
 
-def context_needed(prompt_tokens: Tokens, max_tokens: int | None) -> Tokens:
+def context_needed(prompt_tokens: Tokens, max_tokens: int | np.ndarray | None) -> Tokens:
     """The context a row needs (rows, for an array): its prompt and the tokens it asks for
-    (at least one)."""
+    (at least one); ``max_tokens`` is the run's, or each row's (an array, 0 for none)."""
+    if isinstance(max_tokens, np.ndarray):
+        return prompt_tokens + np.maximum(max_tokens, 1)  # type: ignore[no-any-return]
     return prompt_tokens + (max_tokens or 1)
 
 
@@ -50,9 +52,10 @@ def fits(prompt_tokens: int, max_tokens: int | None, context: int) -> bool:
     return context_needed(prompt_tokens, max_tokens) <= context
 
 
-def not_fitting(counts: array[int] | np.ndarray, max_tokens: int | None,
+def not_fitting(counts: array[int] | np.ndarray, max_tokens: int | np.ndarray | None,
                 context: int) -> np.ndarray:
-    """Indices of the rows (prompt tokens ``counts``) that do not :func:`fit <fits>`."""
+    """Indices of the rows (prompt tokens ``counts``, asking the run's or their own
+    ``max_tokens``) that do not :func:`fit <fits>`."""
     values = np.asarray(counts, dtype=np.int64)
     return np.flatnonzero(context_needed(values, max_tokens) > context)
 

@@ -135,17 +135,22 @@ def ids_of(config: RunConfig, builder: RequestBuilder, indices: np.ndarray,
     return found
 
 
-def context_from_data(counts: np.ndarray | None, max_tokens: int | None, model: str,
-                    say: Callable[[str], None]) -> int | None:
-    """``--max-model-len`` from the longest prompt (``counts``) and ``max_tokens``, within
-    the model's own context."""
+def context_from_data(counts: np.ndarray | None, max_tokens: int | np.ndarray | None,
+                      model: str, say: Callable[[str], None]) -> int | None:
+    """``--max-model-len`` from the longest prompt (``counts``) and ``max_tokens`` (the run's,
+    or each row's), within the model's own context; the model's own when some counted row
+    asks no limit."""
     model_context = model_context_limit(model)
     if counts is None or counts.size == 0 or max_tokens is None:
         return model_context
-    longest = int(counts.max())
-    context = fitting_context(context_needed(longest, max_tokens), model_context)
-    say(f"--max-model-len {context}: fits the longest prompt ({longest} tokens) with max_tokens "
-        f"{max_tokens}" + (f" (the model allows {model_context})" if model_context else ""))
+    if isinstance(max_tokens, np.ndarray) and bool(np.any((max_tokens == 0) & (counts > 0))):
+        return model_context
+    needs = context_needed(counts, max_tokens)
+    row = int(np.argmax(needs))
+    asked = int(max_tokens[row]) if isinstance(max_tokens, np.ndarray) else max_tokens
+    context = fitting_context(int(needs[row]), model_context)
+    say(f"--max-model-len {context}: fits the longest prompt ({int(counts[row])} tokens) with "
+        f"max_tokens {asked}" + (f" (the model allows {model_context})" if model_context else ""))
     return context
 
 

@@ -55,12 +55,15 @@ def check_row(builder: RequestBuilder, row: RawRow) -> CheckedRow:
 
 @dataclass
 class InputScan:
-    """What the check pass found; ``prompt_tokens`` when it counted them (0 for bad rows)."""
+    """What the check pass found; ``prompt_tokens`` when it counted them (0 for bad rows and
+    rows not counted); ``asked_tokens``, each row's own ``max_tokens`` (0: none), when rows
+    ask their own (a batch file's lines)."""
 
     total: int
     bad: int
     id_hashes: np.ndarray
     prompt_tokens: array[int] | None = None
+    asked_tokens: array[int] | None = None
     counting_error: str | None = None
     prefix_order: PrefixOrder | None = None
     fingerprints: np.ndarray | None = None
@@ -78,6 +81,7 @@ class _Counts:
         self._pending: list[tuple[int, dict[str, Any]]] = []
 
     def add(self, content: dict[str, Any] | None) -> None:
+        """Count ``content`` (a row's :meth:`~RequestBuilder.counted`); None: not counted."""
         index = len(self.values)
         self.values.append(0)
         if content is not None:
@@ -111,6 +115,7 @@ def scan_input(
     hashes = array("q")
     prints: array[int] | None = array("q") if fingerprints else None
     counts = _Counts(counter) if counter is not None else None
+    asked: array[int] | None = array("I") if counts is not None and builder.asks_per_row else None
     counting_error = None
     bad = 0
     prefix = PrefixOrder() if config.group_by_prefix else None
@@ -126,10 +131,13 @@ def scan_input(
         if prints is not None:
             prints.append(0 if checked.content is None else builder.fingerprint(checked.content))
         if counts is not None:
+            content = checked.content
+            if asked is not None:
+                asked.append(0 if content is None else builder.max_tokens_of(content) or 0)
             try:
-                counts.add(checked.content)
+                counts.add(None if content is None else builder.counted(content))
             except RequestError as exc:
-                counts, counting_error = None, str(exc)
+                counts, asked, counting_error = None, None, str(exc)
     if counts is not None:
         try:
             counts.flush()
@@ -141,7 +149,7 @@ def scan_input(
     requests = None
     if prints is not None:
         requests = np.frombuffer(prints, dtype=np.int64) if prints else np.empty(0, np.int64)
-    return InputScan(len(hashes), bad, id_hashes, values, counting_error, prefix, requests)
+    return InputScan(len(hashes), bad, id_hashes, values, asked, counting_error, prefix, requests)
 
 
 def _refuse_duplicates(config: RunConfig, builder: RequestBuilder, hashes: np.ndarray,

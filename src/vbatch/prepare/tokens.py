@@ -108,20 +108,22 @@ class BoundedTokenCounter:
     """Counts exactly only the rows that need it, for fitting rows to a known context.
 
     A row whose byte length proves it fits (:func:`token_bound` + max_tokens within the
-    context, as ``fits`` says) keeps its bound as its count: that leads to the same decision
-    and saves a ``/tokenize`` request per row, or loading a tokenizer at all (seconds, and
-    transformers imports torch). ``exact`` makes the exact counter the first time a row
-    needs one.
+    context, as ``fits`` says, given the content's own ``max_tokens``, a batch line's) keeps
+    its bound as its count: that leads to the same decision and saves a ``/tokenize`` request
+    per row, or loading a tokenizer at all (seconds, and transformers imports torch). ``exact``
+    makes the exact counter the first time a row needs one.
     """
 
-    def __init__(self, exact: Callable[[], TokenCounter], fits: Callable[[int], bool]):
+    def __init__(self, exact: Callable[[], TokenCounter],
+                 fits: Callable[[int, int | None], bool]):
         self._make_exact = exact
         self._exact: TokenCounter | None = None
         self.fits = fits
 
     def count(self, contents: list[dict[str, Any]]) -> list[int]:
         bounds = [token_bound(content) for content in contents]
-        known = [b is not None and self.fits(b) for b in bounds]
+        known = [b is not None and self.fits(b, content.get("max_tokens"))
+                 for b, content in zip(bounds, contents, strict=True)]
         unknown = [c for c, ok in zip(contents, known, strict=True) if not ok]
         if not unknown:
             return [int(b or 0) for b in bounds]
@@ -209,7 +211,7 @@ def fitting_counter(tokenizer: str, max_tokens: int | None, context: int | None)
         return LocalTokenCounter(tokenizer)
     known = context
     return BoundedTokenCounter(lambda: LocalTokenCounter(tokenizer),
-                               lambda tokens: fits(tokens, max_tokens, known))
+                               lambda tokens, asked: fits(tokens, asked or max_tokens, known))
 
 
 async def server_counter(client: HTTPClient, model: str, max_tokens: int | None, context: int,
@@ -222,4 +224,5 @@ async def server_counter(client: HTTPClient, model: str, max_tokens: int | None,
         say(f"cannot count tokens with {client.base}/tokenize ({exc}); rows are not fitted "
             "to the context before sending (give --tokenizer to count them here)")
         return None
-    return BoundedTokenCounter(lambda: counter, lambda tokens: fits(tokens, max_tokens, context))
+    return BoundedTokenCounter(lambda: counter,
+                               lambda tokens, asked: fits(tokens, asked or max_tokens, context))

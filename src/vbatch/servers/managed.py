@@ -43,7 +43,7 @@ class ManagedBackend(Backend):
     def context(self, job: Job) -> int | None:
         config = self.config
         return config.max_model_len or context_from_data(
-            job.pending.prompt_tokens, config.max_tokens, self.model, job.say)
+            job.pending.prompt_tokens, job.pending.max_tokens, self.model, job.say)
 
     @property
     def starts_early(self) -> bool:
