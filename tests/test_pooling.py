@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from vbatch import RunConfig
+from vbatch import RunConfig, RunControl
 from vbatch.endpoints import endpoint_kind
 from vbatch.errors import ConfigError, InvalidResponseError
 from vbatch.testing.pooling import vector_of
@@ -83,7 +83,7 @@ def test_classify_rows_get_a_label_and_probabilities(simulator: SimulatorProcess
     records = read_jsonl(out)
     assert [r["label"] in ("negative", "positive") for r in records] == [True] * 3
     assert all(sum(r["probs"]) == pytest.approx(1, abs=1e-5) for r in records)
-    assert simulator.stats()["statuses"] == {"200": 3}
+    assert simulator.stats()["statuses"] == {"200": 1}  # three rows in one request
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -121,3 +121,60 @@ def test_options_that_do_not_fit_a_pooling_endpoint_are_refused(tmp_path: Path) 
     with pytest.raises(ConfigError, match="--embedding-dtype must be one of float32, float16"):
         RunConfig(input=tmp_path / "in.jsonl", output=tmp_path / "out.jsonl",
                   endpoint="embeddings", embedding_dtype="int8")
+
+
+def test_embedding_rows_share_requests_and_each_gets_its_record(fake_server: InProcessServer,
+                                                                tmp_path: Path) -> None:
+    texts = [f"text number {i} " + "word " * (i % 7) for i in range(40)]
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"prompt": t} for t in texts])
+    out = tmp_path / "vectors.jsonl"
+    result = fake_server.run(config(fake_server, source, out, "embeddings",
+                                    inputs_per_request=16))
+    assert result.exit_code == 0 and result.stats.ok == 40
+    sent = fake_server.requests()
+    assert sorted(len(body["input"]) for body in sent) == [8, 16, 16]
+    records = read_jsonl(out)
+    for record, text in zip(records, texts, strict=True):
+        assert record["embedding"] == pytest.approx(vector_of(text), abs=1e-6)
+        assert record["usage"]["shared_by"] in (8, 16)
+    assert sum(r["usage"]["prompt_tokens"] for r in records) == sum(
+        len(t.split()) + 1 for t in texts)
+    assert len({r["request_hash"] for r in records}) == 40
+
+
+def test_a_refused_pack_is_sent_again_row_by_row(fake_server: InProcessServer,
+                                                 tmp_path: Path) -> None:
+    texts = [f"text {i}" for i in range(10)]
+    texts[3] = "this one holds SIM_REJECT"
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"prompt": t} for t in texts])
+    out = tmp_path / "vectors.jsonl"
+    result = fake_server.run(config(fake_server, source, out, "embeddings"))
+    assert result.stats.ok == 9 and result.stats.failed == 1
+    records = read_jsonl(out)
+    assert [r["status"] for r in records].index("failed") == 3
+    assert records[3]["error"]["status_code"] == 400
+    assert len(fake_server.requests()) == 1 + 10
+
+
+def test_a_packed_run_stopped_midway_resumes_each_row_once(fake_server: InProcessServer,
+                                                           tmp_path: Path) -> None:
+    fake_server.configure(latency=0.01)
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"prompt": f"row {i}"} for i in range(400)])
+    out = tmp_path / "vectors.jsonl"
+    seen: list[str] = []
+
+    def stop_early(record: dict[str, object]) -> None:
+        seen.append(str(record["id"]))
+        if len(seen) == 48:
+            control.stop()
+
+    control = RunControl(on_record=stop_early)
+    first = fake_server.run(config(fake_server, source, out, "embeddings", concurrency=2),
+                            control=control)
+    assert first.stats.ok < 400
+    done_first = first.stats.ok
+    fake_server.reset()
+    second = fake_server.run(config(fake_server, source, out, "embeddings"))
+    assert second.exit_code == 0
+    assert sorted(r["id"] for r in read_jsonl(out)) == sorted(str(i) for i in range(400))
+    assert sum(len(body["input"]) for body in fake_server.requests()) == 400 - done_first

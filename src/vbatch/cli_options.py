@@ -18,6 +18,7 @@ from vbatch.defaults import (
     DEFAULT_ENDPOINT,
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_ID_FIELD,
+    DEFAULT_INPUTS_PER_REQUEST,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_DOWNTIME,
     DEFAULT_MAX_RESTARTS,
@@ -200,6 +201,14 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--top-p", type=float, help="Nucleus sampling probability mass."),
         click.option("--seed", type=int, help="Sampling seed, for reproducible outputs."),
         click.option("--stop", multiple=True, help="Stop sequence (repeatable)."),
+        click.option(
+            "--inputs-per-request",
+            type=int,
+            default=DEFAULT_INPUTS_PER_REQUEST,
+            show_default=True,
+            help="Rows sent together in one request to a pooling endpoint that takes a list "
+            "(embeddings, classify); each still gets its own record. 1: one request per row.",
+        ),
         click.option(
             "--embedding-dtype",
             type=click.Choice(list(EMBEDDING_DTYPES)),

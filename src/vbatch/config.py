@@ -16,6 +16,7 @@ from vbatch.defaults import (
     DEFAULT_ENDPOINT,
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_ID_FIELD,
+    DEFAULT_INPUTS_PER_REQUEST,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_DOWNTIME,
     DEFAULT_MAX_RESTARTS,
@@ -40,7 +41,8 @@ API_KEY_ENV_VARS = ("VBATCH_API_KEY", "OPENAI_API_KEY")
 # Number options and the least value each takes (None: any).
 _WHOLE = {"max_tokens": 1, "seed": None, "n": 1, "max_concurrency": 1, "max_retries": 0,
           "max_model_len": 1, "tensor_parallel_size": 1, "max_num_seqs": 1,
-          "max_num_batched_tokens": 1, "max_restarts": 0, "replicas": 1, "shard_rows": 1}
+          "max_num_batched_tokens": 1, "max_restarts": 0, "replicas": 1, "shard_rows": 1,
+          "inputs_per_request": 1}
 # Fractional options: (least value, whether that value itself is allowed, greatest value).
 _REAL = {"temperature": (0.0, True, None), "top_p": (0.0, False, 1.0),
          "retry_base_delay": (0.0, True, None), "request_timeout": (0.0, False, None),
@@ -109,6 +111,7 @@ class RunConfig:
     api_key: str | None = field(default=None, repr=False)
     endpoint: str = DEFAULT_ENDPOINT
     embedding_dtype: str = DEFAULT_EMBEDDING_DTYPE
+    inputs_per_request: int = DEFAULT_INPUTS_PER_REQUEST
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None

@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_ENDPOINT",
     "DEFAULT_GPU_MEMORY_UTILIZATION",
     "DEFAULT_ID_FIELD",
+    "DEFAULT_INPUTS_PER_REQUEST",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_DOWNTIME",
     "DEFAULT_MAX_RESTARTS",
@@ -33,6 +34,8 @@ __all__ = [
 
 DEFAULT_ENDPOINT: Final = "chat"
 DEFAULT_EMBEDDING_DTYPE: Final = "float32"
+# Pooling rows per request (embeddings, classify): see vbatch.engine.items.
+DEFAULT_INPUTS_PER_REQUEST: Final = 16
 DEFAULT_N = 1
 DEFAULT_ID_FIELD = "id"
 DEFAULT_PROMPT_FIELD = "prompt"

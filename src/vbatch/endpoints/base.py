@@ -23,6 +23,8 @@ class EndpointKind(ABC):
     pooling = False
     # Its request is one text whose tokens can be counted before sending (not a pair).
     countable = True
+    # Its API takes a list of inputs, so several rows can share a request.
+    packs = False
 
     def configured(self, embedding_dtype: str) -> EndpointKind:
         """This kind for a run's options (the embedding dtype); most kinds have none."""

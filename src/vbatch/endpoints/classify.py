@@ -18,6 +18,7 @@ class Classify(EndpointKind):
     route = "/classify"
     takes_messages = False
     pooling = True
+    packs = True
 
     def prompt_content(self, prompt: str, system: str | None) -> dict[str, Any]:
         return {"input": prompt}

@@ -28,6 +28,7 @@ class Embeddings(EndpointKind):
     route = "/embeddings"
     takes_messages = False
     pooling = True
+    packs = True
 
     def __init__(self, dtype: str = DEFAULT_EMBEDDING_DTYPE):
         self.dtype = dtype

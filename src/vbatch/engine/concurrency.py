@@ -18,7 +18,8 @@ adjustable bound on vbatch's in-flight requests:
   bound grows by half each step (the server could take more).
 
 The bound stays within ``[minimum, maximum]`` (``--max-concurrency``). Without ``/metrics``
-(a server other than vLLM) it stays at ``maximum``: a fixed bound.
+(a server other than vLLM) it stays at ``maximum``: a fixed bound, as for a pooling run (see
+``Job._controller``).
 """
 
 from __future__ import annotations

@@ -15,8 +15,7 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -29,9 +28,11 @@ from vbatch.defaults import (
 from vbatch.endpoints import EndpointKind
 from vbatch.engine.breaker import CircuitBreaker
 from vbatch.engine.concurrency import ConcurrencyLimit
+from vbatch.engine.items import Pack, WorkItem
 from vbatch.errors import (
     ContextOverflowError,
     HTTPStatusError,
+    InvalidResponseError,
     RequestError,
     RunAbortedError,
     TransportError,
@@ -50,19 +51,8 @@ class Poster(Protocol):
     async def post_json(self, path: str, body: bytes) -> dict[str, Any]: ...
 
 
-@dataclass(slots=True)
-class WorkItem:
-    """One request to send: the row it answers, its JSON body and extra output fields."""
-
-    row_id: str
-    index: int
-    body: bytes
-    fields: dict[str, Any] | None = None
-    prompt_tokens: int | None = None
-    max_tokens: int | None = None
-    route: str | None = None
-
-
+# What a request's answer is read into: one record, or a pack's records.
+Answered = TypeVar("Answered")
 RecordSink = Callable[[dict[str, Any]], None]
 
 
@@ -125,7 +115,7 @@ class Dispatcher:
         self.interrupted = False
         self._stop = asyncio.Event()
         self._abandon = asyncio.Event()
-        self._queue: asyncio.Queue[WorkItem | None] = asyncio.Queue(maxsize=2 * concurrency)
+        self._queue: asyncio.Queue[WorkItem | Pack | None] = asyncio.Queue(maxsize=2 * concurrency)
 
     def stop(self) -> None:
         """Stop taking rows; in-flight requests get ``shutdown_grace`` seconds to finish.
@@ -136,7 +126,7 @@ class Dispatcher:
             self._abandon.set()
         self._stop.set()
 
-    async def run(self, source: Iterable[WorkItem | dict[str, Any]]) -> None:
+    async def run(self, source: Iterable[WorkItem | Pack | dict[str, Any]]) -> None:
         """Send everything ``source`` yields; a dict is a ready record, written as it is."""
         workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
         feeder = asyncio.create_task(self._feed(source))
@@ -197,7 +187,7 @@ class Dispatcher:
         while not self._queue.empty():
             self._queue.get_nowait()
 
-    async def _feed(self, source: Iterable[WorkItem | dict[str, Any]]) -> None:
+    async def _feed(self, source: Iterable[WorkItem | Pack | dict[str, Any]]) -> None:
         queue = self._queue
         for item in source:
             if isinstance(item, dict):
@@ -226,12 +216,16 @@ class Dispatcher:
                 return
             self.in_flight += 1
             try:
-                record = await self.send(item)
+                if isinstance(item, Pack):
+                    records = await self.send_pack(item) or []
+                else:
+                    record = await self.send(item)
+                    records = [record] if record is not None else []
             finally:
                 self.in_flight -= 1
                 if bound is not None:
                     bound.release()
-            if record is not None:
+            for record in records:
                 self._emit(record)
 
     def _emit(self, record: dict[str, Any]) -> None:
@@ -249,6 +243,50 @@ class Dispatcher:
         """Send one item, retrying what can be retried; returns its record, or None when no
         server has answered for ``max_downtime`` seconds (the run stops; no record)."""
         start = self.clock()
+
+        def read(response: dict[str, Any]) -> dict[str, Any]:
+            record = ok_record(item.row_id, item.index, response, self.kind, self.n)
+            if self._cut_by_context(record, item):
+                record["context_truncated"] = True
+            return record
+
+        outcome, attempts = await self._post(item, read)
+        if outcome is None:
+            return None
+        record = (failed_record(item.row_id, item.index, outcome)
+                  if isinstance(outcome, RequestError) else outcome)
+        return sent_record(record, attempts, round(self.clock() - start, 4), item.fields)
+
+    async def send_pack(self, pack: Pack) -> list[dict[str, Any]] | None:
+        """Send a pack of pooling rows as one request; each row gets its own record. A pack
+        the server refuses (a 4xx, or an answer that cannot be read) is sent again row by
+        row, so that only the row at fault fails, with the server's reason."""
+        start = self.clock()
+
+        def read(response: dict[str, Any]) -> list[dict[str, Any]]:
+            return [ok_record(item.row_id, item.index, answer, self.kind, self.n)
+                    for item, answer in zip(pack.items, pack.answers(response), strict=True)]
+
+        outcome, attempts = await self._post(pack, read)
+        if outcome is None:
+            return None
+        if isinstance(outcome, InvalidResponseError) or (
+                isinstance(outcome, HTTPStatusError) and not outcome.retryable):
+            singles = [await self.send(item) for item in pack.items]
+            return [record for record in singles if record is not None]
+        if isinstance(outcome, RequestError):
+            records = [failed_record(item.row_id, item.index, outcome) for item in pack.items]
+        else:
+            records = outcome
+        latency = round(self.clock() - start, 4)
+        return [sent_record(record, attempts, latency, item.fields)
+                for record, item in zip(records, pack.items, strict=True)]
+
+    async def _post(self, item: WorkItem | Pack, read: Callable[[dict[str, Any]], Answered]
+                    ) -> tuple[Answered | RequestError | None, int]:
+        """POST ``item``'s body until it is answered or cannot be: what ``read`` makes of the
+        answer, or the final error (a context error after one refit), with the attempts made;
+        None when no server has answered for ``max_downtime`` seconds."""
         attempts = retries = recoveries = 0
         refitted = False
         while True:
@@ -256,9 +294,7 @@ class Dispatcher:
             try:
                 response = await self.client.post_json(item.route or self.route, item.body)
                 self._last_answer = self.clock()
-                record = ok_record(item.row_id, item.index, response, self.kind, self.n)
-                if self._cut_by_context(record, item):
-                    record["context_truncated"] = True
+                return read(response), attempts
             except RequestError as exc:
                 if (isinstance(exc, TransportError) and self.recover
                         and recoveries < _MAX_RECOVERIES and await self.recover()):
@@ -267,25 +303,21 @@ class Dispatcher:
                 if not isinstance(exc, TransportError):
                     self._last_answer = self.clock()
                 elif self._down_too_long():
-                    return None
+                    return None, attempts
                 overflow = parse_context_error(exc) if isinstance(exc, HTTPStatusError) else None
-                if overflow is not None:
+                if overflow is not None and isinstance(item, WorkItem):
                     if not refitted and self._refit(item, overflow):
                         refitted = True
                         continue
                     message = f"the server refused the row's context: {exc}"
-                    error = ContextOverflowError(message, exc.status_code)
-                    record = failed_record(item.row_id, item.index, error)
-                elif exc.retryable and retries < self.max_retries:
+                    return ContextOverflowError(message, exc.status_code), attempts
+                if exc.retryable and retries < self.max_retries:
                     retries += 1
                     await asyncio.sleep(
                         backoff_delay(retries, self.retry_base_delay, exc.retry_after)
                     )
                     continue
-                else:
-                    record = failed_record(item.row_id, item.index, exc)
-            break
-        return sent_record(record, attempts, round(self.clock() - start, 4), item.fields)
+                return exc, attempts
 
     def _down_too_long(self) -> bool:
         """Whether no server has answered for ``max_downtime`` seconds; then stop the run."""

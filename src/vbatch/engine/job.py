@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 from array import array
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TextIO
 
 from vbatch.config import RunConfig
@@ -15,6 +15,7 @@ from vbatch.engine.breaker import CircuitBreaker
 from vbatch.engine.concurrency import AdaptiveController, ConcurrencyLimit
 from vbatch.engine.control import RunControl
 from vbatch.engine.dispatch import Dispatcher
+from vbatch.engine.items import Pack, WorkItem, packed
 from vbatch.engine.pending import PendingRows
 from vbatch.engine.progress import Progress
 from vbatch.engine.report import Final, RunResult, report_run
@@ -114,7 +115,7 @@ class Job:
         if self.control is not None:
             self.control.sending(dispatcher.stop)
         try:
-            await dispatcher.run(self.pending.work(self.context))
+            await dispatcher.run(self._work())
         finally:
             if restore is not None:
                 restore()
@@ -135,10 +136,20 @@ class Job:
         dispatcher.raise_if_aborted()
         return result
 
+    def _work(self) -> Iterable[WorkItem | Pack | dict[str, Any]]:
+        """What the dispatcher sends: the rows still to do, in packs where the endpoint kind
+        takes several inputs per request (``--inputs-per-request``)."""
+        work = self.pending.work(self.context)
+        size = self.config.inputs_per_request
+        return packed(work, size) if self.builder.kind.packs and size > 1 else work
+
     def _controller(self, stats: RunStats) -> AdaptiveController | None:
-        """The controller of ``--concurrency auto``, else None."""
+        """The controller of ``--concurrency auto``, else None. A pooling run has none: its
+        requests finish in milliseconds, so vLLM's running and waiting gauges (sampled once a
+        second) stay near zero and say nothing of its load; the bound is fixed at
+        ``--max-concurrency``."""
         config = self.config
-        if config.concurrency != "auto":
+        if config.concurrency != "auto" or config.pooling:
             return None
         bound = ConcurrencyLimit(min(DEFAULT_START_CONCURRENCY, config.max_concurrency))
         return AdaptiveController(bound, maximum=config.max_concurrency, clock=self.clock,

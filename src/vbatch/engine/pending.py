@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from vbatch.config import RunConfig
-from vbatch.engine.dispatch import WorkItem
+from vbatch.engine.items import WorkItem
 from vbatch.engine.resume import replace_changed, say_repairs
 from vbatch.engine.work import work_items
 from vbatch.errors import ConfigError

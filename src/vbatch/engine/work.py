@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from vbatch.config import RunConfig
-from vbatch.engine.dispatch import WorkItem
+from vbatch.engine.items import WorkItem
 from vbatch.errors import ContextOverflowError
 from vbatch.output.ledger import fingerprint_text, is_set
 from vbatch.output.records import unsent_record

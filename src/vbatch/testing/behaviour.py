@@ -301,6 +301,9 @@ class SimulatedServer:
         if body.get("model") not in (None, self.config.model):
             return self._error(
                 404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+        marker = self.config.reject_marker
+        if marker and marker in orjson.dumps(body.get("input")).decode():
+            return self._error(400, f"an input holds {marker}")
         try:
             answer = pooling_answer(path, body)
         except PoolingRefusal as exc:
