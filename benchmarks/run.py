@@ -1,7 +1,7 @@
 """``make bench``: vbatch against the baseline (benchmarks/baseline_openai.py) in one run.
 
-    python benchmarks/run.py [imports] [overhead] [api] [memory] [saturation] [endpoints] [ray]
-                             [--quick]
+    python benchmarks/run.py [imports] [overhead] [api] [memory] [batch-memory] [saturation]
+                             [endpoints] [ray] [--quick]
 
 Prints one table with ratios and writes bench-results/results.json.
 """
@@ -134,6 +134,42 @@ def memory(sizes: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
+def write_embedding_batch(path: Path, count: int) -> Path:
+    """An OpenAI Batch file of ``count`` embedding lines."""
+    if not path.exists():
+        with open(path, "w") as handle:
+            for i in range(count):
+                handle.write(json.dumps({"custom_id": f"request-{i}", "method": "POST",
+                                         "url": "/v1/embeddings",
+                                         "body": {"model": "sim-model",
+                                                  "input": f"document {i} to embed"}}) + "\n")
+    return path
+
+
+def batch_memory(sizes: list[int]) -> list[dict[str, Any]]:
+    """Peak RSS of ``vbatch run-batch`` on embedding batch files of growing size, against the
+    simulator: flat (vLLM's run-batch holds every result until the end: vllm#30268)."""
+    rows = []
+    with Simulator() as sim:
+        for size in sizes:
+            source = write_embedding_batch(WORK / f"embed-batch-{size}.jsonl", size)
+            target = WORK / "embed-batch.out.jsonl"
+            journal = Path(f"{target}.journal.jsonl")
+            for stale in (target, journal, Path(f"{journal}.manifest.json")):
+                stale.unlink(missing_ok=True)
+            m = measure([PYTHON, "-m", "vbatch", "run-batch", "-i", str(source), "-o",
+                         str(target), "--base-url", sim.url, "--quiet"])
+            with open(target) as handle:
+                lines = sum(1 for _ in handle)
+            assert lines == size, f"{lines} output lines for {size} requests"
+            rows.append({"bench": "batch-memory", "client": "vbatch run-batch (embeddings)",
+                         "requests": size, "requests_per_s": size / m.wall_s,
+                         "peak_rss_mb": m.peak_rss_mb, "wall_s": m.wall_s})
+    for row in rows:
+        row["ratio_to_smallest"] = row["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+    return rows
+
+
 def saturation(requests: int, capacity: int, latency: float) -> list[dict[str, Any]]:
     """Throughput against a server of fixed capacity, over the ideal capacity / latency."""
     source = write_prompts(WORK / f"prompts-{requests}.jsonl", requests)
@@ -219,8 +255,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("benches", nargs="*",
-                        default=["imports", "overhead", "api", "memory", "saturation",
-                                 "endpoints", "ray"])
+                        default=["imports", "overhead", "api", "memory", "batch-memory",
+                                 "saturation", "endpoints", "ray"])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
@@ -234,6 +270,8 @@ def main() -> None:
         rows += api(5_000 if args.quick else 50_000, 100_000 if args.quick else 1_000_000)
     if "memory" in args.benches:
         rows += memory([10_000, 100_000] if args.quick else [100_000, 1_000_000])
+    if "batch-memory" in args.benches:
+        rows += batch_memory([10_000, 100_000] if args.quick else [100_000, 1_000_000])
     if "saturation" in args.benches:
         rows += saturation(2_000 if args.quick else 20_000, 256, 2.0)
     if "endpoints" in args.benches:

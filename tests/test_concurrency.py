@@ -21,11 +21,19 @@ vllm:num_requests_waiting{engine="1",model_name="m"} 0.0
 vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.42
 vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.61
 vllm:num_preemptions_total{engine="0",model_name="m"} 3.0
+vllm:prompt_tokens_total{engine="0",model_name="m"} 1000.0
+vllm:prompt_tokens_total{engine="1",model_name="m"} 500.0
+vllm:generation_tokens_total{engine="0",model_name="m"} 77.0
+vllm:prefix_cache_queries_total{engine="0",model_name="m"} 400.0
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 100.0
 """
 
 
 def test_parse_metrics_sums_engines() -> None:
-    assert parse_metrics(VLLM_METRICS) == ServerLoad(42.0, 5.0, 0.61, 3.0)
+    assert parse_metrics(VLLM_METRICS) == ServerLoad(42.0, 5.0, 0.61, 3.0, 1500.0, 77.0, 400.0,
+                                                     100.0)
+    two = ServerLoad.summed([ServerLoad(1, 2, 0.5, None, 10, 20), ServerLoad(3, 0, 0.7, 1, 5)])
+    assert two == ServerLoad(4, 2, 0.7, 1, 15, 20, None, None)
 
 
 def test_parse_metrics_old_names_and_absence() -> None:

@@ -78,8 +78,8 @@ def test_disk_full_stops_with_exit_4_and_a_rerun_completes(
     kept = read_jsonl(out)
     assert 0 < len(kept) < 300
     assert max(Counter(r["id"] for r in kept).values()) == 1
-    assert sorted(p.name for p in small_disk.iterdir()) == ["out.jsonl",
-                                                           "out.jsonl.manifest.json"]
+    assert sorted(p.name for p in small_disk.iterdir()) == [
+        "out.jsonl", "out.jsonl.manifest.json", "out.jsonl.timeline.jsonl"]
     subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 from vbatch.engine.progress import Progress
 from vbatch.engine.stats import LatencyHistogram, RunStats
@@ -35,8 +36,8 @@ def test_rates_and_eta_from_the_clock() -> None:
     assert snap.rows_per_s == 5.0
     assert snap.tokens_per_s == 50.0
     assert snap.eta_s == 170.0
-    assert Progress.format(snap, bar=False) == (
-        "150/1000 rows (15%) | 5.0 rows/s | 50 tok/s | 0 failed | ETA 2m50s"
+    assert Progress.format(snap) == (
+        "150/1000 rows (15%) | 5.0 rows/s | 50 tok/s | 0 failed | elapsed 10.0 s | ETA 2m50s"
     )
 
 
@@ -68,12 +69,12 @@ def test_log_mode_writes_periodic_lines_and_bar_mode_redraws() -> None:
     clock.now += 8
     progress.render()
     assert stream.getvalue().count("\n") == 2
-    bar_stream = io.StringIO()
-    bar = Progress(stats, bar_stream, mode="bar")
+    json_stream = io.StringIO()
+    as_json = Progress(stats, json_stream, mode="json", log_interval_s=10)
     stats.add(ok())
-    bar.render()
-    assert bar_stream.getvalue().startswith("\r\x1b[2K[##")
-    assert "1/10 rows (10%)" in bar_stream.getvalue()
+    as_json.render()
+    line = json.loads(json_stream.getvalue())
+    assert line["event"] == "progress" and line["done"] == 1 and line["total"] == 10
 
 
 def test_summary_counts_failures_by_reason() -> None:

@@ -196,7 +196,7 @@ def test_sigkill_at_random_instants_then_resume(
     records = read_jsonl(out)
     assert [r["id"] for r in records] == [d["id"] for d in data]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "in.jsonl", "out.jsonl", "out.jsonl.manifest.json"]
+        "in.jsonl", "out.jsonl", "out.jsonl.manifest.json", "out.jsonl.timeline.jsonl"]
 
 
 def test_unicode_line_separators_in_text_do_not_break_records(

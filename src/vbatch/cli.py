@@ -18,7 +18,7 @@ import orjson
 from vbatch._version import __version__
 from vbatch.cli_options import managed_server_options, row_options, run_options
 from vbatch.config import RunConfig
-from vbatch.errors import OutputWriteError, ServerError, VbatchError
+from vbatch.errors import ConfigError, OutputWriteError, ServerError, VbatchError
 from vbatch.testing.simulate import simulate
 
 EXIT_USAGE = 2
@@ -155,6 +155,27 @@ def serve(model: str | None, port: int, log_path: Path | None, pooling: bool,
     with _exit_on_error():
         code = serve_foreground(model, port=port, log_path=log_path, pooling=pooling, **options)
     sys.exit(code)
+
+
+@main.command()
+@click.argument("output", metavar="OUTPUT", type=click.Path(exists=True, dir_okay=False,
+                                                           path_type=Path))
+@click.option("-o", "--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The HTML page to write (default: OUTPUT.report.html).")
+@click.option("--png", "png_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write each plot as a PNG file in this folder.")
+def report(output: Path, report_path: Path | None, png_dir: Path | None) -> None:
+    """Build one self-contained HTML page of plots from a run's OUTPUT (the -o of vbatch run),
+    its manifest and its timeline (OUTPUT.timeline.jsonl)."""
+    with _exit_on_error():
+        try:
+            from vbatch.report import build_report
+        except ImportError:
+            raise ConfigError("vbatch report needs matplotlib: pip install 'vbatch[report]'"
+                              ) from None
+        page, pngs = build_report(output, report_path, png_dir)
+    click.echo(f"vbatch: wrote {page}" + (f" and {len(pngs)} PNG files in {png_dir}"
+                                          if png_dir is not None else ""))
 
 
 @main.command()

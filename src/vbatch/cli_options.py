@@ -19,6 +19,8 @@ from vbatch.defaults import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_ID_FIELD,
     DEFAULT_INPUTS_PER_REQUEST,
+    DEFAULT_LOG_EVERY,
+    DEFAULT_LOG_FORMAT,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_DOWNTIME,
     DEFAULT_MAX_RESTARTS,
@@ -313,6 +315,21 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "one after another, for vLLM's prefix cache (uncompressed JSONL input).",
         ),
         click.option("--quiet", "-q", is_flag=True, help="No progress and no summary."),
+        click.option(
+            "--log-every",
+            type=float,
+            default=DEFAULT_LOG_EVERY,
+            show_default=True,
+            help="Seconds between progress lines when stderr is not a terminal.",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(["text", "json"]),
+            default=DEFAULT_LOG_FORMAT,
+            show_default=True,
+            help="Progress lines as text, or as JSON objects (one per line, also on a "
+            "terminal) for log collectors.",
+        ),
         click.option(
             "--stats-json",
             type=click.Path(dir_okay=False, path_type=Path),

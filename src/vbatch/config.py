@@ -17,6 +17,8 @@ from vbatch.defaults import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_ID_FIELD,
     DEFAULT_INPUTS_PER_REQUEST,
+    DEFAULT_LOG_EVERY,
+    DEFAULT_LOG_FORMAT,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_DOWNTIME,
     DEFAULT_MAX_RESTARTS,
@@ -47,7 +49,7 @@ _WHOLE = {"max_tokens": 1, "seed": None, "n": 1, "max_concurrency": 1, "max_retr
 _REAL = {"temperature": (0.0, True, None), "top_p": (0.0, False, 1.0),
          "retry_base_delay": (0.0, True, None), "request_timeout": (0.0, False, None),
          "shutdown_grace": (0.0, True, None), "gpu_memory_utilization": (0.0, False, 1.0),
-         "max_downtime": (0.0, False, None),
+         "max_downtime": (0.0, False, None), "log_every": (0.0, False, None),
          "startup_timeout": (0.0, False, None)}
 _TEXTS = ("stop", "keep", "server_args")
 _FLAGS = ("ordered", "retry_failed", "force", "quiet", "ray", "group_by_prefix", "pooling")
@@ -112,6 +114,8 @@ class RunConfig:
     endpoint: str = DEFAULT_ENDPOINT
     embedding_dtype: str = DEFAULT_EMBEDDING_DTYPE
     inputs_per_request: int = DEFAULT_INPUTS_PER_REQUEST
+    log_every: float = DEFAULT_LOG_EVERY
+    log_format: str = DEFAULT_LOG_FORMAT
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -217,6 +221,8 @@ class RunConfig:
             raise ConfigError(f"--concurrency must be 'auto' or a number, not {self.concurrency!r}")
         if isinstance(self.concurrency, int) and self.concurrency < 1:
             raise ConfigError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"--log-format must be 'text' or 'json', not {self.log_format!r}")
         if self.embedding_dtype not in EMBEDDING_DTYPES:
             raise ConfigError(f"--embedding-dtype must be one of {', '.join(EMBEDDING_DTYPES)}, "
                               f"not {self.embedding_dtype!r}")

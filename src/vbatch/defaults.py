@@ -15,6 +15,8 @@ __all__ = [
     "DEFAULT_GPU_MEMORY_UTILIZATION",
     "DEFAULT_ID_FIELD",
     "DEFAULT_INPUTS_PER_REQUEST",
+    "DEFAULT_LOG_EVERY",
+    "DEFAULT_LOG_FORMAT",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_DOWNTIME",
     "DEFAULT_MAX_RESTARTS",
@@ -36,6 +38,9 @@ DEFAULT_ENDPOINT: Final = "chat"
 DEFAULT_EMBEDDING_DTYPE: Final = "float32"
 # Pooling rows per request (embeddings, classify): see vbatch.engine.items.
 DEFAULT_INPUTS_PER_REQUEST: Final = 16
+# Seconds between progress lines when the output is not a terminal, and their format.
+DEFAULT_LOG_EVERY: Final = 10.0
+DEFAULT_LOG_FORMAT: Final = "text"
 DEFAULT_N = 1
 DEFAULT_ID_FIELD = "id"
 DEFAULT_PROMPT_FIELD = "prompt"

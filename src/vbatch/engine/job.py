@@ -16,10 +16,12 @@ from vbatch.engine.concurrency import AdaptiveController, ConcurrencyLimit
 from vbatch.engine.control import RunControl
 from vbatch.engine.dispatch import Dispatcher
 from vbatch.engine.items import Pack, WorkItem, packed
+from vbatch.engine.monitor import LoadMonitor
 from vbatch.engine.pending import PendingRows
-from vbatch.engine.progress import Progress
+from vbatch.engine.progress import Progress, RunGauges
 from vbatch.engine.report import Final, RunResult, report_run
 from vbatch.engine.stats import RunStats
+from vbatch.engine.timeline import Timeline, timeline_path
 from vbatch.output.manifest import write_manifest
 from vbatch.output.writer import ResultWriter
 from vbatch.prepare.builder import RequestBuilder
@@ -54,12 +56,17 @@ class Job:
         self.context: int | None = None
         self.stats: RunStats | None = None
         self._dispatcher: Dispatcher | None = None
+        self._progress: Progress | None = None
 
     def say(self, text: str) -> None:
-        """A progress message on the stream, unless quiet."""
-        if not self.config.quiet:
-            self.stream.write(f"vbatch: {text}\n")
-            self.stream.flush()
+        """A progress message on the stream (above the live view), unless quiet."""
+        if self.config.quiet:
+            return
+        if self._progress is not None:
+            self._progress.say(text)
+            return
+        self.stream.write(f"vbatch: {text}\n")
+        self.stream.flush()
 
     @property
     def total(self) -> int:
@@ -105,12 +112,25 @@ class Job:
 
         controller = self._controller(stats)
         dispatcher = self._dispatcher = self._make_dispatcher(pool, sink, recover, controller)
-        progress = Progress(stats, self.stream, mode=self.progress_mode())
+        monitor = LoadMonitor(pool.load, self.clock)
+        gauges = RunGauges(lambda: dispatcher.in_flight,
+                           lambda: controller.bound.limit if controller else config.pool_size,
+                           monitor, pool.servers)
+        mode = "quiet" if self.pending.already >= self.total else self.progress_mode()
+        progress = self._progress = Progress(stats, self.stream, mode=mode,
+                                             log_interval_s=config.log_every, gauges=gauges)
+        timeline = None
+        if self.final is not None:
+            timeline = Timeline(timeline_path(self.final.path), stats, monitor, pool.servers,
+                                gauges.in_flight, gauges.bound, self.say)
         stats.start()
         background = [asyncio.create_task(writer.run_checkpoints()),
                       asyncio.create_task(progress.run())]
         if controller is not None:
-            background.append(asyncio.create_task(controller.run(pool.load)))
+            background.append(asyncio.create_task(controller.run(monitor.load)))
+        if timeline is not None:
+            timeline.open()
+            background.append(asyncio.create_task(timeline.run()))
         restore = install_signal_handlers(dispatcher.stop) if handle_signals else None
         if self.control is not None:
             self.control.sending(dispatcher.stop)
@@ -121,7 +141,10 @@ class Job:
                 restore()
             await _cancelled(background)
             stats.finish()
+            if timeline is not None:
+                timeline.close()
             progress.close()
+            self._progress = None
             writer.close()
         if len(pool.servers) > 1:
             stats.endpoints = pool.summary()
@@ -177,7 +200,10 @@ class Job:
 
     def say_resuming(self) -> None:
         """Say how many rows the output already holds, if any."""
-        if self.pending.already:
+        if self.pending.already >= self.total:
+            self.say(f"nothing to send: all {self.total} rows already have a record in "
+                     f"{self.config.output}")
+        elif self.pending.already:
             self.say(f"resuming: {self.pending.already} of {self.total} rows are already in "
                      f"{self.config.output}")
 
@@ -188,9 +214,12 @@ class Job:
                         already_failed=self.pending.already_failed)
 
     def progress_mode(self) -> str:
-        """``bar`` on a terminal, ``log`` otherwise, ``quiet`` with --quiet."""
+        """``bar`` on a terminal, ``log`` lines otherwise (``json`` lines with --log-format
+        json), ``quiet`` with --quiet."""
         if self.config.quiet:
             return "quiet"
+        if self.config.log_format == "json":
+            return "json"
         return "bar" if self.stream.isatty() else "log"
 
     def finish(self, result: RunResult) -> None:

@@ -1,20 +1,44 @@
-"""Live progress: a one-line bar on a terminal, periodic log lines otherwise.
+"""Live progress: a view redrawn in place on a terminal (rich), periodic log lines otherwise
+(text, or JSON with ``--log-format json``).
 
-Rates are measured over a sliding window of recent ticks and the clock is injected, so the
-figures (rows/s, tokens/s, ETA) are deterministic under test.
+Shown: rows done of all, elapsed, ETA, rows/s, generated tokens/s — from the servers'
+``vllm:generation_tokens_total`` when they have ``/metrics``, so the rate moves while long
+requests are still running; else from finished rows —, requests in flight and the bound,
+the servers' running and waiting requests and KV-cache use (one line per server when there
+are several), failures by kind. Rates are measured over a sliding window and the clock is
+injected, so the figures are deterministic under test. Everything is driven by a timer.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass
-from typing import TextIO
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
 
+import orjson
+
+from vbatch.engine.monitor import LoadMonitor
 from vbatch.engine.stats import RunStats, _duration
+from vbatch.transport.pool import Server
 
+__all__ = ["MODES", "Progress", "RunGauges", "Snapshot"]
+
+MODES = ("bar", "log", "json", "quiet")
 _WINDOW_S = 30.0
-_BAR_WIDTH = 24
+# Most per-server lines the view shows (more are summed into one).
+_SERVER_LINES = 8
+
+
+@dataclass(frozen=True)
+class ServerLine:
+    """One server's state in the view."""
+
+    url: str
+    running: float | None
+    waiting: float | None
+    kv_usage: float | None
 
 
 @dataclass(frozen=True)
@@ -27,10 +51,25 @@ class Snapshot:
     rows_per_s: float | None
     tokens_per_s: float | None
     eta_s: float | None
+    elapsed_s: float = 0.0
+    in_flight: int | None = None
+    bound: int | None = None
+    failures: dict[str, int] = field(default_factory=dict)
+    servers: list[ServerLine] = field(default_factory=list)
+
+
+@dataclass
+class RunGauges:
+    """What the view reads besides the statistics: requests in flight, the bound, the load."""
+
+    in_flight: Callable[[], int]
+    bound: Callable[[], int]
+    monitor: LoadMonitor | None = None
+    servers: list[Server] = field(default_factory=list)
 
 
 class Progress:
-    """Tracks a run's progress from its :class:`RunStats` and renders it."""
+    """Tracks a run's progress from its :class:`RunStats` (and ``gauges``) and renders it."""
 
     def __init__(
         self,
@@ -40,16 +79,19 @@ class Progress:
         mode: str = "bar",
         refresh_s: float = 0.25,
         log_interval_s: float = 10.0,
+        gauges: RunGauges | None = None,
     ):
-        if mode not in ("bar", "log", "quiet"):
+        if mode not in MODES:
             raise ValueError(f"unknown progress mode {mode!r}")
         self.stats = stats
         self.stream = stream
         self.mode = mode
         self.refresh_s = refresh_s
         self.log_interval_s = log_interval_s
+        self.gauges = gauges
         self._samples: deque[tuple[float, int, int]] = deque()
         self._last_log: float | None = None
+        self._live: Any = None
 
     def tick(self) -> Snapshot:
         """Record a sample now and return the current snapshot."""
@@ -68,41 +110,52 @@ class Progress:
         done = stats.already_done + stats.done
         if rows_per_s:
             eta = max(0, total - done) / rows_per_s
-        return Snapshot(done, total, stats.failed, rows_per_s, tokens_per_s, eta)
+        gauges = self.gauges
+        in_flight = bound = None
+        servers: list[ServerLine] = []
+        if gauges is not None:
+            in_flight, bound = gauges.in_flight(), gauges.bound()
+            if gauges.monitor is not None:
+                server_rate = gauges.monitor.generation_rate()
+                tokens_per_s = server_rate if server_rate is not None else tokens_per_s
+            servers = [ServerLine(s.url, s.load.running, s.load.waiting, s.load.kv_usage)
+                       for s in gauges.servers if s.load is not None]
+        failures = {kind: group.count for kind, group in stats.failures.items()}
+        return Snapshot(done, total, stats.failed, rows_per_s, tokens_per_s, eta,
+                        stats.elapsed if stats.started is not None else 0.0, in_flight, bound,
+                        failures, servers)
 
     @staticmethod
-    def format(snapshot: Snapshot, bar: bool) -> str:
-        """One line of progress text."""
-        parts = []
-        total = snapshot.total
-        fraction = snapshot.done / total if total else 1.0
-        if bar:
-            filled = int(fraction * _BAR_WIDTH)
-            parts.append("[" + "#" * filled + "." * (_BAR_WIDTH - filled) + "]")
-        parts.append(f"{snapshot.done}/{total} rows ({fraction:.0%})")
-        rate = "-" if snapshot.rows_per_s is None else f"{snapshot.rows_per_s:.1f}"
-        tokens = "-" if snapshot.tokens_per_s is None else f"{snapshot.tokens_per_s:.0f}"
-        parts.append(f"{rate} rows/s")
-        parts.append(f"{tokens} tok/s")
-        parts.append(f"{snapshot.failed} failed")
-        eta = "-" if snapshot.eta_s is None else _duration(snapshot.eta_s)
-        parts.append(f"ETA {eta}")
-        return " | ".join(parts)
+    def format(snapshot: Snapshot) -> str:
+        """One line of progress text (servers summed)."""
+        return " | ".join(_parts(snapshot, with_servers=True))
 
     def render(self) -> None:
-        """Draw the bar, or write a log line when its interval has passed."""
+        """Redraw the view, or write a log line when its interval has passed."""
         if self.mode == "quiet":
             return
         snapshot = self.tick()
         if self.mode == "bar":
-            self.stream.write("\r\x1b[2K" + self.format(snapshot, bar=True))
-            self.stream.flush()
+            self._draw(snapshot)
             return
         now = self.stats.clock()
         if self._last_log is None or now - self._last_log >= self.log_interval_s:
             self._last_log = now
-            self.stream.write("vbatch: " + self.format(snapshot, bar=False) + "\n")
+            if self.mode == "json":
+                line = orjson.dumps({"event": "progress", **asdict(snapshot)}).decode()
+            else:
+                line = "vbatch: " + self.format(snapshot)
+            self.stream.write(line + "\n")
             self.stream.flush()
+
+    def say(self, text: str) -> None:
+        """A message above the live view (or a plain line when there is none)."""
+        if self._live is not None:
+            self._live.console.print(f"vbatch: {text}", markup=False, highlight=False,
+                                     soft_wrap=True)
+            return
+        self.stream.write(f"vbatch: {text}\n")
+        self.stream.flush()
 
     async def run(self) -> None:
         """Render periodically until cancelled."""
@@ -111,11 +164,101 @@ class Progress:
             await asyncio.sleep(self.refresh_s)
 
     def close(self) -> None:
-        """Draw the final state and end the line."""
+        """Draw the final state and leave the view."""
         if self.mode == "quiet":
             return
         self._last_log = None
         self.render()
-        if self.mode == "bar":
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def _draw(self, snapshot: Snapshot) -> None:
+        from rich.live import Live
+
+        if self._live is None:
+            from rich.console import Console
+
+            console = Console(file=self.stream, highlight=False)
+            self._live = Live(console=console, auto_refresh=False, transient=False,
+                              redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
+        self._live.update(_view(snapshot, self._live.console.width), refresh=True)
+
+
+def _rate(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _load(running: float | None, waiting: float | None, kv: float | None) -> str:
+    text = f"{_rate(running, 0)} running, {_rate(waiting, 0)} waiting"
+    return text + (f", KV {kv:.0%}" if kv is not None else "")
+
+
+def _parts(snapshot: Snapshot, with_servers: bool) -> list[str]:
+    total = snapshot.total
+    fraction = snapshot.done / total if total else 1.0
+    parts = [f"{snapshot.done}/{total} rows ({fraction:.0%})",
+             f"{_rate(snapshot.rows_per_s, 1)} rows/s",
+             f"{_rate(snapshot.tokens_per_s, 0)} tok/s"]
+    if snapshot.in_flight is not None:
+        parts.append(f"in flight {snapshot.in_flight}/{snapshot.bound}")
+    if with_servers and snapshot.servers:
+        servers = snapshot.servers
+        running = sum(s.running or 0 for s in servers)
+        waiting = sum(s.waiting or 0 for s in servers)
+        kv = [s.kv_usage for s in servers if s.kv_usage is not None]
+        parts.append("server " + _load(running, waiting, max(kv) if kv else None))
+    failed = f"{snapshot.failed} failed"
+    if snapshot.failures:
+        failed += " (" + ", ".join(f"{k}: {n}" for k, n in snapshot.failures.items()) + ")"
+    parts.append(failed)
+    parts.append(f"elapsed {_duration(snapshot.elapsed_s)}")
+    parts.append("ETA " + ("-" if snapshot.eta_s is None else _duration(snapshot.eta_s)))
+    return parts
+
+
+def _packed(parts: list[str], width: int) -> list[str]:
+    """``parts`` joined by " | " into as few lines as fit ``width``."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += " | " + part
+        else:
+            lines.append(part)
+    return lines
+
+
+def _view(snapshot: Snapshot, width: int) -> Any:
+    """The live view: a bar, then the figures packed into lines of the terminal's ``width``,
+    then one line per server; a line never wraps (one too long ends in an ellipsis)."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    bar_width = max(10, min(30, width // 4))
+    parts = _parts(snapshot, with_servers=len(snapshot.servers) == 1)
+    beside_bar = 1
+    while (beside_bar < len(parts)
+           and len(" | ".join(parts[:beside_bar + 1])) <= width - bar_width - 1):
+        beside_bar += 1
+    first = " | ".join(parts[:beside_bar])
+    head = Table.grid(padding=(0, 1))
+    head.add_column(width=bar_width, no_wrap=True)
+    head.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
+    head.add_row(ProgressBar(total=max(1, snapshot.total), completed=snapshot.done,
+                             width=bar_width), Text(first, no_wrap=True, overflow="ellipsis"))
+    lines: list[Any] = [head]
+    lines += [Text(line, no_wrap=True, overflow="ellipsis")
+              for line in _packed(parts[beside_bar:], width)]
+    if len(snapshot.servers) > 1:
+        shown = snapshot.servers[:_SERVER_LINES]
+        for server in shown:
+            lines.append(Text(f"  {server.url}: " + _load(server.running, server.waiting,
+                                                        server.kv_usage),
+                              no_wrap=True, overflow="ellipsis"))
+        if len(snapshot.servers) > len(shown):
+            lines.append(Text(f"  ... and {len(snapshot.servers) - len(shown)} more servers",
+                              no_wrap=True, overflow="ellipsis"))
+    return Group(*lines)

@@ -149,7 +149,8 @@ class RunStats:
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as plain data (what ``--stats-json`` writes)."""
-        elapsed = self.elapsed
+        # No rate for a run that sent nothing (a resume with nothing left).
+        elapsed = self.elapsed if self.done else 0.0
         return {
             "rows_total": self.total_rows,
             "rows_already_done": self.already_done,
@@ -160,7 +161,7 @@ class RunStats:
             "rows_cut_by_context": self.context_truncated,
             "rows_ok": self.ok,
             "rows_failed": self.failed,
-            "wall_time_s": round(elapsed, 3),
+            "wall_time_s": round(self.elapsed, 3),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "rows_per_s": round(self.done / elapsed, 3) if elapsed else None,

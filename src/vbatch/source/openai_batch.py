@@ -8,13 +8,16 @@ line numbers, before anything is sent.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from vbatch.config import RunConfig
 from vbatch.errors import ConfigError, InputError
+from vbatch.output.ledger import id_hash, repeated_hashes
 from vbatch.source.readers import open_binary
 from vbatch.source.spool import needs_spool
 
@@ -79,9 +82,12 @@ def is_batch_file(path: Path) -> bool:
 
 def check_batch_file(path: Path) -> BatchSummary:
     """Every line's batch-level validity; returns what the file asks for, or raises
-    :class:`BatchFileError` listing every bad line."""
+    :class:`BatchFileError` listing every bad line.
+
+    Memory stays flat in the number of lines: custom_ids are kept as 8-byte hashes, and only
+    when two hashes match is the file read again for the lines of those ids."""
     problems: list[tuple[int, str, str]] = []
-    seen: dict[str, int] = {}
+    hashes = array("q")
     count = generation = pooling = 0
     with open_binary(path) as handle:
         for line_no, raw in enumerate(handle, start=1):
@@ -100,11 +106,8 @@ def check_batch_file(path: Path) -> BatchSummary:
             if not isinstance(custom_id, str) or not custom_id:
                 problems.append((line_no, "missing_custom_id",
                                  "custom_id must be a non-empty string"))
-            elif custom_id in seen:
-                problems.append((line_no, "duplicate_custom_id",
-                                 f"custom_id {custom_id!r} is also on line {seen[custom_id]}"))
             else:
-                seen[custom_id] = line_no
+                hashes.append(id_hash(custom_id))
             url = line.get("url")
             if not isinstance(url, str):
                 problems.append((line_no, "missing_required_parameter", "url is required"))
@@ -117,9 +120,35 @@ def check_batch_file(path: Path) -> BatchSummary:
                                  "body must be a JSON object"))
             if line.get("method", "POST") != "POST":
                 problems.append((line_no, "invalid_method", "method must be POST"))
+    problems += _duplicates(path, np.frombuffer(hashes, dtype=np.int64) if hashes
+                            else np.empty(0, np.int64))
     if problems:
-        raise BatchFileError(path, problems)
+        raise BatchFileError(path, sorted(problems))
     return BatchSummary(count, generation, pooling)
+
+
+def _duplicates(path: Path, hashes: np.ndarray) -> list[tuple[int, str, str]]:
+    """A ``duplicate_custom_id`` problem for each line whose custom_id an earlier line has."""
+    suspects = set(repeated_hashes(hashes).tolist())
+    if not suspects:
+        return []
+    problems = []
+    first_line: dict[str, int] = {}
+    with open_binary(path) as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                custom_id = orjson.loads(raw).get("custom_id")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            if not isinstance(custom_id, str) or id_hash(custom_id) not in suspects:
+                continue
+            if custom_id in first_line:
+                problems.append((line_no, "duplicate_custom_id",
+                                 f"custom_id {custom_id!r} is also on line "
+                                 f"{first_line[custom_id]}"))
+            else:
+                first_line[custom_id] = line_no
+    return problems
 
 
 def as_batch_run(config: RunConfig) -> RunConfig:

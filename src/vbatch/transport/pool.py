@@ -45,6 +45,7 @@ class Server:
     requests: int = 0
     errors: int = 0
     drained: int = 0
+    load: ServerLoad | None = None
 
     def path_of(self, route: str) -> str:
         """The path of an API route on this server: under its API prefix (``/v1``), but at
@@ -196,25 +197,19 @@ class ServerPool:
                     self._drain(server)
 
     async def load(self) -> ServerLoad | None:
-        """The summed load of the healthy servers, from their ``/metrics``."""
+        """The summed load of the healthy servers, from their ``/metrics`` (each server keeps
+        its own as ``load``)."""
         async def one(server: Server) -> ServerLoad | None:
             try:
                 return parse_metrics(await server.probe.get_text("/metrics"))
             except RequestError:
                 return None
 
-        loads = [x for x in await asyncio.gather(
-            *(one(e) for e in self.servers if e.healthy)) if x is not None]
-        if not loads:
-            return None
-        kv = [x.kv_usage for x in loads if x.kv_usage is not None]
-        preempted = [x.preemptions for x in loads if x.preemptions is not None]
-        return ServerLoad(
-            running=sum(x.running for x in loads),
-            waiting=sum(x.waiting for x in loads),
-            kv_usage=max(kv) if kv else None,
-            preemptions=sum(preempted) if preempted else None,
-        )
+        healthy = [server for server in self.servers if server.healthy]
+        for server, load in zip(healthy, await asyncio.gather(*map(one, healthy)), strict=True):
+            server.load = load
+        loads = [server.load for server in healthy if server.load is not None]
+        return ServerLoad.summed(loads) if loads else None
 
     def summary(self) -> list[dict[str, Any]]:
         """Per-server figures for the run's summary."""

@@ -1,0 +1,129 @@
+"""``OUTPUT.timeline.jsonl``: what the run looked like, second by second, for ``vbatch report``.
+
+Each run appends a segment: a header line ``{"segment": N, "started": <epoch s>, "rows_total",
+"already_done"}`` (a resumed run starts segment N + 1), then one sample per second — every 10 s
+after an hour, every minute after ten hours, so a week-long run stays a few megabytes:
+
+``{"t": <s since the segment started>, "rows_done", "ok", "failed", "failures": {kind: count},
+"in_flight", "bound", "prompt_tokens", "completion_tokens", "servers": [{"url", "running",
+"waiting", "kv_usage", "preemptions", "prompt_tokens", "generation_tokens", "prefix_queries",
+"prefix_hits"}]}``
+
+Server figures are vLLM's ``/metrics`` (counters since the server started; null where a server
+has none). Sampling runs on a timer, never per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from vbatch.engine.monitor import LoadMonitor
+from vbatch.engine.stats import RunStats
+from vbatch.transport.pool import Server
+
+__all__ = ["TIMELINE_SUFFIX", "Timeline", "sample_interval", "timeline_path"]
+
+TIMELINE_SUFFIX = ".timeline.jsonl"
+_SEGMENT = b'{"segment":'
+
+
+def timeline_path(output: Path) -> Path:
+    """The timeline of the output the user named."""
+    return output.with_name(output.name + TIMELINE_SUFFIX)
+
+
+def sample_interval(age_s: float) -> float:
+    """Seconds between samples, ``age_s`` into a segment."""
+    return 1.0 if age_s < 3600 else 10.0 if age_s < 36_000 else 60.0
+
+
+def _server(server: Server) -> dict[str, Any]:
+    load = server.load
+    figures: dict[str, Any] = {"url": server.url}
+    for name in ("running", "waiting", "kv_usage", "preemptions", "prompt_tokens",
+                 "generation_tokens", "prefix_queries", "prefix_hits"):
+        figures[name] = getattr(load, name) if load is not None else None
+    return figures
+
+
+class Timeline:
+    """Appends one segment of samples to ``path``."""
+
+    def __init__(self, path: Path, stats: RunStats, monitor: LoadMonitor, servers: list[Server],
+                 in_flight: Callable[[], int], bound: Callable[[], int],
+                 say: Callable[[str], None], wall: Callable[[], float] = time.time):
+        self.path = path
+        self.stats = stats
+        self.monitor = monitor
+        self.servers = servers
+        self.in_flight = in_flight
+        self.bound = bound
+        self.say = say
+        self.wall = wall
+        self._file: IO[bytes] | None = None
+
+    def open(self) -> None:
+        """Start the segment (after the ones the file has); a timeline that cannot be
+        written is said and left out."""
+        try:
+            earlier = self.path.read_bytes() if self.path.exists() else b""
+            self._file = open(self.path, "ab")  # noqa: SIM115 (closed by close())
+        except OSError as exc:
+            self.say(f"no timeline: cannot write {self.path} ({exc.strerror})")
+            return
+        segments = earlier.count(b"\n" + _SEGMENT) + earlier.startswith(_SEGMENT)
+        self._write({"segment": segments + 1, "started": round(self.wall(), 3),
+                     "rows_total": self.stats.total_rows,
+                     "already_done": self.stats.already_done})
+
+    def sample(self) -> dict[str, Any]:
+        """The run now."""
+        stats = self.stats
+        return {
+            "t": round(stats.elapsed, 3),
+            "rows_done": stats.already_done + stats.done,
+            "ok": stats.ok,
+            "failed": stats.failed,
+            "failures": {kind: group.count for kind, group in stats.failures.items()},
+            "in_flight": self.in_flight(),
+            "bound": self.bound(),
+            "prompt_tokens": stats.prompt_tokens,
+            "completion_tokens": stats.completion_tokens,
+            "servers": [_server(server) for server in self.servers],
+        }
+
+    async def run(self) -> None:
+        """Sample on a timer until cancelled."""
+        while True:
+            await self.monitor.load()
+            self._write(self.sample())
+            await asyncio.sleep(sample_interval(self.stats.elapsed))
+
+    def close(self) -> None:
+        """The last sample, then close."""
+        self._write(self.sample())
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+    def _write(self, line: dict[str, Any]) -> None:
+        """Append ``line``; the timeline stops (said once) when it cannot be written: the
+        records matter, the timeline does not."""
+        if self._file is None:
+            return
+        try:
+            self._file.write(orjson.dumps(line) + b"\n")
+            self._file.flush()
+        except OSError as exc:
+            self.say(f"the timeline {self.path} stops here: {exc.strerror}")
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
