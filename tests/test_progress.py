@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
+import time
+from pathlib import Path
 
-from vbatch.engine.progress import Progress
+from vbatch.engine.progress import Progress, show_check
 from vbatch.engine.stats import LatencyHistogram, RunStats
+from vbatch.prepare.scan import CheckCount
+from vbatch.servers.process import startup_note
 
 
 class FakeClock:
@@ -102,3 +108,60 @@ def test_latency_quantiles_within_two_percent() -> None:
         value = histogram.quantile(q)
         assert value is not None and abs(value - exact) / exact <= 0.02
     assert LatencyHistogram().quantile(0.5) is None
+
+
+def test_the_wall_time_covers_the_whole_command_by_phase() -> None:
+    clock = FakeClock()
+    stats = RunStats(clock=clock, total_rows=1, command_started=clock.now,
+                     phases={"check": 4.0, "server start": 40.0})
+    clock.now += 44
+    stats.start()
+    stats.add(ok())
+    clock.now += 10
+    stats.finish()
+    stats.phases["writing"] = 1.5
+    clock.now += 1.5
+    assert "wall time: 55.5 s (check 4.0 s, server start 40.0 s, sending 10.0 s, writing " \
+           "1.5 s)" in stats.summary_text()
+
+
+def test_a_run_that_sent_nothing_has_no_rates() -> None:
+    clock = FakeClock()
+    stats = RunStats(clock=clock, total_rows=20, already_done=20)
+    stats.start()
+    clock.now += 1
+    stats.finish()
+    assert stats.to_dict()["rows_per_s"] is None
+    assert "rows/s" not in stats.summary_text()
+
+
+def test_the_check_shows_its_progress_once_it_takes_a_second() -> None:
+    checked = CheckCount()
+    stream = io.StringIO()
+
+    async def check() -> None:
+        watcher = asyncio.create_task(show_check(checked, "big.jsonl", stream, "log", 0.2,
+                                                 time.monotonic))
+        for _ in range(30):
+            checked.rows += 1000
+            await asyncio.sleep(0.05)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+    asyncio.run(check())
+    lines = stream.getvalue().splitlines()
+    assert 1 <= len(lines) <= 4 and lines[0].startswith("vbatch: checking big.jsonl: ")
+    assert lines[-1].endswith("rows/s)") and int(lines[-1].split(": ")[2].split()[0]) > 10_000
+
+
+def test_the_server_start_shows_its_last_log_message(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text(
+        "(EngineCore pid=12) INFO 11-30 18:16:23 [cpu_model_runner.py:68] Starting to load "
+        "model /models/SmolLM2...\n"
+        "(EngineCore pid=12) WARNING 11-30 18:16:23 [utils.py:333] Attempted to load weight\n"
+        "Loading safetensors checkpoint shards: 100% Completed | 1/1\n"
+        "  if hasattr(value, '__dict__'):\n")
+    assert startup_note(log) == "Starting to load model /models/SmolLM2..."
+    assert startup_note(tmp_path / "none.log") is None

@@ -18,13 +18,14 @@ from vbatch.engine.dispatch import Dispatcher
 from vbatch.engine.items import Pack, WorkItem, packed
 from vbatch.engine.monitor import LoadMonitor
 from vbatch.engine.pending import PendingRows
-from vbatch.engine.progress import Progress, RunGauges
+from vbatch.engine.progress import Progress, RunGauges, show_check
 from vbatch.engine.report import Final, RunResult, report_run
 from vbatch.engine.stats import RunStats
 from vbatch.engine.timeline import Timeline, timeline_path
 from vbatch.output.manifest import write_manifest
 from vbatch.output.writer import ResultWriter
 from vbatch.prepare.builder import RequestBuilder
+from vbatch.prepare.scan import CheckCount
 from vbatch.prepare.tokens import TokenCounter
 from vbatch.source.shards import Shard
 from vbatch.transport.pool import ServerPool
@@ -57,6 +58,9 @@ class Job:
         self.stats: RunStats | None = None
         self._dispatcher: Dispatcher | None = None
         self._progress: Progress | None = None
+        self.created = clock()
+        # Seconds the phases before sending took: "check", "server start".
+        self.phases: dict[str, float] = {}
 
     def say(self, text: str) -> None:
         """A progress message on the stream (above the live view), unless quiet."""
@@ -74,8 +78,18 @@ class Job:
         return self.pending.total
 
     async def prepare(self, counter: TokenCounter | None) -> None:
-        """Check the manifest, repair and read the output, check (and count) the input."""
-        await self.pending.prepare(counter)
+        """Check the manifest, repair and read the output, check (and count) the input,
+        showing how far the check is once it takes over a second."""
+        started = self.clock()
+        checked = CheckCount()
+        watcher = asyncio.create_task(show_check(
+            checked, self.config.input.name, self.stream, self.progress_mode(),
+            self.config.log_every, self.clock))
+        try:
+            await self.pending.prepare(counter, checked)
+        finally:
+            await _cancelled([watcher])
+        self.phases["check"] = self.clock() - started
 
     async def adopt(self, done_bits: bytes, prompt_tokens: array[int] | None) -> None:
         """Take a checked shard from the driver: rows already done, prompt tokens by row."""
@@ -211,7 +225,8 @@ class Job:
         """Statistics for a run of this job, with what earlier runs did."""
         return RunStats(clock=self.clock, total_rows=self.total,
                         already_done=self.pending.already,
-                        already_failed=self.pending.already_failed)
+                        already_failed=self.pending.already_failed,
+                        command_started=self.created, phases=dict(self.phases))
 
     def progress_mode(self) -> str:
         """``bar`` on a terminal, ``log`` lines otherwise (``json`` lines with --log-format

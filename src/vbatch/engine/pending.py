@@ -21,7 +21,7 @@ from vbatch.output.manifest import check_manifest
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.fit import not_fitting
 from vbatch.prepare.plan import ids_of
-from vbatch.prepare.scan import InputScan, RowSource, scan_input
+from vbatch.prepare.scan import CheckCount, InputScan, RowSource, scan_input
 from vbatch.prepare.tokens import TokenCounter
 from vbatch.source.prefix import check_groupable
 from vbatch.source.readers import read_rows
@@ -81,8 +81,10 @@ class PendingRows:
             return self._config.max_tokens
         return np.asarray(self._scan.asked_tokens, dtype=np.int64)
 
-    async def prepare(self, counter: TokenCounter | None) -> None:
-        """Check the manifest, repair and read the output, check (and count) the input."""
+    async def prepare(self, counter: TokenCounter | None, checked: CheckCount | None = None
+                      ) -> None:
+        """Check the manifest, repair and read the output, check (and count) the input
+        (``checked`` counts the rows as they are checked)."""
         config = self._config
         check_manifest(config.output, self._params, force=config.force)
         state = read_output(config.output, retry_failed=config.retry_failed)
@@ -92,7 +94,7 @@ class PendingRows:
         counting = " and counting prompt tokens" if counter is not None else ""
         self._say(f"checking {config.input}{counting}")
         scan = await asyncio.to_thread(scan_input, config, self._builder, counter, self._rows,
-                                       bool(state.done_hashes.size))
+                                       bool(state.done_hashes.size), checked)
         self._follow_prefix_order(scan)
         if scan.counting_error:
             self._say(f"counting prompt tokens failed ({scan.counting_error}); rows are not "

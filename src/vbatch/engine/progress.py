@@ -21,9 +21,10 @@ import orjson
 
 from vbatch.engine.monitor import LoadMonitor
 from vbatch.engine.stats import RunStats, _duration
+from vbatch.prepare.scan import CheckCount
 from vbatch.transport.pool import Server
 
-__all__ = ["MODES", "Progress", "RunGauges", "Snapshot"]
+__all__ = ["MODES", "Progress", "RunGauges", "Snapshot", "show_check"]
 
 MODES = ("bar", "log", "json", "quiet")
 _WINDOW_S = 30.0
@@ -262,3 +263,43 @@ def _view(snapshot: Snapshot, width: int) -> Any:
             lines.append(Text(f"  ... and {len(snapshot.servers) - len(shown)} more servers",
                               no_wrap=True, overflow="ellipsis"))
     return Group(*lines)
+
+
+async def show_check(checked: CheckCount, name: str, stream: TextIO, mode: str,
+                     log_interval_s: float, clock: Callable[[], float]) -> None:
+    """How far the check of the input ``name`` is (rows checked, rows/s), once it has taken a
+    second: on a terminal a line redrawn in place (gone when the check ends), else a log line
+    every ``log_interval_s`` seconds. Runs until cancelled."""
+    if mode == "quiet":
+        return
+    started = clock()
+    await asyncio.sleep(1.0)
+    live = None
+    last_log: float | None = None
+    try:
+        while True:
+            elapsed = clock() - started
+            rate = checked.rows / elapsed if elapsed > 0 else 0.0
+            text = f"checking {name}: {checked.rows} rows ({rate:.0f} rows/s)"
+            if mode == "bar":
+                from rich.console import Console
+                from rich.live import Live
+                from rich.text import Text
+
+                if live is None:
+                    live = Live(console=Console(file=stream, highlight=False), transient=True,
+                                auto_refresh=False)
+                    live.start()
+                live.update(Text("vbatch: " + text, no_wrap=True, overflow="ellipsis"),
+                            refresh=True)
+            elif last_log is None or clock() - last_log >= log_interval_s:
+                last_log = clock()
+                line = (orjson.dumps({"event": "check", "rows": checked.rows,
+                                      "rows_per_s": round(rate, 1)}).decode()
+                        if mode == "json" else "vbatch: " + text)
+                stream.write(line + "\n")
+                stream.flush()
+            await asyncio.sleep(0.25)
+    finally:
+        if live is not None:
+            live.stop()

@@ -59,7 +59,9 @@ def report_run(config: RunConfig, result: RunResult, say: Callable[[str], None],
         if config.ordered or final.path != config.output:
             order = " in input order" if config.ordered else ""
             say(f"writing {final.path}{order}")
+        writing = result.stats.clock()
         final.format.finish(config.output, final.path, config.ordered)
+        result.stats.phases["writing"] = result.stats.clock() - writing
     if config.stats_json is not None:
         try:
             config.stats_json.write_bytes(

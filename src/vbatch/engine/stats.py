@@ -80,6 +80,10 @@ class RunStats:
     endpoints: list[dict[str, Any]] | None = None
     started: float = 0.0
     finished: float | None = None
+    # When the command began, and how long its phases before and after sending took
+    # ("check", "server start", "writing"), for a summary that covers the whole command.
+    command_started: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)
 
     def start(self) -> None:
         self.started = self.clock()
@@ -176,9 +180,22 @@ class RunStats:
                 key: {"count": group.count, "example": group.example}
                 for key, group in sorted(self.failures.items(), key=lambda kv: -kv[1].count)
             },
+            "phases_s": {name: round(seconds, 3) for name, seconds in self.phases.items()},
             "endpoints": self.endpoints,
             "concurrency_trace": self.concurrency_trace,
         }
+
+    def _wall_time_text(self, sending: float) -> str:
+        if self.command_started is None:
+            return f"wall time: {_duration(sending)}"
+        # Phases under 0.05 s (connecting to a running server, a small check) are left out.
+        phases = [f"{name} {_duration(seconds)}" for name, seconds in self.phases.items()
+                  if name != "writing" and seconds >= 0.05]
+        phases.append(f"sending {_duration(sending)}")
+        if self.phases.get("writing", 0.0) >= 0.05:
+            phases.append(f"writing {_duration(self.phases['writing'])}")
+        total = self.clock() - self.command_started
+        return f"wall time: {_duration(total)} ({', '.join(phases)})"
 
     def summary_text(self) -> str:
         """The human summary printed at the end of a run."""
@@ -188,7 +205,7 @@ class RunStats:
             f"rows: {self.ok} ok, {self.failed} failed"
             + (f", {self.already_done} already done" if self.already_done else "")
             + f" of {self.total_rows}",
-            f"wall time: {_duration(data['wall_time_s'])}",
+            self._wall_time_text(data["wall_time_s"]),
             f"tokens: {self.prompt_tokens} in, {self.completion_tokens} out"
             + (
                 f" ({data['completion_tokens_per_s']:.1f} out/s, {data['rows_per_s']:.2f} rows/s)"

@@ -72,6 +72,13 @@ class InputScan:
 _COUNT_BATCH = 512
 
 
+@dataclass
+class CheckCount:
+    """Rows checked so far, read by the progress view while the check runs."""
+
+    rows: int = 0
+
+
 class _Counts:
     """Prompt-token counts in row order, filled a batch at a time."""
 
@@ -104,6 +111,7 @@ def scan_input(
     counter: TokenCounter | None = None,
     rows: RowSource | None = None,
     fingerprints: bool = False,
+    checked: CheckCount | None = None,
 ) -> InputScan:
     """Check every row of the input, or of ``rows`` (and count prompt tokens with ``counter``;
     with ``fingerprints``, hash the request each row makes, to compare with a resumed output).
@@ -120,18 +128,20 @@ def scan_input(
     bad = 0
     prefix = PrefixOrder() if config.group_by_prefix else None
     for row in rows():
-        checked = check_row(builder, row)
+        if checked is not None:
+            checked.rows += 1
+        row_check = check_row(builder, row)
         if prefix is not None:
-            prefix.add(row, checked.content)
-        if checked.error is not None:
+            prefix.add(row, row_check.content)
+        if row_check.error is not None:
             if config.on_bad_row == "fail":
-                raise checked.error
+                raise row_check.error
             bad += 1
-        hashes.append(id_hash(checked.row_id))
+        hashes.append(id_hash(row_check.row_id))
+        content = row_check.content
         if prints is not None:
-            prints.append(0 if checked.content is None else builder.fingerprint(checked.content))
+            prints.append(0 if content is None else builder.fingerprint(content))
         if counts is not None:
-            content = checked.content
             if asked is not None:
                 asked.append(0 if content is None else builder.max_tokens_of(content) or 0)
             try:

@@ -85,12 +85,22 @@ class Backend(ABC):
         job.set_context(context)
         return context
 
+    async def _timed_start(self, stack: contextlib.AsyncExitStack, context: int | None,
+                           job: Job) -> Started:
+        """:meth:`start`, its seconds kept as the job's "server start" phase."""
+        started = job.clock()
+        try:
+            return await self.start(stack, context)
+        finally:
+            job.phases["server start"] = job.clock() - started
+
     async def connect(self, stack: contextlib.AsyncExitStack, job: Job) -> Started:
         """Prepare ``job`` and start the servers: at the same time when the context is known
         (the servers are starting while the input is checked), else one after the other."""
         if not self.starts_early:
-            return await self.start(stack, await self.prepare(job))
-        starting = asyncio.create_task(self.start(stack, self.config.max_model_len))
+            return await self._timed_start(stack, await self.prepare(job), job)
+        starting = asyncio.create_task(
+            self._timed_start(stack, self.config.max_model_len, job))
         try:
             await self.prepare(job)
         except BaseException:

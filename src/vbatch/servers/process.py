@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import sys
@@ -70,6 +71,20 @@ def log_tail(path: Path, lines: int = 25) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+# A vLLM log record: "(EngineCore pid=12) INFO 11-30 18:16:23 [core.py:133] message".
+_LOG_RECORD = re.compile(r"^(?:\(\w+ pid=\d+\) )?INFO \d\d-\d\d [\d:]+ \[[^\]]+\] (.+)$")
+
+
+def startup_note(path: Path) -> str | None:
+    """What the starting server last said: the message of the last INFO record of its log
+    (not a warning, a progress bar or a fragment of a long line), or None."""
+    for line in reversed(log_tail(path, 60).splitlines()):
+        match = _LOG_RECORD.match(line.strip())
+        if match:
+            return match.group(1)
+    return None
 
 
 def startup_hint(log: str) -> str:
@@ -169,33 +184,37 @@ class ManagedServer:
         await self._wait_healthy()
 
     async def _wait_healthy(self) -> None:
+        """Wait until the server answers /health, showing the time it takes and what it last
+        logged: on a terminal one line redrawn in place, else a line every 15 s."""
         started = self.clock()
-        tty = self.stream.isatty() and not self.quiet
+        live = _StartupLine(self.stream) if self.stream.isatty() and not self.quiet else None
         last_note = started
         assert self.process is not None
-        while True:
-            if self.process.returncode is not None:
-                raise self._start_error(f"the vLLM server exited with status "
-                                        f"{self.process.returncode} while starting")
-            if await self.healthy():
-                if tty:
-                    self.stream.write("\r\x1b[2K")
-                self._say(f"vLLM is ready after {self.clock() - started:.0f} s")
-                return
-            elapsed = self.clock() - started
-            if elapsed > self.options.startup_timeout:
-                await self.stop()
-                raise self._start_error(f"the vLLM server was not healthy after "
-                                        f"{self.options.startup_timeout:g} s")
-            last_line = log_tail(self.log_path, 1)[-100:]
-            if tty:
-                self.stream.write(f"\r\x1b[2Kvbatch: starting vLLM ({elapsed:.0f} s) {last_line}")
-                self.stream.flush()
-            elif not self.quiet and self.clock() - last_note >= 15:
-                last_note = self.clock()
-                self._say(f"starting vLLM ({elapsed:.0f} s): {last_line}")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.process.wait(), _POLL_S)
+        try:
+            while True:
+                if self.process.returncode is not None:
+                    raise self._start_error(f"the vLLM server exited with status "
+                                            f"{self.process.returncode} while starting")
+                if await self.healthy():
+                    break
+                elapsed = self.clock() - started
+                if elapsed > self.options.startup_timeout:
+                    await self.stop()
+                    raise self._start_error(f"the vLLM server was not healthy after "
+                                            f"{self.options.startup_timeout:g} s")
+                note = startup_note(self.log_path)
+                text = f"starting vLLM ({elapsed:.0f} s)" + (f": {note}" if note else "")
+                if live is not None:
+                    live.show("vbatch: " + text)
+                elif not self.quiet and self.clock() - last_note >= 15:
+                    last_note = self.clock()
+                    self._say(text)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.process.wait(), _POLL_S)
+        finally:
+            if live is not None:
+                live.close()
+        self._say(f"vLLM is ready after {self.clock() - started:.0f} s")
 
     def _start_error(self, what: str) -> ServerStartError:
         tail = log_tail(self.log_path)
@@ -290,3 +309,23 @@ class ManagedServer:
             stopping.cancel()
         if self._watch.done() and not self._watch.cancelled():
             self._watch.result()
+
+
+class _StartupLine:
+    """One line redrawn in place on a terminal, cut to its width, gone when closed."""
+
+    def __init__(self, stream: TextIO):
+        from rich.console import Console
+        from rich.live import Live
+
+        self._live = Live(console=Console(file=stream, highlight=False), transient=True,
+                          auto_refresh=False)
+        self._live.start()
+
+    def show(self, text: str) -> None:
+        from rich.text import Text
+
+        self._live.update(Text(text, no_wrap=True, overflow="ellipsis"), refresh=True)
+
+    def close(self) -> None:
+        self._live.stop()
