@@ -30,6 +30,9 @@ from vbatch.prepare.tokens import TokenCounter
 from vbatch.source.shards import Shard
 from vbatch.transport.pool import ServerPool
 
+# Seconds the last poll of the servers' metrics may take as the run ends.
+_LAST_POLL_S = 2.0
+
 
 class Job:
     """A run of ``config`` with requests built by ``builder`` (over one ``shard`` of the input
@@ -156,6 +159,9 @@ class Job:
             await _cancelled(background)
             stats.finish()
             if timeline is not None:
+                # The servers' counters as the run ends, for the timeline's last sample.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(monitor.load(fresh=True), _LAST_POLL_S)
                 timeline.close()
             progress.close()
             self._progress = None

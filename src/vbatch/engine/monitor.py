@@ -3,6 +3,7 @@ and the timeline read the same samples, so ``/metrics`` is fetched once per seco
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -24,15 +25,24 @@ class LoadMonitor:
         self.interval = interval
         self.latest: ServerLoad | None = None
         self._polled_at: float | None = None
+        self._polling: asyncio.Future[ServerLoad | None] | None = None
         self._counters: deque[tuple[float, float]] = deque()
 
-    async def load(self) -> ServerLoad | None:
-        """The load now: polled again once the last poll is ``interval`` old."""
+    async def load(self, fresh: bool = False) -> ServerLoad | None:
+        """The load now: polled again once the last poll is ``interval`` old (at once with
+        ``fresh``); a caller that comes while a poll is on its way waits for it."""
+        if self._polling is not None:
+            return await asyncio.shield(self._polling)
         now = self._clock()
-        if self._polled_at is not None and now - self._polled_at < 0.9 * self.interval:
+        if (not fresh and self._polled_at is not None
+                and now - self._polled_at < 0.9 * self.interval):
             return self.latest
         self._polled_at = now
-        self.latest = await self._poll()
+        self._polling = asyncio.ensure_future(self._poll())
+        try:
+            self.latest = await asyncio.shield(self._polling)
+        finally:
+            self._polling = None
         generated = self.latest.generation_tokens if self.latest is not None else None
         if generated is not None:
             self._counters.append((now, generated))
