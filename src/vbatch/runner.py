@@ -78,6 +78,7 @@ async def arun(
     ``control`` follows the records as they are written and stops the run from outside.
     """
     stream = stream if stream is not None else sys.stderr
+    command_started = clock()
     clashes = RECORD_FIELDS.intersection(config.keep)
     if clashes:
         raise ConfigError(f"--keep {sorted(clashes)[0]}: that name is a field of the output")
@@ -98,6 +99,6 @@ async def arun(
         async with contextlib.AsyncExitStack() as stack:
             await backend.resolve(stack)
             job = Job(readable, request_builder(readable, backend.request_model), stream, clock,
-                      final=final, control=control)
+                      final=final, control=control, started=command_started)
             started = await backend.connect(stack, job)
             return await job.execute(started.pool, handle_signals, started.recover)

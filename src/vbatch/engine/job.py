@@ -47,6 +47,7 @@ class Job:
         shard: Shard | None = None,
         final: Final | None = None,
         control: RunControl | None = None,
+        started: float | None = None,
     ):
         self.config = config
         self.final = final
@@ -61,7 +62,8 @@ class Job:
         self.stats: RunStats | None = None
         self._dispatcher: Dispatcher | None = None
         self._progress: Progress | None = None
-        self.created = clock()
+        # When the command began (its summary's wall time counts from here).
+        self.created = clock() if started is None else started
         # Seconds the phases before sending took: "check", "server start".
         self.phases: dict[str, float] = {}
 

@@ -28,6 +28,21 @@ def default_report_path(output: Path) -> Path:
     return output.with_name(output.name + ".report.html")
 
 
+def _prefix_hit_rate(data: ReportData) -> float | None:
+    """The servers' prefix-cache hits over queries during the runs (their counters' growth
+    from each segment's first sample to its last)."""
+    queries = hits = 0.0
+    for segment in data.segments:
+        first, last = segment.samples[0]["servers"], segment.samples[-1]["servers"]
+        for before, after in zip(first, last, strict=False):
+            if None in (before.get("prefix_queries"), after.get("prefix_queries"),
+                        before.get("prefix_hits"), after.get("prefix_hits")):
+                continue
+            queries += after["prefix_queries"] - before["prefix_queries"]
+            hits += after["prefix_hits"] - before["prefix_hits"]
+    return hits / queries if queries > 0 else None
+
+
 def _summary(data: ReportData) -> list[tuple[str, str]]:
     generation = data.manifest.get("generation", {})
     total = sum(data.statuses.values())
@@ -41,6 +56,9 @@ def _summary(data: ReportData) -> list[tuple[str, str]]:
         seconds = sum(segment.samples[-1]["t"] for segment in data.segments)
         rows.append(("runs", f"{len(data.segments)} (resumed {len(data.segments) - 1} times), "
                              f"{seconds:.1f} s sending"))
+    hit_rate = _prefix_hit_rate(data)
+    if hit_rate is not None:
+        rows.append(("prefix cache", f"{hit_rate:.0%} of prompt tokens were cache hits"))
     rows.append(("tokens", f"{int(data.prompt_tokens.sum())} prompt, "
                            f"{int(data.completion_tokens.sum())} completion"))
     if data.latency_s.size:
