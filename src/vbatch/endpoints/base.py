@@ -10,7 +10,7 @@ from typing import Any
 
 from vbatch.errors import InvalidResponseError
 
-__all__ = ["ChoicesKind", "EndpointKind", "usage_of"]
+__all__ = ["ChoicesKind", "EndpointKind", "InputKind", "usage_of"]
 
 
 class EndpointKind(ABC):
@@ -60,6 +60,27 @@ class ChoicesKind(EndpointKind):
         """``text`` and ``finish_reason`` (lists when ``n`` > 1), ``usage``, ``error`` (null),
         then each optional field some choice has."""
         return _choices_answer(self, response, n)
+
+
+class InputKind(EndpointKind):
+    """A pooling API whose request is one ``input`` text (a list of them, for a pack of rows)
+    and whose answer's ``data`` has a result per input."""
+
+    takes_messages = False
+    pooling = True
+    packs = True
+
+    def prompt_content(self, prompt: str, system: str | None) -> dict[str, Any]:
+        return {"input": prompt}
+
+    @staticmethod
+    def first_result(response: dict[str, Any]) -> dict[str, Any]:
+        """The answer's first result; raises InvalidResponseError when it has none."""
+        data = response.get("data")
+        if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+            raise InvalidResponseError("the answer has no data")
+        result: dict[str, Any] = data[0]
+        return result
 
 
 def _choices_answer(kind: ChoicesKind, response: dict[str, Any], n: int) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import struct
 from typing import Any
 
 from vbatch.defaults import DEFAULT_EMBEDDING_DTYPE
-from vbatch.endpoints.base import EndpointKind, usage_of
+from vbatch.endpoints.base import InputKind, usage_of
 from vbatch.errors import InvalidResponseError
 
 __all__ = ["EMBEDDING_DTYPES", "Embeddings"]
@@ -21,14 +21,11 @@ __all__ = ["EMBEDDING_DTYPES", "Embeddings"]
 EMBEDDING_DTYPES = {"float32": "f", "float16": "e"}
 
 
-class Embeddings(EndpointKind):
+class Embeddings(InputKind):
     """The embeddings API of a pooling model: one vector per row."""
 
     name = "embeddings"
     route = "/embeddings"
-    takes_messages = False
-    pooling = True
-    packs = True
 
     def __init__(self, dtype: str = DEFAULT_EMBEDDING_DTYPE):
         self.dtype = dtype
@@ -43,14 +40,8 @@ class Embeddings(EndpointKind):
             return {"encoding_format": "base64"}
         return {"encoding_format": "base64", "embed_dtype": self.dtype, "endianness": "little"}
 
-    def prompt_content(self, prompt: str, system: str | None) -> dict[str, Any]:
-        return {"input": prompt}
-
     def answer(self, response: dict[str, Any], n: int) -> dict[str, Any]:
-        data = response.get("data")
-        if not isinstance(data, list) or not data or not isinstance(data[0], dict):
-            raise InvalidResponseError("the answer has no data")
-        embedding = data[0].get("embedding")
+        embedding = self.first_result(response).get("embedding")
         if isinstance(embedding, str):
             embedding = self._decoded(embedding)
         elif not isinstance(embedding, list):
