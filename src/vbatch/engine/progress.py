@@ -123,7 +123,7 @@ class Progress:
                        for s in gauges.servers if s.load is not None]
         failures = {kind: group.count for kind, group in stats.failures.items()}
         return Snapshot(done, total, stats.failed, rows_per_s, tokens_per_s, eta,
-                        stats.elapsed if stats.started is not None else 0.0, in_flight, bound,
+                        stats.elapsed, in_flight, bound,
                         failures, servers)
 
     @staticmethod
