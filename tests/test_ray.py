@@ -97,6 +97,9 @@ def test_two_actors_give_the_records_of_a_single_process_run(
     again = run(RunConfig(output=sharded, ray=True, replicas=2, shard_rows=40, quiet=True,
                           **base))
     assert again.stats.ok == 0 and again.stats.already_done == 300
+    timeline = read_jsonl(tmp_path / "ray.jsonl.timeline.jsonl")
+    assert [line["segment"] for line in timeline if "segment" in line] == [1, 2]
+    assert max(line.get("rows_done", 0) for line in timeline) == 300
 
 
 def test_killing_an_actor_mid_run_loses_and_duplicates_nothing(

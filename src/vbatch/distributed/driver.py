@@ -29,6 +29,7 @@ from vbatch.engine.job import Job, install_signal_handlers
 from vbatch.engine.progress import Progress
 from vbatch.engine.report import Final, RunResult
 from vbatch.engine.stats import RunStats
+from vbatch.engine.timeline import Timeline, timeline_path
 from vbatch.errors import ConfigError, VbatchError
 from vbatch.output.manifest import write_manifest
 from vbatch.output.merge import done_bits, merge_shards
@@ -144,22 +145,28 @@ class _RayRun:
         stats = job.new_stats()
         finished = RunStats(clock=job.clock)
         progress = Progress(stats, job.stream, mode=job.progress_mode())
+        timeline = Timeline(timeline_path(job.final.path if job.final else config.output),
+                            stats, None, [], lambda: None, lambda: None, job.say)
         self.actors = await self._start_actors(plan, workers) if todo else []
         interrupted = False
         restore = install_signal_handlers(self._interrupt) if self.handle_signals else None
         stats.start()
+        timeline.open()
         ticker = asyncio.create_task(progress.run())
+        sampler = asyncio.create_task(timeline.run())
         try:
             interrupted = await self._hand_out(todo, mask, stats, finished)
         finally:
             if restore is not None:
                 restore()
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for task in (ticker, sampler):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self._stop_actors()
             _set_counts(stats, finished, [])
             stats.finish()
+            timeline.close()
             progress.close()
         merged = await asyncio.to_thread(merge_shards, config.output, config.resolved_shard_dir)
         job.say(f"merged {merged} records from the shard outputs into {config.output}")

@@ -54,11 +54,13 @@ def _server(server: Server) -> dict[str, Any]:
 
 
 class Timeline:
-    """Appends one segment of samples to ``path``."""
+    """Appends one segment of samples to ``path``. A Ray run's driver has no servers of its
+    own to sample (``monitor`` None, no ``servers``) nor requests in flight (None)."""
 
-    def __init__(self, path: Path, stats: RunStats, monitor: LoadMonitor, servers: list[Server],
-                 in_flight: Callable[[], int], bound: Callable[[], int],
-                 say: Callable[[str], None], wall: Callable[[], float] = time.time):
+    def __init__(self, path: Path, stats: RunStats, monitor: LoadMonitor | None,
+                 servers: list[Server], in_flight: Callable[[], int | None],
+                 bound: Callable[[], int | None], say: Callable[[str], None],
+                 wall: Callable[[], float] = time.time):
         self.path = path
         self.stats = stats
         self.monitor = monitor
@@ -102,7 +104,8 @@ class Timeline:
     async def run(self) -> None:
         """Sample on a timer until cancelled."""
         while True:
-            await self.monitor.load()
+            if self.monitor is not None:
+                await self.monitor.load()
             self._write(self.sample())
             await asyncio.sleep(sample_interval(self.stats.elapsed))
 
