@@ -165,3 +165,27 @@ def test_the_server_start_shows_its_last_log_message(tmp_path: Path) -> None:
         "  if hasattr(value, '__dict__'):\n")
     assert startup_note(log) == "Starting to load model /models/SmolLM2..."
     assert startup_note(tmp_path / "none.log") is None
+
+
+def test_the_view_gives_each_server_a_line_while_the_terminal_has_room() -> None:
+    from rich.console import Console
+
+    from vbatch.engine.progress import ServerLine, Snapshot, _view
+
+    servers = [ServerLine(f"http://gpu{i}:8000/v1", 10.0, 2.0, 0.5) for i in range(12)]
+    snapshot = Snapshot(5, 10, 0, 1.0, 100.0, 5.0, 5.0, 20, 32, {}, servers)
+    for height, shown in ((40, 8), (8, 4)):
+        console = Console(width=80, height=height, record=True, file=io.StringIO())
+        console.print(_view(snapshot, 80, height))
+        text = console.export_text()
+        assert len(text.splitlines()) < height
+        assert sum("http://gpu" in line for line in text.splitlines()) == shown
+        assert f"and {12 - shown} more servers" in text
+        assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_the_timeline_samples_less_often_as_a_run_grows_old() -> None:
+    from vbatch.engine.timeline import sample_interval
+
+    assert [sample_interval(s) for s in (0, 3599, 3600, 35_999, 36_000, 10**6)] == [
+        1.0, 1.0, 10.0, 10.0, 60.0, 60.0]

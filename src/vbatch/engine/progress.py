@@ -184,7 +184,8 @@ class Progress:
             self._live = Live(console=console, auto_refresh=False, transient=False,
                               redirect_stdout=False, redirect_stderr=False)
             self._live.start()
-        self._live.update(_view(snapshot, self._live.console.width), refresh=True)
+        console = self._live.console
+        self._live.update(_view(snapshot, console.width, console.height), refresh=True)
 
 
 def _rate(value: float | None, digits: int) -> str:
@@ -230,9 +231,10 @@ def _packed(parts: list[str], width: int) -> list[str]:
     return lines
 
 
-def _view(snapshot: Snapshot, width: int) -> Any:
+def _view(snapshot: Snapshot, width: int, height: int) -> Any:
     """The live view: a bar, then the figures packed into lines of the terminal's ``width``,
-    then one line per server; a line never wraps (one too long ends in an ellipsis)."""
+    then one line per server while the terminal's ``height`` allows; a line never wraps (one
+    too long ends in an ellipsis)."""
     from rich.console import Group
     from rich.progress_bar import ProgressBar
     from rich.table import Table
@@ -254,7 +256,8 @@ def _view(snapshot: Snapshot, width: int) -> Any:
     lines += [Text(line, no_wrap=True, overflow="ellipsis")
               for line in _packed(parts[beside_bar:], width)]
     if len(snapshot.servers) > 1:
-        shown = snapshot.servers[:_SERVER_LINES]
+        room = max(1, min(_SERVER_LINES, height - len(lines) - 2))
+        shown = snapshot.servers[:room]
         for server in shown:
             lines.append(Text(f"  {server.url}: " + _load(server.running, server.waiting,
                                                         server.kv_usage),
