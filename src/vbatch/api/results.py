@@ -12,7 +12,7 @@ import orjson
 import pyarrow as pa
 
 from vbatch.api.rows import Spooled
-from vbatch.output.ledger import id_hash
+from vbatch.ids import id_hash
 from vbatch.output.table import arrow_table
 
 __all__ = ["in_input_order", "shaped_like"]

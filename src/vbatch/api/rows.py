@@ -16,7 +16,7 @@ import orjson
 import pyarrow as pa
 
 from vbatch.errors import ConfigError, InputError
-from vbatch.output.ledger import id_hash
+from vbatch.ids import id_hash
 
 __all__ = ["Spooled", "input_kind", "spool_rows"]
 

@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from vbatch.errors import OutputError, write_failure
+from vbatch.ids import id_hash, repeated_hashes
 from vbatch.output.atomic import replaced
 
 
@@ -37,11 +38,6 @@ class OutputState:
     damaged_lines: list[int] = dataclasses.field(default_factory=list)
     damaged: int = 0
     duplicates: int = 0
-
-
-def id_hash(row_id: str) -> int:
-    """The 64-bit key of an id (stable within one process)."""
-    return hash(row_id)
 
 
 def repair_torn_tail(path: Path) -> int:
@@ -155,12 +151,6 @@ def _survey(path: Path) -> _Survey:
             if head.status == "failed":
                 survey.failed_hashes.append(id_hash(head.row_id))
     return survey
-
-
-def repeated_hashes(hashes: np.ndarray) -> np.ndarray:
-    """The values that occur more than once in ``hashes``, each once."""
-    ordered = np.sort(hashes)
-    return np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
 
 
 def _rewrite(path: Path, repeated: np.ndarray, drop_failed: bool,

@@ -20,7 +20,7 @@ import numpy as np
 
 from vbatch.config import RunConfig
 from vbatch.errors import InputError, RequestError
-from vbatch.output.ledger import id_hash, repeated_hashes
+from vbatch.ids import id_hash, repeated_hashes
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.tokens import TokenCounter
 from vbatch.source.prefix import PrefixOrder

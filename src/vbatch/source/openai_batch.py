@@ -17,7 +17,7 @@ import orjson
 
 from vbatch.config import RunConfig
 from vbatch.errors import ConfigError, InputError
-from vbatch.output.ledger import id_hash, repeated_hashes
+from vbatch.ids import id_hash, repeated_hashes
 from vbatch.source.readers import open_binary
 from vbatch.source.spool import needs_spool
 
