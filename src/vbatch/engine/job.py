@@ -135,13 +135,7 @@ class Job:
         gauges = RunGauges(lambda: dispatcher.in_flight,
                            lambda: controller.bound.limit if controller else config.pool_size,
                            monitor, pool.servers)
-        mode = "quiet" if self.pending.already >= self.total else self.progress_mode()
-        progress = self._progress = Progress(stats, self.stream, mode=mode,
-                                             log_interval_s=config.log_every, gauges=gauges)
-        timeline = None
-        if self.final is not None:
-            timeline = Timeline(timeline_path(self.final.path), stats, monitor, pool.servers,
-                                gauges.in_flight, gauges.bound, self.say)
+        progress, timeline = self._observers(stats, gauges)
         stats.start()
         background = [asyncio.create_task(writer.run_checkpoints()),
                       asyncio.create_task(progress.run())]
@@ -180,6 +174,18 @@ class Job:
         self.finish(result)
         dispatcher.raise_if_aborted()
         return result
+
+    def _observers(self, stats: RunStats, gauges: RunGauges) -> tuple[Progress, Timeline | None]:
+        """The live view (quiet when nothing is left to send) and the timeline of the output
+        the user named (none for a Ray worker's shard)."""
+        mode = "quiet" if self.pending.already >= self.total else self.progress_mode()
+        progress = self._progress = Progress(stats, self.stream, mode=mode,
+                                             log_interval_s=self.config.log_every,
+                                             gauges=gauges)
+        if self.final is None:
+            return progress, None
+        return progress, Timeline(timeline_path(self.final.path), stats, gauges.monitor,
+                                  gauges.servers, gauges.in_flight, gauges.bound, self.say)
 
     def _work(self) -> Iterable[WorkItem | Pack | dict[str, Any]]:
         """What the dispatcher sends: the rows still to do, in packs where the endpoint kind
