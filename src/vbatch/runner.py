@@ -100,5 +100,6 @@ async def arun(
             await backend.resolve(stack)
             job = Job(readable, request_builder(readable, backend.request_model), stream, clock,
                       final=final, control=control, started=command_started)
+            job.phases["setup"] = clock() - command_started
             started = await backend.connect(stack, job)
             return await job.execute(started.pool, handle_signals, started.recover)

@@ -64,7 +64,8 @@ class Job:
         self._progress: Progress | None = None
         # When the command began (its summary's wall time counts from here).
         self.created = clock() if started is None else started
-        # Seconds the phases before sending took: "check", "server start".
+        # Seconds the phases before sending took: "setup" (the model, the output's lock),
+        # "check" (the tokenizer and the input), "server start".
         self.phases: dict[str, float] = {}
 
     def say(self, text: str) -> None:
@@ -85,7 +86,6 @@ class Job:
     async def prepare(self, counter: TokenCounter | None) -> None:
         """Check the manifest, repair and read the output, check (and count) the input,
         showing how far the check is once it takes over a second."""
-        started = self.clock()
         checked = CheckCount()
         watcher = asyncio.create_task(show_check(
             checked, self.config.input.name, self.stream, self.progress_mode(),
@@ -94,7 +94,6 @@ class Job:
             await self.pending.prepare(counter, checked)
         finally:
             await _cancelled([watcher])
-        self.phases["check"] = self.clock() - started
 
     async def adopt(self, done_bits: bytes, prompt_tokens: array[int] | None) -> None:
         """Take a checked shard from the driver: rows already done, prompt tokens by row."""

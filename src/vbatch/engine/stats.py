@@ -81,7 +81,8 @@ class RunStats:
     started: float = 0.0
     finished: float | None = None
     # When the command began, and how long its phases before and after sending took
-    # ("check", "server start", "writing"), for a summary that covers the whole command.
+    # ("setup", "check", "server start", "writing"), for a summary that covers the whole
+    # command.
     command_started: float | None = None
     phases: dict[str, float] = field(default_factory=dict)
 

@@ -79,10 +79,12 @@ class Backend(ABC):
     async def prepare(self, job: Job) -> int | None:
         """Check and count the job's input (rows the builder cannot count are not: no
         tokenizer is loaded for them); returns (and sets) the context rows fit."""
+        started = job.clock()
         counter = await self.counter(job.say) if job.builder.countable else None
         await job.prepare(counter)
         context = self.context(job)
         job.set_context(context)
+        job.phases["check"] = job.clock() - started
         return context
 
     async def _timed_start(self, stack: contextlib.AsyncExitStack, context: int | None,
