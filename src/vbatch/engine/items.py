@@ -2,10 +2,11 @@
 rows in one request.
 
 A pooling request does milliseconds of work, so the server's per-request cost (HTTP, parsing,
-scheduling) dominates: one request per row reached about 0.75 of vLLM's offline ``LLM.embed``
-throughput on the CPU, 16 rows per request 0.96 (``benchmarks/embeddings.py``). The kinds that
-take a list of inputs (embeddings, classify) are packed, ``--inputs-per-request`` rows at a
-time; each row still gets its own record (and its own fingerprint, as if sent alone).
+scheduling) dominates: one request per row reached 0.77 of vLLM's offline ``LLM.embed``
+throughput on a 2-core CPU, 16 rows per request 0.95 (``benchmarks/RESULTS.md``,
+Embeddings). The kinds that take a list of inputs (embeddings, classify) are packed,
+``--inputs-per-request`` rows at a time; each row still gets its own record (and its own
+fingerprint, as if sent alone).
 
 vLLM counts tokens per request, not per input: a packed row's ``usage`` is its share of the
 request's, in proportion to its prompt's length, marked ``"shared_by": N`` (the rows of the

@@ -22,6 +22,7 @@ import orjson
 from vbatch.engine.monitor import LoadMonitor
 from vbatch.engine.stats import RunStats, _duration
 from vbatch.prepare.scan import CheckCount
+from vbatch.terminal import TransientLine
 from vbatch.transport.pool import Server
 
 __all__ = ["MODES", "Progress", "RunGauges", "Snapshot", "show_check"]
@@ -121,10 +122,8 @@ class Progress:
                 tokens_per_s = server_rate if server_rate is not None else tokens_per_s
             servers = [ServerLine(s.url, s.load.running, s.load.waiting, s.load.kv_usage)
                        for s in gauges.servers if s.load is not None]
-        failures = {kind: group.count for kind, group in stats.failures.items()}
         return Snapshot(done, total, stats.failed, rows_per_s, tokens_per_s, eta,
-                        stats.elapsed, in_flight, bound,
-                        failures, servers)
+                        stats.elapsed, in_flight, bound, stats.failure_counts(), servers)
 
     @staticmethod
     def format(snapshot: Snapshot) -> str:
@@ -277,7 +276,7 @@ async def show_check(checked: CheckCount, name: str, stream: TextIO, mode: str,
         return
     started = clock()
     await asyncio.sleep(1.0)
-    live = None
+    live: TransientLine | None = None
     last_log: float | None = None
     try:
         while True:
@@ -285,16 +284,8 @@ async def show_check(checked: CheckCount, name: str, stream: TextIO, mode: str,
             rate = checked.rows / elapsed if elapsed > 0 else 0.0
             text = f"checking {name}: {checked.rows} rows ({rate:.0f} rows/s)"
             if mode == "bar":
-                from rich.console import Console
-                from rich.live import Live
-                from rich.text import Text
-
-                if live is None:
-                    live = Live(console=Console(file=stream, highlight=False), transient=True,
-                                auto_refresh=False)
-                    live.start()
-                live.update(Text("vbatch: " + text, no_wrap=True, overflow="ellipsis"),
-                            refresh=True)
+                live = live or TransientLine(stream)
+                live.show("vbatch: " + text)
             elif last_log is None or clock() - last_log >= log_interval_s:
                 last_log = clock()
                 line = (orjson.dumps({"event": "check", "rows": checked.rows,
@@ -305,4 +296,4 @@ async def show_check(checked: CheckCount, name: str, stream: TextIO, mode: str,
             await asyncio.sleep(0.25)
     finally:
         if live is not None:
-            live.stop()
+            live.close()

@@ -135,6 +135,10 @@ class RunStats:
         else:
             group.count += 1
 
+    def failure_counts(self) -> dict[str, int]:
+        """Failed rows by kind (the summary's keys: type and HTTP status)."""
+        return {kind: group.count for kind, group in self.failures.items()}
+
     def absorb(self, other: RunStats) -> None:
         """Add what ``other`` (a part of this run, e.g. one shard) recorded."""
         self.ok += other.ok

@@ -7,7 +7,7 @@ after an hour, every minute after ten hours, so a week-long run stays a few mega
 ``{"t": <s since the segment started>, "rows_done", "ok", "failed", "failures": {kind: count},
 "in_flight", "bound", "prompt_tokens", "completion_tokens", "servers": [{"url", "running",
 "waiting", "kv_usage", "preemptions", "prompt_tokens", "generation_tokens", "prefix_queries",
-"prefix_hits"}]}``
+"prefix_hits"}]}`` (the fields of :class:`~vbatch.transport.metrics.ServerLoad`)
 
 Server figures are vLLM's ``/metrics`` (counters since the server started; null where a server
 has none). Sampling runs on a timer, never per request.
@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +27,7 @@ import orjson
 
 from vbatch.engine.monitor import LoadMonitor
 from vbatch.engine.stats import RunStats
+from vbatch.transport.metrics import ServerLoad
 from vbatch.transport.pool import Server
 
 __all__ = ["TIMELINE_SUFFIX", "Timeline", "sample_interval", "timeline_path"]
@@ -45,12 +47,11 @@ def sample_interval(age_s: float) -> float:
 
 
 def _server(server: Server) -> dict[str, Any]:
+    """A server's figures: every field of its last :class:`ServerLoad` (null before one)."""
     load = server.load
-    figures: dict[str, Any] = {"url": server.url}
-    for name in ("running", "waiting", "kv_usage", "preemptions", "prompt_tokens",
-                 "generation_tokens", "prefix_queries", "prefix_hits"):
-        figures[name] = getattr(load, name) if load is not None else None
-    return figures
+    if load is None:
+        return {"url": server.url, **dict.fromkeys(f.name for f in fields(ServerLoad))}
+    return {"url": server.url, **asdict(load)}
 
 
 class Timeline:
@@ -93,7 +94,7 @@ class Timeline:
             "rows_done": stats.already_done + stats.done,
             "ok": stats.ok,
             "failed": stats.failed,
-            "failures": {kind: group.count for kind, group in stats.failures.items()},
+            "failures": stats.failure_counts(),
             "in_flight": self.in_flight(),
             "bound": self.bound(),
             "prompt_tokens": stats.prompt_tokens,

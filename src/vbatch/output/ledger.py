@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from vbatch.errors import OutputError, write_failure
-from vbatch.ids import id_hash, repeated_hashes
+from vbatch.ids import hash_array, id_hash, repeated_hashes
 from vbatch.output.atomic import replaced
 
 
@@ -194,8 +194,7 @@ def read_output(path: Path, *, retry_failed: bool) -> OutputState:
     if survey.damaged and not survey.hashes:
         raise OutputError(f"{path}:{survey.first_damaged[0]} is not a vbatch record, nor is any "
                           "line: it was not changed; move it away or choose another -o")
-    hashes = np.frombuffer(survey.hashes, dtype=np.int64) if survey.hashes else np.empty(
-        0, dtype=np.int64)
+    hashes = hash_array(survey.hashes)
     repeated = repeated_hashes(hashes)
     drop_failed = retry_failed and bool(survey.failed_hashes)
     repaired = OutputState(np.empty(0, dtype=np.int64), 0, 0, survey.torn_bytes,
@@ -207,13 +206,11 @@ def read_output(path: Path, *, retry_failed: bool) -> OutputState:
         except OSError as exc:
             raise write_failure(path, exc) from None
         survey = _survey(path)
-        hashes = np.frombuffer(survey.hashes, dtype=np.int64) if survey.hashes else np.empty(
-            0, dtype=np.int64)
+        hashes = hash_array(survey.hashes)
     elif survey.torn_bytes:
         repair_torn_tail(path)
     failed = len(survey.failed_hashes)
-    fingerprints = (np.frombuffer(survey.fingerprints, dtype=np.int64) if survey.fingerprints
-                    else np.empty(0, dtype=np.int64))
+    fingerprints = hash_array(survey.fingerprints)
     return dataclasses.replace(repaired, done_hashes=hashes, ok=hashes.size - failed,
                                failed=failed, done_fingerprints=fingerprints)
 

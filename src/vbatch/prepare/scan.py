@@ -20,7 +20,7 @@ import numpy as np
 
 from vbatch.config import RunConfig
 from vbatch.errors import InputError, RequestError
-from vbatch.ids import id_hash, repeated_hashes
+from vbatch.ids import hash_array, id_hash, repeated_hashes
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.tokens import TokenCounter
 from vbatch.source.prefix import PrefixOrder
@@ -153,12 +153,12 @@ def scan_input(
             counts.flush()
         except RequestError as exc:
             counts, counting_error = None, str(exc)
-    id_hashes = np.frombuffer(hashes, dtype=np.int64) if hashes else np.empty(0, np.int64)
+    id_hashes = hash_array(hashes)
     _refuse_duplicates(config, builder, id_hashes, rows)
     values = counts.values if counts is not None else None
     requests = None
     if prints is not None:
-        requests = np.frombuffer(prints, dtype=np.int64) if prints else np.empty(0, np.int64)
+        requests = hash_array(prints)
     return InputScan(len(hashes), bad, id_hashes, values, asked, counting_error, prefix, requests)
 
 

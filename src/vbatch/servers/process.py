@@ -29,6 +29,7 @@ from vbatch.servers.options import (
     server_command,
     server_environment,
 )
+from vbatch.terminal import TransientLine
 from vbatch.transport.client import HTTPClient
 
 _POLL_S = 0.5
@@ -187,7 +188,7 @@ class ManagedServer:
         """Wait until the server answers /health, showing the time it takes and what it last
         logged: on a terminal one line redrawn in place, else a line every 15 s."""
         started = self.clock()
-        live = _StartupLine(self.stream) if self.stream.isatty() and not self.quiet else None
+        live = TransientLine(self.stream) if self.stream.isatty() and not self.quiet else None
         last_note = started
         assert self.process is not None
         try:
@@ -310,22 +311,3 @@ class ManagedServer:
         if self._watch.done() and not self._watch.cancelled():
             self._watch.result()
 
-
-class _StartupLine:
-    """One line redrawn in place on a terminal, cut to its width, gone when closed."""
-
-    def __init__(self, stream: TextIO):
-        from rich.console import Console
-        from rich.live import Live
-
-        self._live = Live(console=Console(file=stream, highlight=False), transient=True,
-                          auto_refresh=False)
-        self._live.start()
-
-    def show(self, text: str) -> None:
-        from rich.text import Text
-
-        self._live.update(Text(text, no_wrap=True, overflow="ellipsis"), refresh=True)
-
-    def close(self) -> None:
-        self._live.stop()

@@ -17,7 +17,7 @@ import orjson
 
 from vbatch.config import RunConfig
 from vbatch.errors import ConfigError, InputError
-from vbatch.ids import id_hash, repeated_hashes
+from vbatch.ids import hash_array, id_hash, repeated_hashes
 from vbatch.source.readers import open_binary
 from vbatch.source.spool import needs_spool
 
@@ -120,8 +120,7 @@ def check_batch_file(path: Path) -> BatchSummary:
                                  "body must be a JSON object"))
             if line.get("method", "POST") != "POST":
                 problems.append((line_no, "invalid_method", "method must be POST"))
-    problems += _duplicates(path, np.frombuffer(hashes, dtype=np.int64) if hashes
-                            else np.empty(0, np.int64))
+    problems += _duplicates(path, hash_array(hashes))
     if problems:
         raise BatchFileError(path, sorted(problems))
     return BatchSummary(count, generation, pooling)
