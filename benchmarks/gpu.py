@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine import WORK, engine_env, offline_run, served, vbatch_over_http
 from harness import ROOT, machine
 
+from vbatch.defaults import DEFAULT_BATCH_LIMITS
 from vbatch.servers.default_model import prepare_default_model
-from vbatch.servers.options import BATCH_LIMITS, vllm_build
+from vbatch.servers.options import vllm_build
 
 
 def device_name() -> str:
@@ -47,7 +48,7 @@ def main() -> None:
     WORK.mkdir(exist_ok=True)
     model = args.model or str(prepare_default_model())
     build = vllm_build()
-    seqs, batched = BATCH_LIMITS[build]
+    seqs, batched = DEFAULT_BATCH_LIMITS[build]
     context = str(args.max_model_len)
     offline = offline_run(model, args.prompts, "--api", "generate", "--max-tokens",
                           str(args.max_tokens), "--max-num-seqs", str(seqs),

@@ -29,6 +29,54 @@ def test_every_command_and_option_has_help() -> None:
     assert result.returncode == 0 and "--concurrency" in result.stdout
 
 
+# Options that have no default: left out, the server's own applies or the feature is off.
+_NO_DEFAULT = {"system", "template", "extra_body", "max_tokens", "temperature", "top_p", "seed",
+               "api_key", "stats_json", "error_file", "base_url", "stop", "keep", "quiet",
+               "ordered", "retry_failed", "force", "group_by_prefix", "server_args",
+               "endpoints_file", "ray_address"}
+_FIELD_OF = {"retry_delay": "retry_base_delay", "ray_address": "ray_address"}
+
+
+def test_every_option_states_the_default_the_code_uses() -> None:
+    import dataclasses
+
+    from vbatch import RunConfig
+    from vbatch.defaults import DEFAULT_BATCH_LIMITS
+
+    fields = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    command = main.commands["run"]
+    # What the command hands on when no option is given.
+    parsed = command.make_context("run", ["in.jsonl", "-o", "out.jsonl"]).params
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name in ("output", "help"):
+            continue
+        name = _FIELD_OF.get(str(param.name), str(param.name))
+        assert name in fields, f"--{param.name} is no RunConfig field"
+        default = fields[name]
+        given = parsed[str(param.name)]
+        if default in (None, False, ()):
+            assert given in (None, False, ()), f"--{param.name}: {given!r}"
+            assert name in _NO_DEFAULT or "default" in (param.help or ""), (
+                f"--{param.name} does not say what it is when not given")
+        else:
+            assert given == default, f"--{param.name}: {given!r} != {default!r}"
+            assert param.show_default, f"--{param.name} does not show its default"
+    seqs = next(p for p in main.commands["run"].params if p.name == "max_num_seqs")
+    for build, (sequences, _) in DEFAULT_BATCH_LIMITS.items():
+        assert f"{sequences} {build.upper()}" in (getattr(seqs, "help", "") or "")
+
+
+def test_choice_lists_have_one_home() -> None:
+    from vbatch import defaults
+
+    choices = {p.name: tuple(p.type.choices) for p in main.commands["run"].params
+               if isinstance(p.type, click.Choice)}
+    assert choices["on_overflow"] == defaults.ON_OVERFLOW_POLICIES
+    assert choices["on_bad_row"] == defaults.ON_BAD_ROW_POLICIES
+    assert choices["log_format"] == defaults.LOG_FORMATS
+    assert choices["input_format"] == defaults.INPUT_FORMATS
+
+
 def test_python_dash_m_and_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0 and "vbatch" in result.stdout

@@ -9,7 +9,13 @@ import pytest
 
 from vbatch import RunConfig, run
 from vbatch.errors import HTTPStatusError
-from vbatch.prepare.fit import ContextError, fit_row, fitting_context, parse_context_error
+from vbatch.prepare.fit import (
+    ContextError,
+    fit_row,
+    fitting_context,
+    parse_context_error,
+    refit,
+)
 from vbatch.prepare.plan import make_plan
 from vbatch.prepare.tokens import BoundedTokenCounter, token_bound
 
@@ -26,6 +32,26 @@ def test_fit_row_policies() -> None:
     for policy in ("clamp", "skip"):
         assert fit_row(50, 20, 50, policy).problem is not None
     assert fit_row(49, None, 50, "clamp").max_tokens is None
+
+
+def test_refit_lowers_the_field_the_request_gave() -> None:
+    overflow = ContextError(context=512, prompt_tokens=500)
+    body: dict[str, Any] = {"messages": [], "max_completion_tokens": 100}
+    assert refit(body, overflow, None, None, 100) == 12
+    assert body == {"messages": [], "max_completion_tokens": 12}
+    plain: dict[str, Any] = {"prompt": "x", "max_tokens": 100}
+    assert refit(plain, overflow, None, None, 100) == 12
+    assert plain == {"prompt": "x", "max_tokens": 12}
+
+
+def test_refit_uses_our_counts_when_the_server_gives_none() -> None:
+    body: dict[str, Any] = {"max_tokens": 40}
+    # Our count says it fits: the server counted more and did not say: lower by a quarter.
+    assert refit(body, ContextError(), 512, 100, 40) == 30
+    assert body["max_tokens"] == 30
+    assert refit({"max_tokens": 40}, ContextError(), None, 100, 40) is None
+    assert refit({"max_tokens": 40}, ContextError(context=100, prompt_tokens=100), None, None,
+                 40) is None
 
 
 def test_fitting_context_rounds_up_and_caps() -> None:

@@ -118,7 +118,7 @@ def test_options_that_do_not_fit_a_pooling_endpoint_are_refused(tmp_path: Path) 
     with pytest.raises(ConfigError, match="--template makes one prompt"):
         RunConfig(input=tmp_path / "in.jsonl", output=tmp_path / "out.jsonl", endpoint="score",
                   template="{{ a }}")
-    with pytest.raises(ConfigError, match="--embedding-dtype must be one of float32, float16"):
+    with pytest.raises(ConfigError, match="--embedding-dtype must be one of 'float32', 'float16'"):
         RunConfig(input=tmp_path / "in.jsonl", output=tmp_path / "out.jsonl",
                   endpoint="embeddings", embedding_dtype="int8")
 

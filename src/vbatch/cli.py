@@ -18,30 +18,18 @@ import orjson
 from vbatch._version import __version__
 from vbatch.cli_options import managed_server_options, row_options, run_options
 from vbatch.config import RunConfig
-from vbatch.errors import ConfigError, OutputWriteError, ServerError, VbatchError
+from vbatch.errors import EXIT_INTERRUPTED, ConfigError, VbatchError
 from vbatch.testing.simulate import simulate
-
-EXIT_USAGE = 2
-EXIT_SERVER = 3
-EXIT_OUTPUT = 4
-EXIT_INTERRUPTED = 130
 
 
 @contextlib.contextmanager
 def _exit_on_error() -> Iterator[None]:
-    """Print a vbatch error and exit: 3 when a managed server failed, 4 when the output could
-    not be written, else 2."""
+    """Print a vbatch error and exit with its ``exit_code`` (see :mod:`vbatch.errors`)."""
     try:
         yield
-    except ServerError as exc:
-        click.echo(f"vbatch: error: {exc}", err=True)
-        sys.exit(EXIT_SERVER)
-    except OutputWriteError as exc:
-        click.echo(f"vbatch: error: {exc}", err=True)
-        sys.exit(EXIT_OUTPUT)
     except VbatchError as exc:
         click.echo(f"vbatch: error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(exc.exit_code)
 
 
 def _interrupt(signum: int, frame: object) -> None:

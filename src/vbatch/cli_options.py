@@ -11,8 +11,9 @@ from typing import Any
 import click
 import orjson
 
-from vbatch.config import INPUT_FORMATS
+from vbatch.config import parse_concurrency
 from vbatch.defaults import (
+    DEFAULT_BATCH_LIMITS,
     DEFAULT_CONCURRENCY,
     DEFAULT_EMBEDDING_DTYPE,
     DEFAULT_ENDPOINT,
@@ -34,8 +35,13 @@ from vbatch.defaults import (
     DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_STARTUP_TIMEOUT,
     DEFAULT_TENSOR_PARALLEL_SIZE,
+    INPUT_FORMATS,
+    LOG_FORMATS,
+    ON_BAD_ROW_POLICIES,
+    ON_OVERFLOW_POLICIES,
 )
 from vbatch.endpoints import EMBEDDING_DTYPES, ENDPOINTS
+from vbatch.errors import ConfigError
 
 __all__ = ["managed_server_options", "row_options", "run_options"]
 
@@ -50,12 +56,17 @@ def _decorated(
 
 
 def _parse_concurrency(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
-    if value == "auto":
-        return value
     try:
-        return int(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither 'auto' nor a number") from None
+        return parse_concurrency(value)
+    except ConfigError:
+        raise click.BadParameter(f"{value!r} is neither 'auto' nor a whole number of at "
+                                 "least 1") from None
+
+
+def _batch_limit(which: int) -> str:
+    """The managed server's default batch limit ``which`` (0: sequences, 1: tokens) per build."""
+    return ", ".join(f"{limits[which]} {build.upper()}"
+                     for build, limits in DEFAULT_BATCH_LIMITS.items())
 
 
 def _parse_extra_body(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -80,7 +91,8 @@ def managed_server_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--max-model-len",
             type=int,
-            help="Context length of the managed server (default: the model's own).",
+            help="Context length of the managed server (default: sized from the data, the "
+            "longest prompt + max_tokens rounded up, at most the model's own).",
         ),
         click.option(
             "--gpu-memory-utilization",
@@ -99,12 +111,12 @@ def managed_server_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--max-num-seqs",
             type=int,
-            help="Managed server's batch size limit (default: 256 CPU, 1024 GPU).",
+            help=f"Managed server's batch size limit (default: {_batch_limit(0)}).",
         ),
         click.option(
             "--max-num-batched-tokens",
             type=int,
-            help="Managed server's tokens per step (default: 4096 CPU, 16384 GPU).",
+            help=f"Managed server's tokens per step (default: {_batch_limit(1)}).",
         ),
         click.option(
             "--max-restarts",
@@ -162,7 +174,7 @@ def row_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--on-bad-row",
-            type=click.Choice(["fail", "skip"]),
+            type=click.Choice(ON_BAD_ROW_POLICIES),
             default=DEFAULT_ON_BAD_ROW,
             show_default=True,
             help="fail: stop before sending anything; skip: record the row as failed "
@@ -297,7 +309,7 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--on-overflow",
-            type=click.Choice(["clamp", "skip", "fail"]),
+            type=click.Choice(ON_OVERFLOW_POLICIES),
             default=DEFAULT_ON_OVERFLOW,
             show_default=True,
             help="A row whose prompt + max_tokens exceeds the context: clamp its max_tokens, "
@@ -324,7 +336,7 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--log-format",
-            type=click.Choice(["text", "json"]),
+            type=click.Choice(LOG_FORMATS),
             default=DEFAULT_LOG_FORMAT,
             show_default=True,
             help="Progress lines as text, or as JSON objects (one per line, also on a "

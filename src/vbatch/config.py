@@ -32,13 +32,16 @@ from vbatch.defaults import (
     DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_STARTUP_TIMEOUT,
     DEFAULT_TENSOR_PARALLEL_SIZE,
+    INPUT_FORMATS,
+    LOG_FORMATS,
+    ON_BAD_ROW_POLICIES,
+    ON_OVERFLOW_POLICIES,
 )
 from vbatch.endpoints import EMBEDDING_DTYPES, ENDPOINTS
 from vbatch.errors import ConfigError
 
 BadRowPolicy = Literal["fail", "skip"]
 OverflowPolicy = Literal["clamp", "skip", "fail"]
-INPUT_FORMATS = ("jsonl", "csv", "parquet", "arrow", "datasets", "openai-batch")
 API_KEY_ENV_VARS = ("VBATCH_API_KEY", "OPENAI_API_KEY")
 # Number options and the least value each takes (None: any).
 _WHOLE = {"max_tokens": 1, "seed": None, "n": 1, "max_concurrency": 1, "max_retries": 0,
@@ -70,6 +73,23 @@ def _whole(name: str, value: Any, least: int | None) -> int:
     if least is not None and number < least:
         raise ConfigError(f"{name} ({_flag(name)}) must be at least {least}, not {value!r}")
     return number
+
+
+def parse_concurrency(value: Any) -> int | str:
+    """``--concurrency``: ``"auto"``, or a whole number of at least 1 (``"8"`` taken for 8)."""
+    if value == "auto":
+        return "auto"
+    try:
+        return _whole("concurrency", value, 1)
+    except ConfigError:
+        raise ConfigError(f"concurrency (--concurrency) must be 'auto' or a whole number of at "
+                          f"least 1, not {value!r}") from None
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        listed = ", ".join(repr(choice) for choice in choices)
+        raise ConfigError(f"{_flag(name)} must be one of {listed}, not {value!r}")
 
 
 def _real(name: str, value: Any, bounds: tuple[float, bool, float | None]) -> float:
@@ -197,35 +217,16 @@ class RunConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} ({_flag(name)}) must be True or False, "
                                   f"not {getattr(self, name)!r}")
-        if isinstance(self.concurrency, str) and self.concurrency != "auto":
-            object.__setattr__(self, "concurrency", _whole("concurrency", self.concurrency, 1))
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
 
     def _validate(self) -> None:
-        if self.endpoint not in ENDPOINTS:
-            raise ConfigError(f"--endpoint must be one of {', '.join(ENDPOINTS)}, "
-                              f"not {self.endpoint!r}")
-        if self.on_overflow not in ("clamp", "skip", "fail"):
-            raise ConfigError(
-                f"--on-overflow must be 'clamp', 'skip' or 'fail', not {self.on_overflow!r}"
-            )
-        if self.on_bad_row not in ("fail", "skip"):
-            raise ConfigError(f"--on-bad-row must be 'fail' or 'skip', not {self.on_bad_row!r}")
-        if self.input_format is not None and self.input_format not in INPUT_FORMATS:
-            raise ConfigError(
-                f"--input-format must be one of {', '.join(INPUT_FORMATS)}, "
-                f"not {self.input_format!r}"
-            )
-        if self.concurrency != "auto" and (
-            isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int)
-        ):
-            raise ConfigError(f"--concurrency must be 'auto' or a number, not {self.concurrency!r}")
-        if isinstance(self.concurrency, int) and self.concurrency < 1:
-            raise ConfigError(f"--concurrency must be at least 1, got {self.concurrency}")
-        if self.log_format not in ("text", "json"):
-            raise ConfigError(f"--log-format must be 'text' or 'json', not {self.log_format!r}")
-        if self.embedding_dtype not in EMBEDDING_DTYPES:
-            raise ConfigError(f"--embedding-dtype must be one of {', '.join(EMBEDDING_DTYPES)}, "
-                              f"not {self.embedding_dtype!r}")
+        _choice("endpoint", self.endpoint, tuple(ENDPOINTS))
+        _choice("on_overflow", self.on_overflow, ON_OVERFLOW_POLICIES)
+        _choice("on_bad_row", self.on_bad_row, ON_BAD_ROW_POLICIES)
+        if self.input_format is not None:
+            _choice("input_format", self.input_format, INPUT_FORMATS)
+        _choice("log_format", self.log_format, LOG_FORMATS)
+        _choice("embedding_dtype", self.embedding_dtype, tuple(EMBEDDING_DTYPES))
         if self.template is not None and not ENDPOINTS[self.endpoint].countable:
             raise ConfigError(f"--template makes one prompt, but --endpoint {self.endpoint} "
                               "reads a pair of fields from each row (text_1 and text_2, or "

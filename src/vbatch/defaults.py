@@ -1,7 +1,10 @@
-"""Every default of a run, in one table: the library, the CLI and the modules use these names.
+"""Every default and every choice list of a run, in one table: the library, the CLI and the
+modules use these names.
 
-The CLI's ``--help`` shows them, :class:`~vbatch.config.RunConfig` takes them as field defaults,
-and the modules use them in their signatures, so a default changes here and nowhere else.
+The CLI's ``--help`` is built from them, :class:`~vbatch.config.RunConfig` takes them as field
+defaults and checks its choices against them, and the modules use them in their signatures, so
+a default changes here and nowhere else (``tests/test_cli.py`` checks that every option's help
+states the default the code uses).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "DEFAULT_BATCH_LIMITS",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_EMBEDDING_DTYPE",
     "DEFAULT_ENDPOINT",
@@ -24,7 +28,6 @@ __all__ = [
     "DEFAULT_N",
     "DEFAULT_ON_BAD_ROW",
     "DEFAULT_ON_OVERFLOW",
-    "DEFAULT_POOL_SIZE",
     "DEFAULT_PROMPT_FIELD",
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_RETRY_BASE_DELAY",
@@ -32,7 +35,17 @@ __all__ = [
     "DEFAULT_STARTUP_TIMEOUT",
     "DEFAULT_START_CONCURRENCY",
     "DEFAULT_TENSOR_PARALLEL_SIZE",
+    "INPUT_FORMATS",
+    "LOG_FORMATS",
+    "ON_BAD_ROW_POLICIES",
+    "ON_OVERFLOW_POLICIES",
 ]
+
+# The choices of the options that take one of a list.
+INPUT_FORMATS: Final = ("jsonl", "csv", "parquet", "arrow", "datasets", "openai-batch")
+ON_BAD_ROW_POLICIES: Final = ("fail", "skip")
+ON_OVERFLOW_POLICIES: Final = ("clamp", "skip", "fail")
+LOG_FORMATS: Final = ("text", "json")
 
 DEFAULT_ENDPOINT: Final = "chat"
 DEFAULT_EMBEDDING_DTYPE: Final = "float32"
@@ -51,8 +64,6 @@ DEFAULT_CONCURRENCY: Final = "auto"
 DEFAULT_MAX_CONCURRENCY = 1024
 # Where ``--concurrency auto`` starts; the controller then follows the server's load.
 DEFAULT_START_CONCURRENCY = 256
-# Connections of one client when no concurrency says otherwise.
-DEFAULT_POOL_SIZE = 256
 DEFAULT_MAX_RETRIES = 6
 DEFAULT_RETRY_BASE_DELAY = 0.5
 DEFAULT_REQUEST_TIMEOUT = 600.0
@@ -63,3 +74,8 @@ DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 DEFAULT_TENSOR_PARALLEL_SIZE = 1
 DEFAULT_MAX_RESTARTS = 3
 DEFAULT_STARTUP_TIMEOUT = 1200.0
+# The managed server's batch limits, (--max-num-seqs, --max-num-batched-tokens) by vLLM build,
+# set on purpose (vLLM's API server and offline LLM default to different ones). CPU: 128
+# sequences finished make run's job as fast as 256 and gave its first record earlier
+# (benchmarks/cpu_settings.py); on a GPU, offline LLM's 1,024 / 16,384.
+DEFAULT_BATCH_LIMITS: Final = {"cpu": (128, 4096), "gpu": (1024, 16384)}

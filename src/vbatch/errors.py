@@ -1,35 +1,86 @@
-"""The exception tree of vbatch.
+"""The exception tree of vbatch, by where a failure happens.
 
-Everything vbatch raises on purpose derives from :class:`VbatchError`::
+Everything vbatch raises on purpose derives from :class:`VbatchError`; each class carries the
+``exit_code`` the CLI exits with when it ends a command (``vbatch.EXIT_*``)::
 
-    VbatchError
-    ├── ConfigError              an option or combination of options is wrong
-    │   └── ManifestMismatchError  resuming with different generation parameters
-    ├── InputError               a row of the input is malformed (names file, line, field)
-    ├── OutputError              the output file cannot be used for resume
-    │   ├── OutputLockedError    another run is writing the same output
-    │   └── OutputWriteError     writing the output failed midway (disk full, ...): exit 4
-    ├── RunStoppedError          vbatch.generate/agenerate was stopped before every row was done
-    ├── ServerError              the managed vLLM server failed
-    │   ├── ServerStartError     it exited or hung while starting (with its log's last lines)
-    │   ├── ServerDiedError      it died more often than --max-restarts allows
-    │   └── RunAbortedError      the first requests all failed the same way: sending stopped
-    ├── RequestError             one request failed; recorded in the output, never ends a run
-    │   ├── TransportError       connection refused/dropped, timeout (retried)
-    │   │   ├── ConnectError
-    │   │   └── RequestTimeout
-    │   ├── InvalidResponseError the server answered something that is not an OpenAI response
-    │   ├── HTTPStatusError      the server answered 4xx/5xx (408, 429, 5xx retried)
-    │   └── ContextOverflowError a row does not fit the model's context (see vbatch.prepare.fit)
+    VbatchError                      exit
+    ├── ConfigError                  2  an option or combination of options is wrong
+    │   └── ManifestMismatchError    2  resuming with different generation parameters
+    ├── InputError                   2  a row of the input is malformed (file, line, field)
+    ├── OutputError                  2  the output cannot be used (not vbatch's, damaged)
+    │   ├── OutputLockedError        2  another run is writing the same output
+    │   └── OutputWriteError         4  writing failed midway (disk full, ...); a rerun resumes
+    ├── ServerError                  3  a vLLM server that vbatch manages failed
+    │   ├── ServerStartError         3  it exited or hung while starting (its log's last lines)
+    │   └── ServerDiedError          3  it died more often than --max-restarts allows
+    ├── RunAbortedError              3  sending stopped: the first requests all failed the same
+    │                                   way (wrong model or key), or no server answered for
+    │                                   --max-downtime; a rerun sends the rows left
+    ├── RunStoppedError            130  vbatch.generate/agenerate/stream stopped before every
+    │                                   row was done (Ctrl-C, RunControl.stop)
+    └── RequestError                    one request failed: recorded in the output as the
+        │                               row's ``error.type``; never ends a run
+        ├── TransportError              connection refused or dropped, timeout (retried)
+        │   ├── ConnectError
+        │   └── RequestTimeout
+        ├── InvalidResponseError        the server's 2xx answer is not an OpenAI response
+        ├── HTTPStatusError             the server answered 4xx/5xx (408, 429, 5xx retried)
+        └── ContextOverflowError        a row does not fit the model's context
 
-aiohttp and OS errors are translated into these at the HTTP client boundary only.
+Foreign errors are translated at one boundary each: aiohttp's in
+:func:`vbatch.transport.network.map_network_errors`, OS errors of writing in
+:func:`write_failure`.
 """
 
 from __future__ import annotations
 
+__all__ = [
+    "EXIT_FAILED_ROWS",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_OUTPUT",
+    "EXIT_SERVER",
+    "EXIT_USAGE",
+    "ConfigError",
+    "ConnectError",
+    "ContextOverflowError",
+    "HTTPStatusError",
+    "InputError",
+    "InvalidResponseError",
+    "ManifestMismatchError",
+    "OutputError",
+    "OutputLockedError",
+    "OutputWriteError",
+    "RequestError",
+    "RequestTimeout",
+    "RunAbortedError",
+    "RunStoppedError",
+    "ServerDiedError",
+    "ServerError",
+    "ServerStartError",
+    "TransportError",
+    "VbatchError",
+]
+
+# The exit statuses of the CLI.
+EXIT_OK = 0
+# Some rows failed or have no record (every row was tried or the run ended early).
+EXIT_FAILED_ROWS = 1
+# Bad options, input or output: nothing was sent.
+EXIT_USAGE = 2
+# A server failed, or sending was aborted: a rerun resumes.
+EXIT_SERVER = 3
+# The output could not be written: a rerun resumes.
+EXIT_OUTPUT = 4
+# Stopped by Ctrl-C or SIGTERM: a rerun resumes.
+EXIT_INTERRUPTED = 130
+
 
 class VbatchError(Exception):
-    """Base class of every error vbatch raises on purpose."""
+    """Base class of every error vbatch raises on purpose; ``exit_code`` is the CLI's exit
+    status when the error ends a command."""
+
+    exit_code = EXIT_USAGE
 
 
 class ConfigError(VbatchError):
@@ -71,6 +122,8 @@ class OutputWriteError(OutputError):
     """The output (or a rewrite of it) could not be written: a full disk, a file too large,
     a read-only file system. What was written before stays valid; a rerun resumes."""
 
+    exit_code = EXIT_OUTPUT
+
 
 def write_failure(path: object, error: OSError) -> OutputWriteError:
     """The error to raise when writing ``path`` failed with ``error``."""
@@ -84,9 +137,13 @@ class RunStoppedError(VbatchError):
     """A run of the Python API was stopped (Ctrl-C, :meth:`RunControl.stop`) before every row
     had a record; the records written so far stay in its ``cache``."""
 
+    exit_code = EXIT_INTERRUPTED
+
 
 class ServerError(VbatchError):
-    """The vLLM server that vbatch manages failed."""
+    """A vLLM server that vbatch manages failed."""
+
+    exit_code = EXIT_SERVER
 
 
 class ServerStartError(ServerError):
@@ -97,10 +154,13 @@ class ServerDiedError(ServerError):
     """The server died during the run more often than ``--max-restarts`` allows."""
 
 
-class RunAbortedError(ServerError):
-    """The first requests of a run all failed for one reason and none succeeded (a wrong
-    model, a rejected key, a dead server): vbatch stopped sending. The rows not recorded
-    are sent by the same command once the cause is fixed."""
+class RunAbortedError(VbatchError):
+    """vbatch stopped sending: the first requests of the run all failed for one reason and
+    none succeeded (a wrong model, a rejected key, a dead server), or no server answered for
+    ``--max-downtime`` seconds. Running or managed servers alike; the rows not recorded are
+    sent by the same command once the cause is fixed."""
+
+    exit_code = EXIT_SERVER
 
 
 class RequestError(VbatchError):

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vbatch.api.results import in_input_order, shaped_like
 from vbatch.api.rows import Spooled, input_kind, spool_rows
@@ -28,9 +28,13 @@ from vbatch.engine.control import RunControl
 from vbatch.engine.report import RunResult
 from vbatch.errors import ConfigError, RunStoppedError
 from vbatch.loops import in_own_thread
+from vbatch.options import RunOptions, with_run_options
 from vbatch.output.formats import output_format
 from vbatch.runner import arun
 from vbatch.transport.base import Transport
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["agenerate", "generate", "stream"]
 
@@ -105,12 +109,13 @@ async def _run(call: _Call, control: RunControl) -> RunResult:
     return result
 
 
+@with_run_options
 async def agenerate(rows: Any, *, cache: str | Path | None = None,
                     output: str | Path | None = None, progress: bool = True,
                     transport: Transport | None = None, _control: RunControl | None = None,
-                    **options: Any) -> Any:
+                    **options: Unpack[RunOptions]) -> Any:
     """:func:`generate` on the running event loop."""
-    call = _Call.of(rows, cache, output, progress, transport, options)
+    call = _Call.of(rows, cache, output, progress, transport, dict(options))
     control = _control or RunControl()
     task = asyncio.current_task()
     if task is not None:
@@ -122,8 +127,10 @@ async def agenerate(rows: Any, *, cache: str | Path | None = None,
         call.close()
 
 
+@with_run_options
 def generate(rows: Any, *, cache: str | Path | None = None, output: str | Path | None = None,
-             progress: bool = True, transport: Transport | None = None, **options: Any) -> Any:
+             progress: bool = True, transport: Transport | None = None,
+             **options: Unpack[RunOptions]) -> Any:
     """Run every row through the model and give the records back shaped like ``rows``.
 
     ``rows``: prompts (``str``) or rows (``dict``, like a JSONL line: ``prompt``, ``messages``,
@@ -182,16 +189,17 @@ class _Backlog:
         return taken
 
 
+@with_run_options
 async def stream(rows: Any, *, cache: str | Path | None = None,
                  output: str | Path | None = None, progress: bool = False,
                  transport: Transport | None = None,
-                 **options: Any) -> AsyncIterator[dict[str, Any]]:
+                 **options: Unpack[RunOptions]) -> AsyncIterator[dict[str, Any]]:
     """Each record as it is written (completion order; ``index`` says the row), for rows and
     options as :func:`generate` takes them. With ``cache``, the records it already holds for
     these rows come first (a row whose request changed, resent with ``force=True``, comes
     again with its new record). A consumer that falls behind holds the run back, so memory
     stays bounded; leaving the loop early stops the run."""
-    call = _Call.of(rows, cache, output, progress, transport, options)
+    call = _Call.of(rows, cache, output, progress, transport, dict(options))
     backlog = _Backlog(limit=_BACKLOG)
     control = RunControl(on_record=backlog.put, ready=backlog.ready)
     task = asyncio.create_task(_run(call, control))

@@ -11,10 +11,17 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from vbatch.defaults import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_MAX_RESTARTS,
+    DEFAULT_STARTUP_TIMEOUT,
+    DEFAULT_TENSOR_PARALLEL_SIZE,
+)
 from vbatch.servers.default_model import cache_dir, resolve_model
 from vbatch.servers.options import ServerOptions
 from vbatch.servers.process import ManagedServer, free_port
@@ -23,18 +30,32 @@ __all__ = ["Server"]
 
 
 class Server:
-    """A vLLM server of ``model`` (the embedded default model when None) on loopback, without
-    an API key; ``options`` are :class:`~vbatch.servers.options.ServerOptions`' (``max_model_len``,
-    ``gpu_memory_utilization``, ``max_num_seqs``, ``extra_args`` for ``vllm serve`` flags, ...).
-    Use as a context manager (sync or async), or :meth:`start` and :meth:`stop`."""
+    """A vLLM server of ``model`` (the embedded default model when None; with ``pooling``, the
+    embedded pooling model and vLLM's pooling runner) on loopback, without an API key. The
+    options are the managed server's options of a run (``vbatch run --help``): None leaves the
+    choice to vbatch (the CPU's batch limits, the model's context); ``extra_args`` are
+    ``vllm serve`` flags. Use as a context manager (sync or async), or :meth:`start` and
+    :meth:`stop`."""
 
     def __init__(self, model: str | None = None, *, port: int | None = None,
-                 log_path: str | Path | None = None, quiet: bool = False, **options: Any):
+                 log_path: str | Path | None = None, quiet: bool = False,
+                 pooling: bool = False, max_model_len: int | None = None,
+                 gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+                 tensor_parallel_size: int = DEFAULT_TENSOR_PARALLEL_SIZE,
+                 max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
+                 startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+                 max_restarts: int = DEFAULT_MAX_RESTARTS, extra_args: Sequence[str] = ()):
         self._model = model
         self._port = port
         self._log_path = Path(log_path) if log_path is not None else None
         self._quiet = quiet
-        self._options = options
+        self._pooling = pooling
+        self._options: dict[str, Any] = {
+            "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
+            "tensor_parallel_size": tensor_parallel_size, "max_num_seqs": max_num_seqs,
+            "max_num_batched_tokens": max_num_batched_tokens,
+            "startup_timeout": startup_timeout, "max_restarts": max_restarts,
+            "extra_args": tuple(extra_args)}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: ManagedServer | None = None
@@ -57,10 +78,11 @@ class Server:
         """Start the server and wait until it serves (minutes, the first time on a CPU)."""
         if self._server is not None:
             return self
-        model, served_name = resolve_model(self._model)
+        model, served_name = resolve_model(self._model, self._pooling)
         port = self._port or free_port("127.0.0.1")
         options = ServerOptions(
             model=model, served_model_name=served_name, port=port,
+            runner="pooling" if self._pooling else None,
             log_path=self._log_path or cache_dir() / "logs" / f"server-{port}.log",
             **self._options)
         loop = asyncio.new_event_loop()

@@ -20,8 +20,8 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from vbatch.defaults import (
+    DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
-    DEFAULT_POOL_SIZE,
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_SHUTDOWN_GRACE,
 )
@@ -38,7 +38,7 @@ from vbatch.errors import (
     TransportError,
 )
 from vbatch.output.records import failed_record, ok_record, sent_record
-from vbatch.prepare.fit import ContextError, fits, parse_context_error
+from vbatch.prepare.fit import ContextError, parse_context_error, refit
 
 _MAX_BACKOFF_S = 60.0
 _MAX_RETRY_AFTER_S = 600.0
@@ -79,7 +79,7 @@ class Dispatcher:
         *,
         kind: EndpointKind,
         n: int = 1,
-        concurrency: int = DEFAULT_POOL_SIZE,
+        concurrency: int = DEFAULT_MAX_CONCURRENCY,
         max_retries: int = DEFAULT_MAX_RETRIES,
         retry_base_delay: float = DEFAULT_RETRY_BASE_DELAY,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
@@ -329,20 +329,14 @@ class Dispatcher:
         return True
 
     def _refit(self, item: WorkItem, overflow: ContextError) -> bool:
-        """Clamp ``item`` to what the context the server reported leaves; False if it can't."""
-        context = overflow.context or self.context
-        prompt = overflow.prompt_tokens or item.prompt_tokens
-        if not self.clamp or context is None or prompt is None or not fits(prompt, None, context):
-            return False
-        clamped = context - prompt
-        asked = item.max_tokens
-        if asked is not None and clamped >= asked:
-            # The server counts more prompt tokens than we did and did not say how many.
-            clamped = asked - max(1, asked // 4)
-        if clamped < 1:
+        """Clamp ``item`` to what the context the server reported leaves (the fit rule's
+        :func:`~vbatch.prepare.fit.refit`); False if it can't."""
+        if not self.clamp:
             return False
         body = orjson.loads(item.body)
-        body["max_tokens"] = clamped
+        clamped = refit(body, overflow, self.context, item.prompt_tokens, item.max_tokens)
+        if clamped is None:
+            return False
         item.body = orjson.dumps(body)
         item.max_tokens = clamped
         item.fields = {**(item.fields or {}), "clamped_max_tokens": clamped}

@@ -11,7 +11,7 @@ import orjson
 
 from vbatch.config import RunConfig
 from vbatch.engine.stats import RunStats
-from vbatch.errors import write_failure
+from vbatch.errors import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, write_failure
 from vbatch.output.formats import OutputFormat, output_format
 
 __all__ = ["Final", "RunResult", "report_run"]
@@ -44,10 +44,12 @@ class RunResult:
         130 when interrupted. With ``failures_are_lines`` (an OpenAI Batch run, as ``vllm
         run-batch``), a failed row is an error line of the output: 0 when every row has one."""
         if self.interrupted:
-            return 130
+            return EXIT_INTERRUPTED
         stats = self.stats
         failed = stats.failed or stats.already_failed
-        return 1 if stats.missing or (failed and not self.failures_are_lines) else 0
+        if stats.missing or (failed and not self.failures_are_lines):
+            return EXIT_FAILED_ROWS
+        return EXIT_OK
 
 
 def report_run(config: RunConfig, result: RunResult, say: Callable[[str], None],

@@ -16,6 +16,7 @@ from vbatch.config import RunConfig
 from vbatch.endpoints.passthrough import Passthrough
 from vbatch.errors import InputError
 from vbatch.prepare.builder import RequestBuilder, fingerprint_of
+from vbatch.prepare.fit import budget_field
 from vbatch.source.openai_batch import BATCH_ROUTES
 from vbatch.source.readers import RawRow
 
@@ -82,14 +83,14 @@ class BatchRequestBuilder(RequestBuilder):
     def max_tokens_of(self, content: dict[str, Any]) -> int | None:
         """The ``max_tokens`` (or ``max_completion_tokens``) the line asks for."""
         body = content["body"]
-        asked = body.get(_asked_field(body))
+        asked = body.get(budget_field(body))
         return asked if isinstance(asked, int) and not isinstance(asked, bool) else None
 
     def body(self, content: dict[str, Any], max_tokens: int | None = None) -> bytes:
         """The line's body as JSON, with ``max_tokens`` lowered when the line was clamped."""
         body = content["body"]
         if max_tokens is not None and max_tokens != self.max_tokens_of(content):
-            body = {**body, _asked_field(body): max_tokens}
+            body = {**body, budget_field(body): max_tokens}
         return orjson.dumps(body)
 
     def fingerprint(self, content: dict[str, Any]) -> int:
@@ -98,13 +99,6 @@ class BatchRequestBuilder(RequestBuilder):
 
     def request_fingerprint(self, content: dict[str, Any], body: bytes, clamped: bool) -> int:
         return self.fingerprint(content)
-
-
-def _asked_field(body: dict[str, Any]) -> str:
-    """The field a body gives its output limit in (``max_tokens`` unless it only gives
-    ``max_completion_tokens``)."""
-    return "max_completion_tokens" if body.get("max_tokens") is None and body.get(
-        "max_completion_tokens") is not None else "max_tokens"
 
 
 def _plain(message: Any) -> bool:

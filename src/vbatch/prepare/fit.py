@@ -19,7 +19,7 @@ import math
 import re
 from array import array
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -75,6 +75,34 @@ def fit_row(prompt_tokens: int, max_tokens: int | None, context: int, policy: st
         f"{prompt_tokens} prompt tokens + max_tokens {max_tokens} = "
         f"{prompt_tokens + max_tokens} > the context of {context}"
     ))
+
+
+def budget_field(body: dict[str, Any]) -> str:
+    """The field a request body gives its output limit in: ``max_tokens``, unless it gives
+    only ``max_completion_tokens`` (an OpenAI Batch line may)."""
+    return "max_completion_tokens" if body.get("max_tokens") is None and body.get(
+        "max_completion_tokens") is not None else "max_tokens"
+
+
+def refit(body: dict[str, Any], overflow: ContextError, context: int | None,
+          prompt_tokens: int | None, asked: int | None) -> int | None:
+    """Clamp ``body`` (in place) after the server refused it with the context error
+    ``overflow``: the output limit it may ask for in the context the server reported (else
+    ``context``) after the prompt it counted (else ``prompt_tokens``, ours), set in the field
+    the body gave it in (:func:`budget_field`). None when it cannot fit: no numbers, or not
+    even the prompt fits."""
+    context = overflow.context or context
+    prompt = overflow.prompt_tokens or prompt_tokens
+    if context is None or prompt is None or not fits(prompt, None, context):
+        return None
+    clamped = context - prompt
+    if asked is not None and clamped >= asked:
+        # The server counts more prompt tokens than we did and did not say how many.
+        clamped = asked - max(1, asked // 4)
+    if clamped < 1:
+        return None
+    body[budget_field(body)] = clamped
+    return clamped
 
 
 def fitting_context(longest_need: int, model_context: int | None, step: int = 256) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from vbatch.config import RunConfig
 from vbatch.defaults import (
+    DEFAULT_BATCH_LIMITS,
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_MAX_RESTARTS,
     DEFAULT_STARTUP_TIMEOUT,
@@ -20,10 +21,6 @@ from vbatch.errors import ConfigError
 from vbatch.servers.cpu import DtypeChoice, choose_dtype, cpu_info
 
 VLLM_ENTRY = ("-m", "vllm.entrypoints.openai.api_server")
-# Batch limits set on purpose (vLLM's API server and offline LLM default to different ones).
-# CPU: 128 sequences finished make run's job as fast as 256 and gave its first record
-# earlier (benchmarks/cpu_settings.py); on a GPU, offline LLM's 1,024 / 16,384.
-BATCH_LIMITS = {"cpu": (128, 4096), "gpu": (1024, 16384)}
 # The options of a run (RunConfig) that are options of its managed servers, by the same name.
 RUN_SERVER_OPTIONS = ("max_model_len", "gpu_memory_utilization", "tensor_parallel_size",
                       "max_num_seqs", "max_num_batched_tokens", "startup_timeout", "max_restarts")
@@ -135,7 +132,7 @@ def server_command(options: ServerOptions, port: int) -> list[str]:
     dtype = dtype_choice(options)
     if dtype is not None:
         command += ["--dtype", dtype.dtype]
-    default_seqs, default_tokens = BATCH_LIMITS[build]
+    default_seqs, default_tokens = DEFAULT_BATCH_LIMITS[build]
     if not _given(extra, "--max-num-seqs"):
         command += ["--max-num-seqs", str(options.max_num_seqs or default_seqs)]
     if not _given(extra, "--max-num-batched-tokens"):

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from vbatch.defaults import DEFAULT_POOL_SIZE, DEFAULT_REQUEST_TIMEOUT
+from vbatch.defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_REQUEST_TIMEOUT
 from vbatch.errors import HTTPStatusError, InvalidResponseError
 from vbatch.transport.base import Transport
 from vbatch.transport.network import NetworkTransport
@@ -73,7 +73,7 @@ class HTTPClient:
         base: str,
         *,
         api_key: str | None = None,
-        pool_size: int = DEFAULT_POOL_SIZE,
+        pool_size: int = DEFAULT_MAX_CONCURRENCY,
         timeout: float = DEFAULT_REQUEST_TIMEOUT,
         credentials: str | None = None,
         transport: Transport | None = None,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
-from vbatch.defaults import DEFAULT_POOL_SIZE, DEFAULT_REQUEST_TIMEOUT
+from vbatch.defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_REQUEST_TIMEOUT
 from vbatch.errors import ConnectError, RequestTimeout, TransportError
 from vbatch.transport.base import RawResponse
 
@@ -33,7 +33,8 @@ class NetworkTransport:
     ``headers`` (when given) go with every request without being passed each time."""
 
     def __init__(self, *, headers: Mapping[str, str] | None = None,
-                 pool_size: int = DEFAULT_POOL_SIZE, timeout: float = DEFAULT_REQUEST_TIMEOUT):
+                 pool_size: int = DEFAULT_MAX_CONCURRENCY,
+                 timeout: float = DEFAULT_REQUEST_TIMEOUT):
         self._headers = headers
         self._pool_size = pool_size
         self._timeout = timeout

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vbatch.config import normalize_base_url
-from vbatch.defaults import DEFAULT_POOL_SIZE, DEFAULT_REQUEST_TIMEOUT
+from vbatch.defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_REQUEST_TIMEOUT
 from vbatch.errors import ConfigError, HTTPStatusError, RequestError, TransportError
 from vbatch.transport.base import Transport
 from vbatch.transport.client import HTTPClient
@@ -66,7 +66,7 @@ class Server:
 
 
 def connect(root: str, api: str, *, api_key: str | None = None, credentials: str | None = None,
-            weight: float = 1.0, pool_size: int = DEFAULT_POOL_SIZE,
+            weight: float = 1.0, pool_size: int = DEFAULT_MAX_CONCURRENCY,
             timeout: float = DEFAULT_REQUEST_TIMEOUT, transport: Transport | None = None
             ) -> Server:
     """The server at ``root`` whose OpenAI API is at ``api``; ``credentials``
