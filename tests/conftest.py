@@ -3,6 +3,7 @@ vLLM server, and helpers to drive them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -85,6 +86,10 @@ def start_simulator(*args: str, port: int = 0) -> SimulatorProcess:
     return SimulatorProcess(process, line.rsplit(" ", 1)[1].strip())
 
 
+# Every setting of the simulator, at its default.
+SIM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SimConfig)}
+
+
 @pytest.fixture(scope="session")
 def simulator_session() -> Iterator[SimulatorProcess]:
     sim = start_simulator()
@@ -94,13 +99,9 @@ def simulator_session() -> Iterator[SimulatorProcess]:
 
 @pytest.fixture
 def simulator(simulator_session: SimulatorProcess) -> SimulatorProcess:
-    """The shared simulator, reset to defaults for each test."""
-    simulator_session.configure(
-        latency=0.0, token_latency=0.0, capacity=0, completion_tokens=16, fail_first=0,
-        fail_status=503, error_rate=0.0, retry_after=None, drop_rate=0.0, slow_rate=0.0,
-        max_model_len=2048, model="sim-model", api_key=None, tokenize_scale=1.0,
-        context_error_style="vllm-0.32", metrics=True, answer_style="content",
-    )
+    """The shared simulator, every setting reset to its default for each test."""
+    answer = simulator_session.configure(**SIM_DEFAULTS)
+    assert {name: answer.get(name, value) for name, value in SIM_DEFAULTS.items()} == SIM_DEFAULTS
     simulator_session.reset()
     return simulator_session
 

@@ -13,6 +13,7 @@ from vbatch.endpoints import ENDPOINTS
 from vbatch.engine.dispatch import Dispatcher, backoff_delay
 from vbatch.engine.items import WorkItem
 from vbatch.errors import HTTPStatusError
+from vbatch.settings import SendPolicy
 
 from .conftest import InProcessServer, SimulatorProcess, read_jsonl, write_jsonl
 
@@ -153,8 +154,8 @@ def test_dispatcher_bound_in_process(concurrency: int) -> None:
     items = (WorkItem(str(i), i, b"bad" if i == 3 else b"{}") for i in range(200))
 
     async def main() -> None:
-        dispatcher = Dispatcher(server, "/chat/completions", records.append, kind=ENDPOINTS["chat"],
-                                concurrency=concurrency)
+        dispatcher = Dispatcher(server, "/chat/completions", records.append, ENDPOINTS["chat"],
+                                SendPolicy(concurrency=concurrency))
         await dispatcher.run(items)
 
     asyncio.run(main())
@@ -168,8 +169,8 @@ def test_stop_abandons_in_flight_after_grace() -> None:
     records: list[dict[str, Any]] = []
 
     async def main() -> Dispatcher:
-        dispatcher = Dispatcher(server, "/x", records.append, kind=ENDPOINTS["chat"], concurrency=4,
-                                shutdown_grace=0.2)
+        dispatcher = Dispatcher(server, "/x", records.append, ENDPOINTS["chat"],
+                                SendPolicy(concurrency=4, shutdown_grace=0.2))
         asyncio.get_running_loop().call_later(0.1, dispatcher.stop)
         await asyncio.wait_for(dispatcher.run(WorkItem(str(i), i, b"{}") for i in range(100)), 5)
         return dispatcher

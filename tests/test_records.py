@@ -34,9 +34,13 @@ def test_reasoning_tool_calls_and_full_usage_are_kept(fake_server: InProcessServ
 def test_plain_answers_carry_no_extra_fields(fake_server: InProcessServer, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", rows(3))
     out = tmp_path / "out.jsonl"
-    fake_server.run(RunConfig(input=source, output=out, base_url=fake_server.url, max_tokens=8,
-                              quiet=True))
-    for record in read_jsonl(out):
+    result = fake_server.run(RunConfig(input=source, output=out, base_url=fake_server.url,
+                                       max_tokens=8, quiet=True))
+    assert result.stats.ok == 3
+    records = read_jsonl(out)
+    assert len(records) == 3
+    for record in records:
+        assert record["status"] == "ok" and record["text"]
         assert not {"reasoning", "tool_calls", "refusal", "logprobs"} & set(record)
 
 

@@ -278,18 +278,6 @@ class RunConfig:
         """Whether the run talks to running servers (else vbatch starts one)."""
         return bool(self.base_urls) or self.endpoints_file is not None
 
-    @property
-    def pool_size(self) -> int:
-        """Most requests that can ever be in flight."""
-        return self.concurrency if isinstance(self.concurrency, int) else self.max_concurrency
-
-    @property
-    def resolved_shard_dir(self) -> Path:
-        """Where a Ray run's shard outputs go: ``--shard-dir``, else ``OUTPUT.shards``."""
-        if self.shard_dir is not None:
-            return self.shard_dir
-        return self.output.with_name(self.output.name + ".shards")
-
     def generation_params(self) -> dict[str, Any]:
         """The options that decide what a row's result is; a resumed run must match them."""
         return {

@@ -1,8 +1,10 @@
 """``run()`` / ``arun()``: the whole job, from the input file to the finished output.
 
-The runner takes the output's lock, copies an input that can be read only once, chooses the
-backend (:func:`~vbatch.servers.factory.make_backend`), prepares the job and executes it; a
-``--ray`` run goes to :mod:`vbatch.distributed`, imported only then.
+The runner is the one boundary where the user's :class:`~vbatch.RunConfig` becomes the run's
+settings (:func:`~vbatch.settings.settle`): it names the output's files, takes the output's
+lock, copies an input that can be read only once, checks a batch file, and hands the settings
+to a :class:`~vbatch.steps.Run`; a ``--ray`` run goes to :mod:`vbatch.distributed`, imported
+only then.
 """
 
 from __future__ import annotations
@@ -17,19 +19,16 @@ from typing import Any, TextIO
 
 from vbatch.config import RunConfig
 from vbatch.engine.control import RunControl
-from vbatch.engine.job import Job
-from vbatch.engine.report import Final, RunResult
+from vbatch.engine.report import RunResult
 from vbatch.errors import ConfigError
 from vbatch.loops import event_loop_runner, in_own_thread, loop_is_running
-from vbatch.output.formats import output_format
-from vbatch.output.formats.openai_batch import OpenAIBatch
 from vbatch.output.lock import OutputLock
 from vbatch.output.paths import check_output_path
 from vbatch.output.records import RECORD_FIELDS
-from vbatch.prepare.factory import request_builder
-from vbatch.servers.factory import make_backend
-from vbatch.source.openai_batch import as_batch_run, check_batch_file, pooling_run
+from vbatch.settings import OutputPaths, batch_input, settle, source_of
+from vbatch.source.openai_batch import batch_pooling, check_batch_file
 from vbatch.source.spool import spooled
+from vbatch.steps import Run
 from vbatch.transport.base import Transport
 
 __all__ = ["RunResult", "arun", "run"]
@@ -82,24 +81,22 @@ async def arun(
     clashes = RECORD_FIELDS.intersection(config.keep)
     if clashes:
         raise ConfigError(f"--keep {sorted(clashes)[0]}: that name is a field of the output")
-    config = as_batch_run(config)
-    fmt = OpenAIBatch(config.error_file) if config.openai_batch else output_format(config.output)
-    check_output_path(config, fmt)
-    final = Final(fmt, config.output)
-    journaled = config.replace(output=fmt.journal(config.output))
-    with OutputLock(journaled.output), spooled(journaled) as readable:
-        if readable.openai_batch:
-            summary = await asyncio.to_thread(check_batch_file, readable.input)
-            readable = pooling_run(readable, summary)
-        if readable.ray:
+    batch = batch_input(config)
+    paths = OutputPaths.of(config, batch)
+    check_output_path(paths.final, paths.records, config.input, paths.stats_json)
+    source = source_of(config, paths, batch)
+    with OutputLock(paths.records), contextlib.ExitStack() as copies:
+        if source.copied:
+            copies.enter_context(spooled(source.given, source.path))
+        pooling = False
+        if batch:
+            summary = await asyncio.to_thread(check_batch_file, source.path)
+            pooling = batch_pooling(summary, config.input, config.remote, config.model)
+        settings = settle(config, paths, source, pooling)
+        if config.ray:
             from vbatch.distributed.driver import run_on_ray
 
-            return await run_on_ray(readable, handle_signals, stream, clock, final)
-        backend = make_backend(readable, stream, transport)
-        async with contextlib.AsyncExitStack() as stack:
-            await backend.resolve(stack)
-            job = Job(readable, request_builder(readable, backend.request_model), stream, clock,
-                      final=final, control=control, started=command_started)
-            job.phases["setup"] = clock() - command_started
-            started = await backend.connect(stack, job)
-            return await job.execute(started.pool, handle_signals, started.recover)
+            return await run_on_ray(settings, handle_signals, stream, clock)
+        steps = Run(settings, stream, clock, transport=transport, control=control,
+                    started=command_started)
+        return await steps.execute(handle_signals)

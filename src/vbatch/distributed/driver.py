@@ -18,25 +18,23 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
-from vbatch.config import RunConfig
 from vbatch.distributed.worker import LiveCounts, ShardWorker, WorkerPlan
 from vbatch.engine.job import Job, install_signal_handlers
 from vbatch.engine.progress import Progress
-from vbatch.engine.report import Final, RunResult
+from vbatch.engine.report import RunResult
 from vbatch.engine.stats import RunStats
-from vbatch.engine.timeline import Timeline, timeline_path
+from vbatch.engine.timeline import Timeline
 from vbatch.errors import ConfigError, VbatchError
 from vbatch.output.manifest import write_manifest
 from vbatch.output.merge import done_bits, merge_shards
-from vbatch.prepare.factory import request_builder
-from vbatch.servers.factory import make_backend
+from vbatch.settings import RunSettings, SourceSettings
 from vbatch.source.prefix import check_groupable
 from vbatch.source.shards import Shard, plan_shards
+from vbatch.steps import Run
 from vbatch.transport.pool import read_endpoints_file
 
 _POLL_S = 0.5
@@ -61,49 +59,57 @@ class _Prepared:
     context: int | None
 
 
-async def run_on_ray(config: RunConfig, handle_signals: bool, stream: TextIO,
-                     clock: Callable[[], float], final: Final | None = None) -> RunResult:
-    """Run ``config`` over Ray actors (see the module docstring)."""
+async def run_on_ray(settings: RunSettings, handle_signals: bool, stream: TextIO,
+                     clock: Callable[[], float]) -> RunResult:
+    """Run over Ray actors (see the module docstring)."""
     ray = import_ray()
-    if config.group_by_prefix:
-        check_groupable(config.input, config.input_format)
-    # Each worker groups its own shards' rows; the driver only checks them.
-    checked = config.replace(group_by_prefix=False)
+    source = settings.source
+    if source.group_by_prefix:
+        check_groupable(source.path, source.format)
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(address=settings.options.ray_address, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
     try:
-        backend = make_backend(config, stream)
+        steps = Run(_checked(settings), stream, clock)
         async with contextlib.AsyncExitStack() as stack:
-            await backend.resolve(stack)
-            job = Job(checked, request_builder(config, backend.request_model), stream, clock,
-                      final=final)
+            await steps.resolve(stack)
+            job = steps.job()
             await _merge_left_over(job)
-            context = await backend.prepare(job)
-        prepared = _Prepared(job, backend.request_model, context)
-        return await _RayRun(ray, config, prepared, handle_signals).run()
+            context = await steps.check(job)
+        prepared = _Prepared(job, steps.backend.request_model, context)
+        return await _RayRun(ray, settings, prepared, handle_signals).run()
     finally:
         if started_here:
             ray.shutdown()
 
 
+def _checked(settings: RunSettings) -> RunSettings:
+    """The settings the driver checks the input with: each worker groups its own shards' rows
+    by prefix; the driver only checks them."""
+    source = settings.source
+    return RunSettings(settings.options,
+                       SourceSettings(source.path, source.format, source.given, source.id_field,
+                                      source.on_bad_row, group_by_prefix=False),
+                       settings.paths, settings.send, settings.openai_batch, settings.pooling)
+
+
 async def _merge_left_over(job: Job) -> None:
     """Merge the shard outputs an earlier run left (its driver or node died) into the output."""
-    config = job.config
-    shard_dir = config.resolved_shard_dir
+    records, shard_dir = job.paths.records, job.paths.shards
     if shard_dir.is_dir():
-        merged = await asyncio.to_thread(merge_shards, config.output, shard_dir)
-        job.say(f"merged {merged} records left in {shard_dir} by an earlier run into "
-                f"{config.output}")
+        merged = await asyncio.to_thread(merge_shards, records, shard_dir)
+        job.say(f"merged {merged} records left in {shard_dir} by an earlier run into {records}")
 
 
 class _RayRun:
     """The driver's loop: actors, shard hand-out, merged progress, the final merge."""
 
-    def __init__(self, ray: Any, config: RunConfig, prepared: _Prepared, handle_signals: bool):
+    def __init__(self, ray: Any, settings: RunSettings, prepared: _Prepared,
+                 handle_signals: bool):
         self.ray = ray
-        self.config = config
+        self.settings = settings
+        self.config = settings.options
         self.job = prepared.job
         self.prepared = prepared
         self.handle_signals = handle_signals
@@ -125,28 +131,28 @@ class _RayRun:
         return max(1, sum(1 for node in self.ray.nodes() if node.get("Alive")))
 
     async def run(self) -> RunResult:
-        job, config = self.job, self.config
+        job, config, paths = self.job, self.config, self.settings.paths
+        source = self.settings.source
         total = job.total
         workers = self._worker_count()
         shard_rows = config.shard_rows or min(
             _MAX_SHARD_ROWS, max(_MIN_SHARD_ROWS, math.ceil(total / (workers * _SHARDS_PER_WORKER)))
         )
-        shards = await asyncio.to_thread(plan_shards, config.input, config.input_format,
-                                         shard_rows)
+        shards = await asyncio.to_thread(plan_shards, source.path, source.format, shard_rows)
         mask = job.pending.done_mask
-        write_manifest(config.output, config.input, job.params)
+        write_manifest(paths.records, source.path, job.params)
         todo = deque(s for s in shards if _has_work(mask, s))
         workers = min(workers, len(todo))
         job.say_resuming()
         job.say(f"{len(todo)} shards of up to {shard_rows} rows for {workers} Ray workers; "
-                f"shard outputs in {config.resolved_shard_dir}")
-        plan = WorkerPlan(_absolute(config), self.prepared.request_model, self.prepared.context,
-                          config.resolved_shard_dir.resolve(), self._replicas_per_node(workers))
+                f"shard outputs in {paths.shards}")
+        plan = WorkerPlan(self.settings.absolute(), self.prepared.request_model,
+                          self.prepared.context, self._replicas_per_node(workers))
         stats = job.new_stats()
         finished = RunStats(clock=job.clock)
         progress = Progress(stats, job.stream, mode=job.progress_mode())
-        timeline = Timeline(timeline_path(job.final.path if job.final else config.output),
-                            stats, None, [], lambda: None, lambda: None, job.say)
+        timeline = Timeline(paths.timeline or paths.records, stats, None, [], lambda: None,
+                            lambda: None, job.say)
         self.actors = await self._start_actors(plan, workers) if todo else []
         interrupted = False
         restore = install_signal_handlers(self._interrupt) if self.handle_signals else None
@@ -168,15 +174,15 @@ class _RayRun:
             stats.finish()
             timeline.close()
             progress.close()
-        merged = await asyncio.to_thread(merge_shards, config.output, config.resolved_shard_dir)
-        job.say(f"merged {merged} records from the shard outputs into {config.output}")
+        merged = await asyncio.to_thread(merge_shards, paths.records, paths.shards)
+        job.say(f"merged {merged} records from the shard outputs into {paths.records}")
         final = job.new_stats()
         final.absorb(finished)
         # Shard outputs left by an earlier, killed run were merged too.
         final.already_done += max(0, merged - finished.done)
         final.started, final.finished = stats.started, stats.finished
         result = RunResult(final, interrupted=interrupted or self.stopping,
-                           failures_are_lines=config.openai_batch)
+                           failures_are_lines=self.settings.openai_batch)
         job.finish(result)
         return result
 
@@ -278,16 +284,6 @@ class _RayRun:
         for actor in actors:
             with contextlib.suppress(Exception):
                 self.ray.kill(actor)
-
-
-def _absolute(config: RunConfig) -> RunConfig:
-    """``config`` with its paths absolute: workers run in other directories and machines."""
-    changes: dict[str, Any] = {"input": config.input.resolve(), "output": config.output.resolve()}
-    if config.endpoints_file is not None:
-        changes["endpoints_file"] = config.endpoints_file.resolve()
-    if config.model is not None and Path(config.model).is_dir():
-        changes["model"] = str(Path(config.model).resolve())
-    return config.replace(**changes)
 
 
 def _has_work(mask: bytes, shard: Shard) -> bool:

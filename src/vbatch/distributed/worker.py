@@ -16,27 +16,25 @@ import socket
 import time
 from array import array
 from dataclasses import dataclass
-from pathlib import Path
 
-from vbatch.config import RunConfig
 from vbatch.engine.job import Job
 from vbatch.engine.report import RunResult
 from vbatch.engine.stats import RunStats
-from vbatch.prepare.factory import request_builder
-from vbatch.servers.backend import Recover, Replica
-from vbatch.servers.factory import make_backend
+from vbatch.output.formats.jsonl import JsonLines
+from vbatch.servers.backend import Replica, Started
+from vbatch.settings import OutputPaths, RunSettings
 from vbatch.source.shards import Shard
-from vbatch.transport.pool import ServerPool
+from vbatch.steps import Run
 
 
 @dataclass(frozen=True)
 class WorkerPlan:
-    """What every worker of a run shares: options, the model's name, context and shard dir."""
+    """What every worker of a run shares: settings (their paths absolute), the model's name,
+    the context."""
 
-    config: RunConfig
+    settings: RunSettings
     request_model: str
     context: int | None
-    shard_dir: Path
     replicas_per_node: int
 
 
@@ -55,30 +53,27 @@ class ShardWorker:
     def __init__(self, plan: WorkerPlan, replica: int):
         self.plan = plan
         self.replica = replica
-        self.config = plan.config.replace(quiet=True, stats_json=None, ordered=False)
+        self._run = Run(plan.settings, io.StringIO(), time.monotonic,
+                        request_model=plan.request_model, report=False)
         self._stack = contextlib.AsyncExitStack()
-        self._pool: ServerPool | None = None
-        self._recover: Recover | None = None
+        self._started: Started | None = None
         self._job: Job | None = None
         self._stopping = False
 
     async def start(self) -> str:
         """Start the server (or connect to the endpoints); returns where this worker runs."""
-        backend = make_backend(self.config, io.StringIO())
-        await backend.resolve(self._stack)
+        await self._run.resolve(self._stack)
         replica = Replica(self.replica, self.plan.replicas_per_node)
-        started = await backend.start(self._stack, self.plan.context, replica)
-        self._pool, self._recover = started.pool, started.recover
+        started = self._started = await self._run.start(self._stack, self.plan.context, replica)
         urls = ", ".join(server.url for server in started.pool.servers)
         return f"{socket.gethostname()} ({urls})"
 
     async def run_shard(self, shard: Shard, done_bits: bytes,
                         prompt_tokens: array[int] | None) -> RunResult:
         """Run the rows of ``shard`` not marked in ``done_bits``."""
-        assert self._pool is not None, "start() first"
-        config = self.config.replace(output=self.plan.shard_dir / f"{shard.name}.jsonl")
-        job = Job(config, request_builder(config, self.plan.request_model), io.StringIO(),
-                  time.monotonic, shard=shard)
+        assert self._started is not None, "start() first"
+        records = self.plan.settings.paths.shards / f"{shard.name}.jsonl"
+        job = self._run.job(shard, OutputPaths.for_shard(records, JsonLines()))
         await job.adopt(done_bits, prompt_tokens)
         job.set_context(self.plan.context)
         self._job = job
@@ -86,7 +81,7 @@ class ShardWorker:
             return RunResult(RunStats(clock=time.monotonic, total_rows=shard.rows),
                              interrupted=True)
         try:
-            return await job.execute(self._pool, False, self._recover)
+            return await self._run.send(job, self._started, False)
         finally:
             self._job = None
 

@@ -19,12 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from vbatch.defaults import (
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_RETRY_BASE_DELAY,
-    DEFAULT_SHUTDOWN_GRACE,
-)
+from vbatch.defaults import DEFAULT_N
 from vbatch.endpoints import EndpointKind
 from vbatch.engine.breaker import CircuitBreaker
 from vbatch.engine.concurrency import ConcurrencyLimit
@@ -39,6 +34,7 @@ from vbatch.errors import (
 )
 from vbatch.output.records import failed_record, ok_record, sent_record
 from vbatch.prepare.fit import ContextError, parse_context_error, refit
+from vbatch.settings import SendPolicy
 
 _MAX_BACKOFF_S = 60.0
 _MAX_RETRY_AFTER_S = 600.0
@@ -67,8 +63,10 @@ def backoff_delay(attempt: int, base: float, retry_after: float | None) -> float
 class Dispatcher:
     """Sends every work item under a concurrency bound and hands each record to ``sink``.
 
-    ``concurrency`` workers run; with ``bound``, they also wait for a slot of that
-    adjustable context (adaptive concurrency).
+    ``policy.pool_size`` workers run; with ``bound``, they also wait for a slot of that
+    adjustable limit (adaptive concurrency). ``policy`` also says how often a request is
+    retried, how long the servers may stay silent, the shutdown grace and whether a row the
+    server refuses for its context is clamped.
     """
 
     def __init__(
@@ -76,20 +74,15 @@ class Dispatcher:
         client: Poster,
         route: str,
         sink: RecordSink,
-        *,
         kind: EndpointKind,
-        n: int = 1,
-        concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        retry_base_delay: float = DEFAULT_RETRY_BASE_DELAY,
-        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        policy: SendPolicy,
+        *,
+        n: int = DEFAULT_N,
         clock: Callable[[], float] = time.monotonic,
         recover: Callable[[], Awaitable[bool]] | None = None,
         context: int | None = None,
-        clamp: bool = True,
         bound: ConcurrencyLimit | None = None,
         breaker: CircuitBreaker | None = None,
-        max_downtime: float | None = None,
         gate: Callable[[], Awaitable[None]] | None = None,
     ):
         self.client = client
@@ -97,17 +90,17 @@ class Dispatcher:
         self.sink = sink
         self.kind = kind
         self.n = n
-        self.concurrency = concurrency
-        self.max_retries = max_retries
-        self.retry_base_delay = retry_base_delay
-        self.shutdown_grace = shutdown_grace
+        self.concurrency = policy.pool_size
+        self.max_retries = policy.max_retries
+        self.retry_base_delay = policy.retry_base_delay
+        self.shutdown_grace = policy.shutdown_grace
         self.clock = clock
         self.recover = recover
         self.context = context
-        self.clamp = clamp
+        self.clamp = policy.clamp
         self.bound = bound
         self.breaker = breaker
-        self.max_downtime = max_downtime
+        self.max_downtime = policy.max_downtime
         self.gate = gate
         self.down = False
         self._last_answer = clock()
@@ -115,7 +108,8 @@ class Dispatcher:
         self.interrupted = False
         self._stop = asyncio.Event()
         self._abandon = asyncio.Event()
-        self._queue: asyncio.Queue[WorkItem | Pack | None] = asyncio.Queue(maxsize=2 * concurrency)
+        self._queue: asyncio.Queue[WorkItem | Pack | None] = asyncio.Queue(
+            maxsize=2 * self.concurrency)
 
     def stop(self) -> None:
         """Stop taking rows; in-flight requests get ``shutdown_grace`` seconds to finish.
@@ -321,7 +315,7 @@ class Dispatcher:
 
     def _down_too_long(self) -> bool:
         """Whether no server has answered for ``max_downtime`` seconds; then stop the run."""
-        if self.max_downtime is None or self.clock() - self._last_answer < self.max_downtime:
+        if self.clock() - self._last_answer < self.max_downtime:
             return False
         if not self.down:
             self.down = True

@@ -9,7 +9,6 @@ from array import array
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TextIO
 
-from vbatch.config import RunConfig
 from vbatch.defaults import DEFAULT_START_CONCURRENCY
 from vbatch.engine.breaker import CircuitBreaker
 from vbatch.engine.concurrency import AdaptiveController, ConcurrencyLimit
@@ -19,14 +18,15 @@ from vbatch.engine.items import Pack, WorkItem, packed
 from vbatch.engine.monitor import LoadMonitor
 from vbatch.engine.pending import PendingRows
 from vbatch.engine.progress import Progress, RunGauges, show_check
-from vbatch.engine.report import Final, RunResult, report_run
+from vbatch.engine.report import RunResult, report_run
 from vbatch.engine.stats import RunStats
-from vbatch.engine.timeline import Timeline, timeline_path
+from vbatch.engine.timeline import Timeline
 from vbatch.output.manifest import write_manifest
 from vbatch.output.writer import ResultWriter
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.scan import CheckCount
 from vbatch.prepare.tokens import TokenCounter
+from vbatch.settings import OutputPaths, RunSettings
 from vbatch.source.shards import Shard
 from vbatch.transport.pool import ServerPool
 
@@ -35,29 +35,35 @@ _LAST_POLL_S = 2.0
 
 
 class Job:
-    """A run of ``config`` with requests built by ``builder`` (over one ``shard`` of the input
-    for a Ray worker): prepare, then execute; the driver of a Ray run only prepares."""
+    """A run of ``settings`` with requests built by ``builder`` (over one ``shard`` of the
+    input, its records in ``paths``, for a Ray worker): prepare, then execute; the driver of a
+    Ray run only prepares. ``report``: the job finishes the output the user named (its final
+    file, timeline, ``--stats-json``)."""
 
     def __init__(
         self,
-        config: RunConfig,
+        settings: RunSettings,
         builder: RequestBuilder,
         stream: TextIO,
         clock: Callable[[], float],
         shard: Shard | None = None,
-        final: Final | None = None,
+        paths: OutputPaths | None = None,
         control: RunControl | None = None,
         started: float | None = None,
+        report: bool = True,
     ):
-        self.config = config
-        self.final = final
+        self.settings = settings
+        self.options = settings.options
+        self.paths = paths or settings.paths
+        self.report = report
         self.control = control
         self.builder = builder
         self.stream = stream
         self.clock = clock
         self.shard = shard
-        self.params = {**config.generation_params(), "model": builder.model}
-        self.pending = PendingRows(config, builder, self.params, self.say, shard)
+        self.params = {**self.options.generation_params(), "model": builder.model}
+        self.pending = PendingRows(settings, self.paths.records, builder, self.params, self.say,
+                                   shard)
         self.context: int | None = None
         self.stats: RunStats | None = None
         self._dispatcher: Dispatcher | None = None
@@ -70,7 +76,7 @@ class Job:
 
     def say(self, text: str) -> None:
         """A progress message on the stream (above the live view), unless quiet."""
-        if self.config.quiet:
+        if self.options.quiet:
             return
         if self._progress is not None:
             self._progress.say(text)
@@ -88,8 +94,8 @@ class Job:
         showing how far the check is once it takes over a second."""
         checked = CheckCount()
         watcher = asyncio.create_task(show_check(
-            checked, self.config.input.name, self.stream, self.progress_mode(),
-            self.config.log_every, self.clock))
+            checked, self.settings.source.given.name, self.stream, self.progress_mode(),
+            self.options.log_every, self.clock))
         try:
             await self.pending.prepare(counter, checked)
         finally:
@@ -111,13 +117,12 @@ class Job:
         recover: Callable[[], Awaitable[bool]] | None,
     ) -> RunResult:
         """Send every row not yet recorded and write the records."""
-        config = self.config
         if self.shard is None:
-            write_manifest(config.output, config.input, self.params)
+            write_manifest(self.paths.records, self.settings.source.path, self.params)
         stats = self.new_stats()
         self.stats = stats
         self.say_resuming()
-        writer = ResultWriter(config.output, clock=self.clock)
+        writer = ResultWriter(self.paths.records, clock=self.clock)
         writer.open()
 
         watcher = self.control.on_record if self.control is not None else None
@@ -128,11 +133,12 @@ class Job:
             if watcher is not None:
                 watcher(record)
 
+        send = self.settings.send
         controller = self._controller(stats)
         dispatcher = self._dispatcher = self._make_dispatcher(pool, sink, recover, controller)
         monitor = LoadMonitor(pool.load, self.clock)
         gauges = RunGauges(lambda: dispatcher.in_flight,
-                           lambda: controller.bound.limit if controller else config.pool_size,
+                           lambda: controller.bound.limit if controller else send.pool_size,
                            monitor, pool.servers)
         progress, timeline = self._observers(stats, gauges)
         stats.start()
@@ -169,7 +175,7 @@ class Job:
                 for sample in controller.trace
             ]
         result = RunResult(stats, interrupted=dispatcher.interrupted and not dispatcher.aborted,
-                           failures_are_lines=config.openai_batch)
+                           failures_are_lines=self.settings.openai_batch)
         self.finish(result)
         dispatcher.raise_if_aborted()
         return result
@@ -179,18 +185,18 @@ class Job:
         the user named (none for a Ray worker's shard)."""
         mode = "quiet" if self.pending.already >= self.total else self.progress_mode()
         progress = self._progress = Progress(stats, self.stream, mode=mode,
-                                             log_interval_s=self.config.log_every,
+                                             log_interval_s=self.options.log_every,
                                              gauges=gauges)
-        if self.final is None:
+        if not self.report or self.paths.timeline is None:
             return progress, None
-        return progress, Timeline(timeline_path(self.final.path), stats, gauges.monitor,
+        return progress, Timeline(self.paths.timeline, stats, gauges.monitor,
                                   gauges.servers, gauges.in_flight, gauges.bound, self.say)
 
     def _work(self) -> Iterable[WorkItem | Pack | dict[str, Any]]:
         """What the dispatcher sends: the rows still to do, in packs where the endpoint kind
         takes several inputs per request (``--inputs-per-request``)."""
         work = self.pending.work(self.context)
-        size = self.config.inputs_per_request
+        size = self.options.inputs_per_request
         return packed(work, size) if self.builder.kind.packs and size > 1 else work
 
     def _controller(self, stats: RunStats) -> AdaptiveController | None:
@@ -198,25 +204,21 @@ class Job:
         requests finish in milliseconds, so vLLM's running and waiting gauges (sampled once a
         second) stay near zero and say nothing of its load; the bound is fixed at
         ``--max-concurrency``."""
-        config = self.config
-        if config.concurrency != "auto" or config.pooling:
+        send = self.settings.send
+        if not send.adaptive or self.settings.pooling:
             return None
-        bound = ConcurrencyLimit(min(DEFAULT_START_CONCURRENCY, config.max_concurrency))
-        return AdaptiveController(bound, maximum=config.max_concurrency, clock=self.clock,
+        bound = ConcurrencyLimit(min(DEFAULT_START_CONCURRENCY, send.max_concurrency))
+        return AdaptiveController(bound, maximum=send.max_concurrency, clock=self.clock,
                                   done=lambda: stats.done)
 
     def _make_dispatcher(self, pool: ServerPool, sink: Callable[[dict[str, Any]], None],
                          recover: Callable[[], Awaitable[bool]] | None,
                          controller: AdaptiveController | None) -> Dispatcher:
-        config = self.config
         return Dispatcher(
-            pool, self.builder.route, sink, kind=self.builder.kind, n=config.n,
-            concurrency=config.pool_size, max_retries=config.max_retries,
-            retry_base_delay=config.retry_base_delay, shutdown_grace=config.shutdown_grace,
-            clock=self.clock, recover=recover, context=self.context,
-            clamp=config.on_overflow == "clamp",
+            pool, self.builder.route, sink, self.builder.kind, self.settings.send,
+            n=self.options.n, clock=self.clock, recover=recover, context=self.context,
             bound=controller.bound if controller is not None else None,
-            breaker=CircuitBreaker(), max_downtime=config.max_downtime,
+            breaker=CircuitBreaker(),
             gate=self.control.ready if self.control is not None else None,
         )
 
@@ -229,10 +231,10 @@ class Job:
         """Say how many rows the output already holds, if any."""
         if self.pending.already >= self.total:
             self.say(f"nothing to send: all {self.total} rows already have a record in "
-                     f"{self.config.output}")
+                     f"{self.paths.records}")
         elif self.pending.already:
             self.say(f"resuming: {self.pending.already} of {self.total} rows are already in "
-                     f"{self.config.output}")
+                     f"{self.paths.records}")
 
     def new_stats(self) -> RunStats:
         """Statistics for a run of this job, with what earlier runs did."""
@@ -244,15 +246,16 @@ class Job:
     def progress_mode(self) -> str:
         """``bar`` on a terminal, ``log`` lines otherwise (``json`` lines with --log-format
         json), ``quiet`` with --quiet."""
-        if self.config.quiet:
+        if self.options.quiet:
             return "quiet"
-        if self.config.log_format == "json":
+        if self.options.log_format == "json":
             return "json"
         return "bar" if self.stream.isatty() else "log"
 
     def finish(self, result: RunResult) -> None:
         """Order the output (``--ordered``), write ``--stats-json`` and print the summary."""
-        report_run(self.config, result, self.say, self.stream, self.final)
+        report_run(self.paths, self.options.quiet, result, self.say, self.stream,
+                   final=self.report)
 
 async def _cancelled(tasks: list[asyncio.Task[Any]]) -> None:
     """Cancel ``tasks`` and wait until they have stopped."""

@@ -7,11 +7,11 @@ import asyncio
 from array import array
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vbatch.config import RunConfig
 from vbatch.engine.items import WorkItem
 from vbatch.engine.resume import replace_changed, say_repairs
 from vbatch.engine.work import work_items
@@ -23,6 +23,7 @@ from vbatch.prepare.fit import not_fitting
 from vbatch.prepare.plan import ids_of
 from vbatch.prepare.scan import CheckCount, InputScan, RowSource, scan_input
 from vbatch.prepare.tokens import TokenCounter
+from vbatch.settings import RunSettings
 from vbatch.source.prefix import check_groupable
 from vbatch.source.readers import read_rows
 from vbatch.source.shards import Shard, read_shard
@@ -31,19 +32,21 @@ __all__ = ["PendingRows"]
 
 
 class PendingRows:
-    """The rows of ``config``'s input (of ``shard``) and which of them are done; ``params``
-    are the generation parameters the output's manifest must match."""
+    """The rows of the run's input (of ``shard``) and which of them the output ``records``
+    already holds; ``params`` are the generation parameters the output's manifest must match."""
 
-    def __init__(self, config: RunConfig, builder: RequestBuilder, params: dict[str, Any],
-                 say: Callable[[str], None], shard: Shard | None = None):
-        self._config = config
+    def __init__(self, settings: RunSettings, records: Path, builder: RequestBuilder,
+                 params: dict[str, Any], say: Callable[[str], None], shard: Shard | None = None):
+        self._options = settings.options
+        self._source = source = settings.source
+        self._records = records
         self._builder = builder
         self._params = params
         self._say = say
         self._shard = shard
         self._rows: RowSource = (
-            partial(read_shard, config.input, config.input_format, shard) if shard is not None
-            else partial(read_rows, config.input, config.input_format)
+            partial(read_shard, source.path, source.format, shard) if shard is not None
+            else partial(read_rows, source.path, source.format)
         )
         self._first_row = shard.first_row if shard is not None else 0
         self._scan: InputScan | None = None
@@ -78,28 +81,29 @@ class PendingRows:
     def max_tokens(self) -> int | np.ndarray | None:
         """The ``max_tokens`` rows ask for: the run's, or each row's own (0: none)."""
         if self._scan is None or self._scan.asked_tokens is None:
-            return self._config.max_tokens
+            return self._options.max_tokens
         return np.asarray(self._scan.asked_tokens, dtype=np.int64)
 
     async def prepare(self, counter: TokenCounter | None, checked: CheckCount | None = None
                       ) -> None:
         """Check the manifest, repair and read the output, check (and count) the input
         (``checked`` counts the rows as they are checked)."""
-        config = self._config
-        check_manifest(config.output, self._params, force=config.force)
-        state = read_output(config.output, retry_failed=config.retry_failed)
-        say_repairs(state, config.output, self._say)
-        if config.group_by_prefix:
-            check_groupable(config.input, config.input_format)
+        options, source, records = self._options, self._source, self._records
+        check_manifest(records, self._params, force=options.force)
+        state = read_output(records, retry_failed=options.retry_failed)
+        say_repairs(state, records, self._say)
+        if source.group_by_prefix:
+            check_groupable(source.path, source.format)
         counting = " and counting prompt tokens" if counter is not None else ""
-        self._say(f"checking {config.input}{counting}")
-        scan = await asyncio.to_thread(scan_input, config, self._builder, counter, self._rows,
+        self._say(f"checking {source.path}{counting}")
+        scan = await asyncio.to_thread(scan_input, source, self._builder, counter, self._rows,
                                        bool(state.done_hashes.size), checked)
         self._follow_prefix_order(scan)
         if scan.counting_error:
             self._say(f"counting prompt tokens failed ({scan.counting_error}); rows are not "
                      "fitted to the context before sending")
-        state = replace_changed(config, self._builder, scan, state, self._say)
+        state = replace_changed(source, records, options.force, self._builder, scan, state,
+                                self._say)
         self._mask, self.already = done_mask(scan.id_hashes, state)
         self.already_failed = state.failed
         scan.id_hashes = np.empty(0, np.int64)
@@ -113,11 +117,11 @@ class PendingRows:
         """
         assert self._shard is not None, "adopt() runs a shard"
         rows = self._shard.rows
-        state = read_output(self._config.output, retry_failed=False)
-        say_repairs(state, self._config.output, self._say)
+        state = read_output(self._records, retry_failed=False)
+        say_repairs(state, self._records, self._say)
         done = np.unpackbits(np.frombuffer(done_bits, np.uint8), count=rows).astype(bool)
-        if state.done_hashes.size or self._config.group_by_prefix:
-            scan = await asyncio.to_thread(scan_input, self._config, self._builder, None,
+        if state.done_hashes.size or self._source.group_by_prefix:
+            scan = await asyncio.to_thread(scan_input, self._source, self._builder, None,
                                            self._rows)
             if state.done_hashes.size:
                 done |= np.isin(scan.id_hashes, state.done_hashes)
@@ -131,22 +135,22 @@ class PendingRows:
         """With ``--group-by-prefix``, read the rows in the order the scan found."""
         if scan.prefix_order is not None:
             order = scan.prefix_order.order()
-            self._rows = partial(scan.prefix_order.rows, self._config.input, order,
+            self._rows = partial(scan.prefix_order.rows, self._source.path, order,
                                  self._first_row)
 
     def check_fit(self, context: int | None) -> None:
         """With ``--on-overflow fail``, stop before sending when rows do not fit ``context``."""
-        config = self._config
+        options = self._options
         counts = self.prompt_tokens
-        if context is None or counts is None or config.on_overflow != "fail":
+        if context is None or counts is None or options.on_overflow != "fail":
             return
         offending = not_fitting(counts, self.max_tokens, context)
         if offending.size:
-            shown = ids_of(config, self._builder, offending, counts)
+            shown = ids_of(self._source, self._builder, offending, counts)
             listed = ", ".join(f"{row_id} ({tokens} tokens)" for row_id, tokens in shown)
             more = f" and {offending.size - len(shown)} more" if offending.size > len(shown) else ""
             asked = ("their own max_tokens" if self._builder.asks_per_row
-                     else f"max_tokens {config.max_tokens}")
+                     else f"max_tokens {options.max_tokens}")
             raise ConfigError(
                 f"{offending.size} rows do not fit a context of {context} tokens with {asked}: "
                 f"{listed}{more}. Nothing was sent. Use "
@@ -156,5 +160,5 @@ class PendingRows:
     def work(self, context: int | None) -> Iterator[WorkItem | dict[str, Any]]:
         """A work item (or a ready failed record) for each row not done, fitted to ``context``."""
         counts = self._scan.prompt_tokens if self._scan is not None else None
-        return work_items(self._config, self._builder, self._rows(), self._mask,
+        return work_items(self._options, self._builder, self._rows(), self._mask,
                           self._first_row, counts, context)

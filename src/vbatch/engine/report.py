@@ -4,30 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 import orjson
 
-from vbatch.config import RunConfig
 from vbatch.engine.stats import RunStats
 from vbatch.errors import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, write_failure
-from vbatch.output.formats import OutputFormat, output_format
+from vbatch.settings import OutputPaths
 
-__all__ = ["Final", "RunResult", "report_run"]
-
-
-@dataclass(frozen=True)
-class Final:
-    """The file the user asked for and its format; the run's records go to its journal."""
-
-    format: OutputFormat
-    path: Path
-
-    @classmethod
-    def of(cls, output: Path) -> Final:
-        """The final file of a run whose records are written to ``output`` itself."""
-        return cls(output_format(output), output)
+__all__ = ["RunResult", "report_run"]
 
 
 @dataclass
@@ -52,32 +37,32 @@ class RunResult:
         return EXIT_OK
 
 
-def report_run(config: RunConfig, result: RunResult, say: Callable[[str], None],
-               stream: TextIO, final: Final | None = None) -> None:
-    """Finish the output (``--ordered``, its format: ``final``), write ``--stats-json``, print
-    the summary."""
-    final = final or Final.of(config.output)
-    if not result.interrupted:
-        if config.ordered or final.path != config.output:
-            order = " in input order" if config.ordered else ""
-            say(f"writing {final.path}{order}")
+def report_run(paths: OutputPaths, quiet: bool, result: RunResult, say: Callable[[str], None],
+               stream: TextIO, final: bool = True) -> None:
+    """Finish the output: with ``final``, its file in its format (``--ordered``) and
+    ``--stats-json``; then print the summary."""
+    records = paths.records
+    if final and not result.interrupted:
+        if paths.ordered or paths.final != records:
+            order = " in input order" if paths.ordered else ""
+            say(f"writing {paths.final}{order}")
         writing = result.stats.clock()
-        final.format.finish(config.output, final.path, config.ordered)
+        paths.format.finish(records, paths.final, paths.ordered)
         result.stats.phases["writing"] = result.stats.clock() - writing
-    if config.stats_json is not None:
+    if final and paths.stats_json is not None:
         try:
-            config.stats_json.write_bytes(
+            paths.stats_json.write_bytes(
                 orjson.dumps(result.stats.to_dict(), option=orjson.OPT_INDENT_2)
             )
         except OSError as exc:
-            raise write_failure(config.stats_json, exc) from None
-    if not config.quiet:
+            raise write_failure(paths.stats_json, exc) from None
+    if not quiet:
         stream.write(result.stats.summary_text() + "\n")
     failed = result.stats.failed + result.stats.already_failed
     if result.failures_are_lines and failed and not result.interrupted:
-        where = config.error_file or final.path
+        where = paths.error_file or paths.final
         say(f"{failed} requests failed: their error lines are in {where}; the exit status is "
             "0 since every request has a line, as with vllm run-batch")
     if result.interrupted:
         say(f"interrupted: {result.stats.done} rows recorded this run, kept in "
-                 f"{config.output}. Run the same command again to resume.")
+            f"{records}. Run the same command again to resume.")

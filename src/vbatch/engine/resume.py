@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vbatch.config import RunConfig
 from vbatch.errors import ConfigError
 from vbatch.output.ledger import OutputState, changed_rows, read_output, remove_records
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.plan import ids_of
 from vbatch.prepare.scan import InputScan
+from vbatch.settings import SourceSettings
 
 __all__ = ["replace_changed", "say_repairs"]
 
@@ -31,24 +31,25 @@ def say_repairs(state: OutputState, output: Path, say: Callable[[str], None]) ->
             "each row keeps its first record")
 
 
-def replace_changed(config: RunConfig, builder: RequestBuilder, scan: InputScan,
-                    state: OutputState, say: Callable[[str], None]) -> OutputState:
-    """Refuse rows whose request changed since their record was written; with ``--force``,
-    remove those records so that the rows are sent again. Returns the output's state."""
+def replace_changed(source: SourceSettings, output: Path, force: bool,
+                    builder: RequestBuilder, scan: InputScan, state: OutputState,
+                    say: Callable[[str], None]) -> OutputState:
+    """Refuse rows whose request changed since their record in ``output`` was written; with
+    ``force``, remove those records so that the rows are sent again. Returns the output's
+    state."""
     if scan.fingerprints is None:
         return state
     changed = changed_rows(scan.id_hashes, scan.fingerprints, state)
     count = int(np.count_nonzero(changed))
     if not count:
         return state
-    output = config.output
-    if not config.force:
+    if not force:
         indices = np.flatnonzero(changed)
-        shown = [row_id for row_id, _ in ids_of(config, builder, indices,
+        shown = [row_id for row_id, _ in ids_of(source, builder, indices,
                                                 np.zeros(scan.total, np.int64))]
         more = f" and {count - len(shown)} more" if count > len(shown) else ""
         raise ConfigError(
-            f"{count} rows of {config.input} changed since {output} recorded them (their "
+            f"{count} rows of {source.given} changed since {output} recorded them (their "
             f"prompt, template or system message): {', '.join(shown)}{more}. Nothing was "
             "sent. Use --force to send them again and replace their records, or another -o "
             "for a new run."

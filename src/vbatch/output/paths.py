@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vbatch.config import RunConfig
 from vbatch.errors import OutputError
-from vbatch.output.formats import OutputFormat
 from vbatch.output.manifest import manifest_path
 
 __all__ = ["check_output_path"]
@@ -20,25 +18,23 @@ def _not_ours(path: Path, journal: Path) -> OutputError:
     )
 
 
-def check_output_path(config: RunConfig, fmt: OutputFormat) -> None:
-    """Refuse an OUTPUT (of format ``fmt``) vbatch would damage: the input itself, a directory,
-    or an existing file that is not a vbatch output (no manifest beside its journal). Changes
-    nothing."""
-    final = config.output
-    output = fmt.journal(final)
+def check_output_path(final: Path, output: Path, input_path: Path,
+                      stats: Path | None) -> None:
+    """Refuse an OUTPUT ``final`` (its records journaled to ``output``) vbatch would damage:
+    the input itself, a directory, or an existing file that is not a vbatch output (no
+    manifest beside its journal); and a ``--stats-json`` in no directory. Changes nothing."""
     for path in (final, output):
         if path.is_dir():
             raise OutputError(f"-o {path} is a directory: give a file name")
     if output != final and final.exists() and not manifest_path(output).exists():
         raise _not_ours(final, output)
-    stats = config.stats_json
     if stats is not None and not stats.parent.is_dir():
         raise OutputError(f"--stats-json {stats}: the directory {stats.parent} does not exist; "
                           "create it or choose another path")
     if not output.exists():
         return
     try:
-        same = config.input.exists() and os.path.samefile(config.input, output)
+        same = input_path.exists() and os.path.samefile(input_path, output)
     except OSError:
         same = False
     if same:

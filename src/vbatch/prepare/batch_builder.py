@@ -28,13 +28,13 @@ class BatchRequestBuilder(RequestBuilder):
 
     asks_per_row = True
 
-    def __init__(self, config: RunConfig, model: str | None):
+    def __init__(self, config: RunConfig, model: str | None, pooling: bool):
         self.config = config
         self.model = model
         self.kind = Passthrough()
         self.route = self.kind.route
         # A file of pooling lines only has nothing to count (no tokenizer is loaded).
-        self.countable = not config.pooling
+        self.countable = not pooling
 
     def row_id(self, row: RawRow) -> str:
         """The line's ``custom_id``."""

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from vbatch.config import RunConfig
 from vbatch.prepare.batch_builder import BatchRequestBuilder
 from vbatch.prepare.builder import RequestBuilder
+from vbatch.settings import RunSettings
 
 __all__ = ["request_builder"]
 
 
-def request_builder(config: RunConfig, model: str | None) -> RequestBuilder:
-    """The builder of ``config``'s rows: a batch file's lines are whole requests."""
-    if config.input_format == "openai-batch":
-        return BatchRequestBuilder(config, model)
-    return RequestBuilder(config, model)
+def request_builder(settings: RunSettings, model: str | None) -> RequestBuilder:
+    """The builder of a run's rows: a batch file's lines are whole requests."""
+    if settings.openai_batch:
+        return BatchRequestBuilder(settings.options, model, settings.pooling)
+    return RequestBuilder(settings.options, model)

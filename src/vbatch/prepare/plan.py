@@ -16,6 +16,7 @@ from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.fit import context_needed, fitting_context, not_fitting
 from vbatch.prepare.scan import check_row, scan_input
 from vbatch.prepare.tokens import LocalTokenCounter, model_context_limit
+from vbatch.settings import SourceSettings
 from vbatch.source.readers import read_rows
 
 SHOWN_IDS = 50
@@ -120,14 +121,14 @@ def make_plan(
     )
 
 
-def ids_of(config: RunConfig, builder: RequestBuilder, indices: np.ndarray,
+def ids_of(source: SourceSettings, builder: RequestBuilder, indices: np.ndarray,
            counts: array[int] | np.ndarray, most: int = SHOWN_IDS) -> list[tuple[str, int]]:
     """``(id, prompt tokens)`` of the first ``most`` rows among ``indices``."""
     wanted = set(indices[:most].tolist())
     found: list[tuple[str, int]] = []
     if not wanted:
         return found
-    for row in read_rows(config.input, config.input_format):
+    for row in read_rows(source.path, source.format):
         if row.index in wanted:
             found.append((check_row(builder, row).row_id, int(counts[row.index])))
             if len(found) == len(wanted):
@@ -165,8 +166,10 @@ def plan_input(
     """The token plan of a dataset for the model (directory or hub name) at ``model_path``."""
     config = RunConfig(input=input_path, output=Path(os.devnull), model=model_path,
                        max_tokens=max_tokens, **options)
+    source = SourceSettings(config.input, config.input_format, config.input, config.id_field,
+                            config.on_bad_row, group_by_prefix=False)
     builder = RequestBuilder(config, model_path)
-    scan = scan_input(config, builder, LocalTokenCounter(model_path))
+    scan = scan_input(source, builder, LocalTokenCounter(model_path))
     assert scan.prompt_tokens is not None
     counts = np.asarray(scan.prompt_tokens, dtype=np.int64)
     if scan.bad:
@@ -175,6 +178,6 @@ def plan_input(
     if max_model_len is not None:
         offending = not_fitting(scan.prompt_tokens, max_tokens, max_model_len)
         token_plan.not_fitting = int(offending.size)
-        token_plan.not_fitting_ids = ids_of(config, builder, offending, scan.prompt_tokens,
+        token_plan.not_fitting_ids = ids_of(source, builder, offending, scan.prompt_tokens,
                                             most=10_000)
     return token_plan

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from vbatch.config import RunConfig
 from vbatch.errors import InputError, RequestError
 from vbatch.ids import hash_array, id_hash, repeated_hashes
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.tokens import TokenCounter
+from vbatch.settings import SourceSettings
 from vbatch.source.prefix import PrefixOrder
 from vbatch.source.readers import RawRow, read_rows
 
@@ -106,7 +106,7 @@ class _Counts:
 
 
 def scan_input(
-    config: RunConfig,
+    source: SourceSettings,
     builder: RequestBuilder,
     counter: TokenCounter | None = None,
     rows: RowSource | None = None,
@@ -119,14 +119,14 @@ def scan_input(
     Raises InputError on the first bad row when ``on_bad_row`` is fail.
     """
     if rows is None:
-        rows = partial(read_rows, config.input, config.input_format)
+        rows = partial(read_rows, source.path, source.format)
     hashes = array("q")
     prints: array[int] | None = array("q") if fingerprints else None
     counts = _Counts(counter) if counter is not None else None
     asked: array[int] | None = array("I") if counts is not None and builder.asks_per_row else None
     counting_error = None
     bad = 0
-    prefix = PrefixOrder() if config.group_by_prefix else None
+    prefix = PrefixOrder() if source.group_by_prefix else None
     for row in rows():
         if checked is not None:
             checked.rows += 1
@@ -134,7 +134,7 @@ def scan_input(
         if prefix is not None:
             prefix.add(row, row_check.content)
         if row_check.error is not None:
-            if config.on_bad_row == "fail":
+            if source.on_bad_row == "fail":
                 raise row_check.error
             bad += 1
         hashes.append(id_hash(row_check.row_id))
@@ -154,7 +154,7 @@ def scan_input(
         except RequestError as exc:
             counts, counting_error = None, str(exc)
     id_hashes = hash_array(hashes)
-    _refuse_duplicates(config, builder, id_hashes, rows)
+    _refuse_duplicates(source, builder, id_hashes, rows)
     values = counts.values if counts is not None else None
     requests = None
     if prints is not None:
@@ -162,7 +162,7 @@ def scan_input(
     return InputScan(len(hashes), bad, id_hashes, values, asked, counting_error, prefix, requests)
 
 
-def _refuse_duplicates(config: RunConfig, builder: RequestBuilder, hashes: np.ndarray,
+def _refuse_duplicates(source: SourceSettings, builder: RequestBuilder, hashes: np.ndarray,
                        rows: RowSource) -> None:
     if hashes.size < 2:
         return
@@ -179,7 +179,7 @@ def _refuse_duplicates(config: RunConfig, builder: RequestBuilder, hashes: np.nd
             raise InputError(
                 row.location,
                 f"duplicate id {row_id!r}, first seen at {first_seen[row_id]}",
-                config.id_field,
+                source.id_field,
                 "ids must be unique; fix the input or choose another --id-field",
             )
         first_seen[row_id] = row.location

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from vbatch.config import RunConfig
 from vbatch.servers.backend import Backend
 from vbatch.servers.managed import ManagedBackend
 from vbatch.servers.remote import RemoteBackend
+from vbatch.settings import RunSettings
 from vbatch.transport.base import Transport
 
 __all__ = ["make_backend"]
 
 
-def make_backend(config: RunConfig, stream: TextIO, transport: Transport | None = None
+def make_backend(settings: RunSettings, stream: TextIO, transport: Transport | None = None
                  ) -> Backend:
-    """The backend of ``config``: its running servers (``--base-url``, ``--endpoints``), else
+    """The backend of a run: its running servers (``--base-url``, ``--endpoints``), else
     managed vLLM servers; requests go through ``transport`` when one is given."""
-    if config.remote:
-        return RemoteBackend(config, stream, transport)
-    return ManagedBackend(config, stream, transport)
+    if settings.options.remote:
+        return RemoteBackend(settings, stream, transport)
+    return ManagedBackend(settings, stream, transport)

@@ -8,7 +8,8 @@ import contextlib
 import dataclasses
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+
+import numpy as np
 
 from vbatch.prepare.plan import context_from_data
 from vbatch.prepare.tokens import TokenCounter, fitting_counter
@@ -17,9 +18,6 @@ from vbatch.servers.default_model import resolve_model
 from vbatch.servers.options import ServerOptions, replica_options
 from vbatch.servers.process import ManagedServer
 from vbatch.transport.pool import ServerPool, connect
-
-if TYPE_CHECKING:
-    from vbatch.engine.job import Job
 
 __all__ = ["ManagedBackend"]
 
@@ -31,37 +29,38 @@ class ManagedBackend(Backend):
     served_name: str | None = None
 
     async def resolve(self, stack: contextlib.AsyncExitStack) -> None:
-        self.model, self.served_name = await asyncio.to_thread(resolve_model, self.config.model,
-                                                              self.config.pooling)
+        self.model, self.served_name = await asyncio.to_thread(resolve_model, self.options.model,
+                                                              self.settings.pooling)
         self.request_model = self.served_name or self.model
 
     async def counter(self, say: Callable[[str], None]) -> TokenCounter | None:
-        config = self.config
-        return await asyncio.to_thread(fitting_counter, config.tokenizer or self.model,
-                                       config.max_tokens, config.max_model_len)
+        options = self.options
+        return await asyncio.to_thread(fitting_counter, options.tokenizer or self.model,
+                                       options.max_tokens, options.max_model_len)
 
-    def context(self, job: Job) -> int | None:
-        config = self.config
-        return config.max_model_len or context_from_data(
-            job.pending.prompt_tokens, job.pending.max_tokens, self.model, job.say)
+    def context(self, prompt_tokens: np.ndarray | None, max_tokens: int | np.ndarray | None,
+                say: Callable[[str], None]) -> int | None:
+        return self.options.max_model_len or context_from_data(
+            prompt_tokens, max_tokens, self.model, say)
 
     @property
-    def starts_early(self) -> bool:
-        return self.config.max_model_len is not None
+    def known_context(self) -> int | None:
+        return self.options.max_model_len
 
-    def options(self, context: int | None, replica: Replica | None) -> list[ServerOptions]:
+    def server_options(self, context: int | None, replica: Replica | None
+                       ) -> list[ServerOptions]:
         """The options of each server to start here: ``--replicas`` of them, or the one of a
         Ray worker (``replica``), whose log is its own."""
-        config = self.config
-        log = None
+        settings = self.settings
+        log = settings.paths.server_log
         if replica is not None:
-            log = config.output.with_name(f"{config.output.name}.server.{replica.index}.log")
+            log = log.with_name(f"{settings.paths.final.name}.server.{replica.index}.log")
         options = dataclasses.replace(
-            ServerOptions.for_run(config, self.model, self.served_name,
+            ServerOptions.for_run(settings, self.model, self.served_name,
                                   secrets.token_urlsafe(24), log),
             max_model_len=context)
         if replica is None:
-            count = config.replicas or 1
+            count = settings.options.replicas or 1
             return [replica_options(options, i, count) for i in range(count)]
         if options.resolved_build == "cpu" and replica.per_node > 1:
             shared = replica_options(options, replica.index % replica.per_node,
@@ -71,13 +70,13 @@ class ManagedBackend(Backend):
 
     async def start(self, stack: contextlib.AsyncExitStack, context: int | None,
                     replica: Replica | None = None) -> Started:
-        config = self.config
-        quiet = config.quiet or replica is not None
+        send = self.settings.send
+        quiet = self.options.quiet or replica is not None
         servers = [ManagedServer(options, stream=self.stream, quiet=quiet)
-                   for options in self.options(context, replica)]
+                   for options in self.server_options(context, replica)]
         await asyncio.gather(*(stack.enter_async_context(server) for server in servers))
         pool = await stack.enter_async_context(ServerPool([
-            connect(s.root_url, s.api_url, api_key=s.api_key, pool_size=config.pool_size,
-                    timeout=config.request_timeout, transport=self.transport)
+            connect(s.root_url, s.api_url, api_key=s.api_key, pool_size=send.pool_size,
+                    timeout=send.request_timeout, transport=self.transport)
             for s in servers]))
         return Started(pool, servers[0].recover if len(servers) == 1 else pool.recover)

@@ -9,7 +9,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from vbatch.config import RunConfig
 from vbatch.defaults import (
     DEFAULT_BATCH_LIMITS,
     DEFAULT_GPU_MEMORY_UTILIZATION,
@@ -19,6 +18,7 @@ from vbatch.defaults import (
 )
 from vbatch.errors import ConfigError
 from vbatch.servers.cpu import DtypeChoice, choose_dtype, cpu_info
+from vbatch.settings import RunSettings
 
 VLLM_ENTRY = ("-m", "vllm.entrypoints.openai.api_server")
 # The options of a run (RunConfig) that are options of its managed servers, by the same name.
@@ -65,18 +65,19 @@ class ServerOptions:
     memory_share: int = 1
 
     @classmethod
-    def for_run(cls, config: RunConfig, model: str, served_model_name: str | None,
+    def for_run(cls, settings: RunSettings, model: str, served_model_name: str | None,
                 api_key: str, log_path: Path | None = None) -> ServerOptions:
-        """The managed server of the run ``config``, loading ``model``; its log beside the
-        output unless ``log_path`` says where."""
+        """The managed server of a run, loading ``model``; its log is ``OUTPUT.server.log``
+        unless ``log_path`` says where."""
+        options = settings.options
         return cls(
             model=model,
             served_model_name=served_model_name,
-            log_path=log_path or config.output.with_name(config.output.name + ".server.log"),
+            log_path=log_path or settings.paths.server_log,
             api_key=api_key,
-            extra_args=config.server_args,
-            runner="pooling" if config.pooling else None,
-            **{name: getattr(config, name) for name in RUN_SERVER_OPTIONS},
+            extra_args=options.server_args,
+            runner="pooling" if settings.pooling else None,
+            **{name: getattr(options, name) for name in RUN_SERVER_OPTIONS},
         )
 
     @property

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import numpy as np
 
 from vbatch.config import normalize_base_url
 from vbatch.errors import ConfigError, HTTPStatusError, RequestError
@@ -14,9 +15,6 @@ from vbatch.prepare.tokens import TokenCounter, fitting_counter, server_counter
 from vbatch.servers.backend import Backend, Replica, Started
 from vbatch.transport.client import HTTPClient
 from vbatch.transport.pool import Server, ServerPool, connect, read_endpoints_file
-
-if TYPE_CHECKING:
-    from vbatch.engine.job import Job
 
 __all__ = ["RemoteBackend", "discover_model"]
 
@@ -30,14 +28,14 @@ class RemoteBackend(Backend):
 
     def servers(self) -> list[Server]:
         """A connection to each listed server (weights from ``--endpoints``)."""
-        config = self.config
+        config, send = self.options, self.settings.send
         listed = [(url, 1.0) for url in config.base_urls]
         if config.endpoints_file is not None:
             listed += read_endpoints_file(config.endpoints_file)
         key = config.resolved_api_key
         urls = [(normalize_base_url(url), weight) for url, weight in listed]
         return [connect(u.root, u.api, api_key=key, credentials=u.credentials, weight=weight,
-                        pool_size=config.pool_size, timeout=config.request_timeout,
+                        pool_size=send.pool_size, timeout=send.request_timeout,
                         transport=self.transport)
                 for u, weight in urls]
 
@@ -49,10 +47,10 @@ class RemoteBackend(Backend):
     async def resolve(self, stack: contextlib.AsyncExitStack) -> None:
         first = (await self._open(stack)).first
         self.request_model, self._context = await discover_model(
-            first.client, first.prefix, self.config.model)
+            first.client, first.prefix, self.options.model)
 
     async def counter(self, say: Callable[[str], None]) -> TokenCounter | None:
-        config, context = self.config, self._context
+        config, context = self.options, self._context
         if context is None:
             return None
         local = config.tokenizer
@@ -67,7 +65,8 @@ class RemoteBackend(Backend):
         self._counted = counter is not None
         return counter
 
-    def context(self, job: Job) -> int | None:
+    def context(self, prompt_tokens: np.ndarray | None, max_tokens: int | np.ndarray | None,
+                say: Callable[[str], None]) -> int | None:
         return self._context if self._counted else None
 
     async def start(self, stack: contextlib.AsyncExitStack, context: int | None,

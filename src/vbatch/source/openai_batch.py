@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from vbatch.config import RunConfig
 from vbatch.errors import ConfigError, InputError
 from vbatch.ids import hash_array, id_hash, repeated_hashes
 from vbatch.source.readers import open_binary
 from vbatch.source.spool import needs_spool
 
-__all__ = ["BATCH_ROUTES", "POOLING_URLS", "BatchFileError", "BatchSummary", "as_batch_run",
-           "check_batch_file", "is_batch_file", "pooling_run"]
+__all__ = ["BATCH_ROUTES", "POOLING_URLS", "BatchFileError", "BatchSummary", "batch_pooling",
+           "check_batch_file", "is_batch_file", "is_batch_input"]
 
 # The urls a batch line may name, and the route each takes under the server's /v1 API
 # (vLLM also serves /score and /rerank there, and /v2/rerank's handler is /rerank's).
@@ -150,29 +149,20 @@ def _duplicates(path: Path, hashes: np.ndarray) -> list[tuple[int, str, str]]:
     return problems
 
 
-def as_batch_run(config: RunConfig) -> RunConfig:
-    """``config`` for a batch file (``--input-format openai-batch``, or a file whose first line
-    is a batch request): rows are identified by ``custom_id``, and a line that cannot be sent
-    is an error line of the output, not a reason to stop."""
-    batch = config.openai_batch or (
-        config.input_format is None and not needs_spool(config.input)
-        and config.input.is_file() and is_batch_file(config.input))
-    if not batch:
-        if config.error_file is not None:
-            raise ConfigError("--error-file is for OpenAI Batch files (custom_id, url, body "
-                              f"per line), and {config.input} is not one")
-        return config
-    return config.replace(input_format="openai-batch", id_field="custom_id", on_bad_row="skip")
+def is_batch_input(path: Path) -> bool:
+    """Whether ``path`` is a regular file whose first line is a batch request."""
+    return not needs_spool(path) and path.is_file() and is_batch_file(path)
 
 
-def pooling_run(config: RunConfig, summary: BatchSummary) -> RunConfig:
-    """``config`` for a batch file whose every request goes to a pooling url: its managed
-    server runs a pooling model. A file that mixes both kinds needs ``--model`` (a model that
-    serves them all) or running servers."""
-    if summary.pooling and summary.generation and not config.remote and config.model is None:
+def batch_pooling(summary: BatchSummary, input_path: Path, remote: bool, model: str | None
+                  ) -> bool:
+    """Whether a checked batch file is a pooling job (every request for a pooling url): its
+    managed server runs a pooling model. A file that mixes both kinds needs ``--model`` (a
+    model that serves them all) or running servers."""
+    if summary.pooling and summary.generation and not remote and model is None:
         raise ConfigError(
-            f"{config.input} has {summary.generation} requests for generation urls and "
+            f"{input_path} has {summary.generation} requests for generation urls and "
             f"{summary.pooling} for pooling urls (embeddings, score, rerank): no one embedded "
             "model serves both; give --model, or --base-url for running servers"
         )
-    return config.replace(pooling=bool(summary.pooling) and not summary.generation)
+    return bool(summary.pooling) and not summary.generation

@@ -1,8 +1,9 @@
 """Input that can be read only once (``-`` for stdin, a pipe, a FIFO, ``<(...)``).
 
 vbatch reads its input twice (the check pass, then the run), and a resume reads it again:
-such an input is copied once to ``OUTPUT.input`` beside the output, read from there, and
-the copy is removed when the run ends.
+such an input is copied once to ``OUTPUT.input`` beside the output
+(:class:`~vbatch.settings.OutputPaths`), read from there, and the copy is removed when the run
+ends.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from vbatch.config import RunConfig
-from vbatch.errors import ConfigError, OutputError
-from vbatch.source.readers import detect_format
+from vbatch.errors import OutputError
 
 __all__ = ["STDIN", "needs_spool", "spooled"]
 
@@ -36,30 +35,23 @@ def needs_spool(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def spooled(config: RunConfig) -> Iterator[RunConfig]:
-    """``config`` reading a regular file: its input, or a copy of what it streams."""
-    if not needs_spool(config.input):
-        yield config
-        return
-    try:
-        fmt = detect_format(config.input, config.input_format)
-    except ConfigError:
-        fmt = "jsonl"
-    spool = config.output.with_name(config.output.name + ".input")
+def spooled(given: Path, spool: Path) -> Iterator[None]:
+    """Copy ``given`` (stdin for ``-``) to ``spool`` for the time of the block, then remove
+    the copy."""
     try:
         with contextlib.ExitStack() as stack:
-            source = (sys.stdin.buffer if str(config.input) == STDIN
-                      else stack.enter_context(open(config.input, "rb")))
+            source = (sys.stdin.buffer if str(given) == STDIN
+                      else stack.enter_context(open(given, "rb")))
             with open(spool, "wb") as target:
                 shutil.copyfileobj(source, target, 1 << 20)
     except OSError as exc:
         spool.unlink(missing_ok=True)
-        raise OutputError(f"cannot copy {config.input} to {spool} ({exc.strerror}): "
+        raise OutputError(f"cannot copy {given} to {spool} ({exc.strerror}): "
                           "free some space or choose another -o") from None
     except BaseException:
         spool.unlink(missing_ok=True)
         raise
     try:
-        yield config.replace(input=spool, input_format=fmt)
+        yield
     finally:
         spool.unlink(missing_ok=True)

@@ -198,7 +198,8 @@ class SimulatedServer:
             )
         prompt_tokens = count_tokens(prompt)
         max_tokens = body.get("max_tokens") or (config.completion_tokens if chat else 16)
-        refusal = context_refusal(config, prompt_tokens, max_tokens)
+        refusal = context_refusal(config.max_model_len, config.context_error_style,
+                                  prompt_tokens, max_tokens)
         if refusal is not None:
             return Answer(400, refusal)
         natural = min(max_tokens, config.completion_tokens)

@@ -3,10 +3,7 @@ several vLLM versions and of llama.cpp (``SimConfig.context_error_style``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from vbatch.testing.behaviour import SimConfig
+from typing import Any
 
 __all__ = ["context_refusal", "error_body"]
 
@@ -16,14 +13,14 @@ def error_body(message: str, param: str | None = None, code: Any = 400,
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def context_refusal(config: SimConfig, n: int, m: int) -> dict[str, Any] | None:
-    """The 400 body a server of ``config.context_error_style`` answers, or None if it serves.
+def context_refusal(limit: int, style: str, n: int, m: int) -> dict[str, Any] | None:
+    """The 400 body a server with a context of ``limit`` tokens, refusing in the words of
+    ``style``, answers a prompt of ``n`` tokens asking ``m``; None if it serves.
 
     ``vllm-0.32`` refuses only a too-large max_tokens or a prompt that does not fit alone and
     silently cuts the output otherwise; the other styles refuse prompt + max_tokens > L in
     the words of older vLLM versions and of llama.cpp.
     """
-    limit = config.max_model_len
     if m > limit:
         return error_body(f"max_tokens={m} cannot be greater than max_model_len={limit}. "
                            "Please request fewer output tokens.", "max_tokens")
@@ -33,7 +30,7 @@ def context_refusal(config: SimConfig, n: int, m: int) -> dict[str, Any] | None:
             f"contains at least {n} input tokens, which exceeds this limit even without any "
             f"output tokens. Please reduce the length of the input prompt. "
             f"(parameter=input_tokens, value={n})", "input_tokens")
-    if n + m <= limit or config.context_error_style == "vllm-0.32":
+    if n + m <= limit or style == "vllm-0.32":
         return None
     messages = {
         "requested": f"This model's maximum context length is {limit} tokens. However, you "
@@ -49,7 +46,7 @@ def context_refusal(config: SimConfig, n: int, m: int) -> dict[str, Any] | None:
                     f"requested {m} output tokens and your prompt contains at least {n} input "
                     f"tokens, for a total of at least {n + m} tokens.",
     }
-    if config.context_error_style == "llama-cpp":
+    if style == "llama-cpp":
         return error_body("the request exceeds the available context size",
                            code="context_length_exceeded", kind="invalid_request_error")
-    return error_body(messages[config.context_error_style])
+    return error_body(messages[style])

@@ -1,0 +1,202 @@
+"""What each stage of a run needs, made once from the :class:`~vbatch.RunConfig` the user wrote.
+
+``RunConfig`` is the public, validated object of every option. At the start of a run, once,
+:func:`settle` turns it into :class:`RunSettings`: the source (:class:`SourceSettings`), the
+sending policy (:class:`SendPolicy`), the output's files (:class:`OutputPaths`) and the facts the
+input decides (an OpenAI Batch file, a pooling job). Nothing is changed after that: each stage
+takes its part, and a Ray worker's shard gets paths of its own (:meth:`OutputPaths.for_shard`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vbatch.config import RunConfig
+from vbatch.defaults import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_DOWNTIME,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_ON_OVERFLOW,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RETRY_BASE_DELAY,
+    DEFAULT_SHUTDOWN_GRACE,
+)
+from vbatch.errors import ConfigError
+from vbatch.output.formats import OutputFormat, output_format
+from vbatch.output.formats.openai_batch import OpenAIBatch
+from vbatch.output.lock import lock_path
+from vbatch.source.openai_batch import is_batch_input
+from vbatch.source.readers import detect_format
+from vbatch.source.spool import needs_spool
+
+__all__ = ["OutputPaths", "RunSettings", "SendPolicy", "SourceSettings", "settle"]
+
+BATCH_FORMAT = "openai-batch"
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """Where the rows come from and how they are checked: ``path`` is a regular file or
+    directory (a copy of ``given`` when that can be read only once: ``copied``)."""
+
+    path: Path
+    format: str | None
+    given: Path
+    id_field: str
+    on_bad_row: str
+    group_by_prefix: bool
+
+    @property
+    def copied(self) -> bool:
+        """Whether ``given`` is copied to ``path`` first (stdin, a pipe)."""
+        return self.path != self.given
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Every file a run writes, named once from the output the user gave (``final``)."""
+
+    final: Path
+    format: OutputFormat
+    records: Path
+    server_log: Path
+    timeline: Path | None
+    lock: Path
+    spool: Path
+    shards: Path
+    stats_json: Path | None = None
+    error_file: Path | None = None
+    ordered: bool = False
+
+    @classmethod
+    def of(cls, config: RunConfig, batch: bool) -> OutputPaths:
+        """The files of a run of ``config``; ``batch``: its input is an OpenAI Batch file."""
+        final = config.output
+        fmt = OpenAIBatch(config.error_file) if batch else output_format(final)
+        records = fmt.journal(final)
+        return cls(
+            final=final, format=fmt, records=records,
+            server_log=_beside(final, ".server.log"), timeline=_beside(final, ".timeline.jsonl"),
+            lock=lock_path(records), spool=_beside(final, ".input"),
+            shards=config.shard_dir or _beside(final, ".shards"),
+            stats_json=config.stats_json, error_file=config.error_file, ordered=config.ordered)
+
+    @classmethod
+    def for_shard(cls, records: Path, fmt: OutputFormat) -> OutputPaths:
+        """A Ray worker's shard: its records file only (no timeline, summary or order)."""
+        return cls(final=records, format=fmt, records=records,
+                   server_log=_beside(records, ".server.log"), timeline=None,
+                   lock=lock_path(records), spool=_beside(records, ".input"),
+                   shards=_beside(records, ".shards"))
+
+
+@dataclass(frozen=True)
+class SendPolicy:
+    """How requests are sent: bound, retries, timeouts, downtime, shutdown, the fit rule's
+    answer to a context refusal (``clamp``)."""
+
+    concurrency: int | str = DEFAULT_CONCURRENCY
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_base_delay: float = DEFAULT_RETRY_BASE_DELAY
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    max_downtime: float = DEFAULT_MAX_DOWNTIME
+    clamp: bool = DEFAULT_ON_OVERFLOW == "clamp"
+
+    @property
+    def pool_size(self) -> int:
+        """Most requests that can ever be in flight."""
+        return self.concurrency if isinstance(self.concurrency, int) else self.max_concurrency
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the bound follows the server's load (``--concurrency auto``)."""
+        return self.concurrency == "auto"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """A run's parts, made once by :func:`settle`. ``options`` is the user's
+    :class:`~vbatch.RunConfig`: the request builder, the view and the servers read their
+    options from it."""
+
+    options: RunConfig
+    source: SourceSettings
+    paths: OutputPaths
+    send: SendPolicy
+    openai_batch: bool
+    pooling: bool
+
+    def absolute(self) -> RunSettings:
+        """These settings with every path absolute, for Ray workers on other machines."""
+        source, paths, options = self.source, self.paths, self.options
+        where: dict[str, Any] = {}
+        if options.endpoints_file is not None:
+            where["endpoints_file"] = options.endpoints_file.resolve()
+        if options.model is not None and Path(options.model).is_dir():
+            where["model"] = str(Path(options.model).resolve())
+        return RunSettings(
+            options=dataclasses.replace(options, **where) if where else options,
+            source=SourceSettings(source.path.resolve(), source.format, source.given,
+                                  source.id_field, source.on_bad_row, source.group_by_prefix),
+            paths=OutputPaths(
+                final=paths.final.resolve(), format=paths.format, records=paths.records.resolve(),
+                server_log=paths.server_log.resolve(), timeline=paths.timeline,
+                lock=paths.lock.resolve(), spool=paths.spool.resolve(),
+                shards=paths.shards.resolve()),
+            send=self.send, openai_batch=self.openai_batch, pooling=self.pooling)
+
+
+def _beside(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def batch_input(config: RunConfig) -> bool:
+    """Whether the input is an OpenAI Batch file (``--input-format openai-batch``, or a file
+    whose first line is a batch request)."""
+    batch = config.openai_batch or (config.input_format is None and is_batch_input(config.input))
+    if not batch and config.error_file is not None:
+        raise ConfigError("--error-file is for OpenAI Batch files (custom_id, url, body per "
+                          f"line), and {config.input} is not one")
+    return batch
+
+
+def source_of(config: RunConfig, paths: OutputPaths, batch: bool) -> SourceSettings:
+    """The source of a run: a batch file's rows are identified by ``custom_id`` and a line that
+    cannot be sent is an error line, not a reason to stop; an input that can be read only once
+    is read from its copy beside the output."""
+    path, fmt = config.input, config.input_format
+    if needs_spool(config.input):
+        path = paths.spool
+        try:
+            fmt = detect_format(config.input, config.input_format)
+        except ConfigError:
+            fmt = "jsonl"
+    if batch:
+        return SourceSettings(path, BATCH_FORMAT, config.input, "custom_id", "skip",
+                              config.group_by_prefix)
+    return SourceSettings(path, fmt, config.input, config.id_field, config.on_bad_row,
+                          config.group_by_prefix)
+
+
+def send_policy(config: RunConfig) -> SendPolicy:
+    """How the requests of ``config`` are sent."""
+    return SendPolicy(
+        concurrency=config.concurrency, max_concurrency=config.max_concurrency,
+        max_retries=config.max_retries, retry_base_delay=config.retry_base_delay,
+        request_timeout=config.request_timeout, shutdown_grace=config.shutdown_grace,
+        max_downtime=config.max_downtime, clamp=config.on_overflow == "clamp")
+
+
+def settle(config: RunConfig, paths: OutputPaths, source: SourceSettings,
+           pooling: bool) -> RunSettings:
+    """The settings of a run of ``config``; ``pooling``: what the check of a batch file found
+    (every line for a pooling url), else the endpoint kind's."""
+    return RunSettings(options=config, source=source, paths=paths, send=send_policy(config),
+                       openai_batch=source.format == BATCH_FORMAT,
+                       pooling=config.pooling or pooling)
