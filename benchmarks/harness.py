@@ -56,7 +56,7 @@ class Simulator:
     """A ``vbatch simulate`` process for a benchmark."""
 
     def __init__(self, *args: str, cpu: int | None = 1):
-        command = pinned(cpu, [PYTHON, "-m", "vbatch.testing.simulate", "--port", "0", *args])
+        command = pinned(cpu, [PYTHON, "-m", "vbatch.testing.command", "--port", "0", *args])
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         self.url = self.process.stdout.readline().rsplit(" ", 1)[1].strip()

@@ -74,7 +74,7 @@ class SimulatorProcess:
 def start_simulator(*args: str, port: int = 0) -> SimulatorProcess:
     """Start a simulator on a loopback port (0: a free one) and wait until it listens."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "vbatch.testing.simulate", "--port", str(port), *args],
+        [sys.executable, "-m", "vbatch.testing.command", "--port", str(port), *args],
         stdout=subprocess.PIPE,
         text=True,
     )

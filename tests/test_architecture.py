@@ -115,7 +115,7 @@ def test_aiohttp_only_at_the_transport_seam() -> None:
     assert users == NETWORK_MODULES
 
 
-@pytest.mark.parametrize("module", ["vbatch.testing.simulator", "vbatch.testing.simulate",
+@pytest.mark.parametrize("module", ["vbatch.testing.simulator", "vbatch.testing.command",
                                     "vbatch.testing.behaviour", "vbatch.testing.fake"])
 def test_the_test_double_does_not_import_the_cli(module: str) -> None:
     assert "vbatch.cli" not in _graph()[module]

@@ -49,12 +49,12 @@ from vbatch.errors import (
 if TYPE_CHECKING:
     from vbatch.api import Server, agenerate, generate, stream
     from vbatch.engine.control import RunControl
-    from vbatch.engine.report import RunResult
+    from vbatch.engine.result import RunResult
     from vbatch.engine.stats import RunStats
     from vbatch.runner import arun, run
 
 # Loaded on first use, so that ``import vbatch`` (and ``vbatch --help``) stay fast.
-_LAZY = {"run": "vbatch.runner", "arun": "vbatch.runner", "RunResult": "vbatch.engine.report",
+_LAZY = {"run": "vbatch.runner", "arun": "vbatch.runner", "RunResult": "vbatch.engine.result",
          "RunStats": "vbatch.engine.stats", "RunControl": "vbatch.engine.control",
          "generate": "vbatch.api", "agenerate": "vbatch.api", "stream": "vbatch.api",
          "Server": "vbatch.api"}

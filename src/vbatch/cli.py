@@ -19,7 +19,7 @@ from vbatch._version import __version__
 from vbatch.cli_options import managed_server_options, row_options, run_options
 from vbatch.config import RunConfig
 from vbatch.errors import EXIT_INTERRUPTED, ConfigError, VbatchError
-from vbatch.testing.simulate import simulate
+from vbatch.testing.command import simulate
 
 
 @contextlib.contextmanager

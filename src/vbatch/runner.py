@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from vbatch.config import RunConfig
 from vbatch.engine.control import RunControl
-from vbatch.engine.report import RunResult
+from vbatch.engine.result import RunResult
 from vbatch.errors import ConfigError
 from vbatch.loops import event_loop_runner, in_own_thread, loop_is_running
 from vbatch.output.lock import OutputLock

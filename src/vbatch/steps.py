@@ -17,7 +17,7 @@ from typing import TextIO
 
 from vbatch.engine.control import RunControl
 from vbatch.engine.job import Job
-from vbatch.engine.report import RunResult
+from vbatch.engine.result import RunResult
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.factory import request_builder
 from vbatch.servers.backend import Replica, Started

@@ -25,7 +25,7 @@ from vbatch.api.rows import Spooled, input_kind, spool_rows
 from vbatch.config import RunConfig
 from vbatch.defaults import DEFAULT_ID_FIELD
 from vbatch.engine.control import RunControl
-from vbatch.engine.report import RunResult
+from vbatch.engine.result import RunResult
 from vbatch.errors import ConfigError, RunStoppedError
 from vbatch.loops import in_own_thread
 from vbatch.options import RunOptions, with_run_options

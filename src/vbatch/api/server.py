@@ -24,7 +24,7 @@ from vbatch.defaults import (
 )
 from vbatch.servers.default_model import cache_dir, resolve_model
 from vbatch.servers.options import ServerOptions
-from vbatch.servers.process import ManagedServer, free_port
+from vbatch.servers.process import VllmProcess, free_port
 
 __all__ = ["Server"]
 
@@ -58,7 +58,7 @@ class Server:
             "extra_args": tuple(extra_args)}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: ManagedServer | None = None
+        self._server: VllmProcess | None = None
 
     @property
     def url(self) -> str:
@@ -88,7 +88,7 @@ class Server:
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="vbatch-server", daemon=True)
         thread.start()
-        server = ManagedServer(options, quiet=self._quiet)
+        server = VllmProcess(options, quiet=self._quiet)
         try:
             asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result()
         except BaseException:

@@ -25,7 +25,7 @@ import numpy as np
 from vbatch.distributed.worker import LiveCounts, ShardWorker, WorkerPlan
 from vbatch.engine.job import Job, install_signal_handlers
 from vbatch.engine.progress import Progress
-from vbatch.engine.report import RunResult
+from vbatch.engine.result import RunResult
 from vbatch.engine.stats import RunStats
 from vbatch.engine.timeline import Timeline
 from vbatch.errors import ConfigError, VbatchError

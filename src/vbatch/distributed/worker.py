@@ -18,7 +18,7 @@ from array import array
 from dataclasses import dataclass
 
 from vbatch.engine.job import Job
-from vbatch.engine.report import RunResult
+from vbatch.engine.result import RunResult
 from vbatch.engine.stats import RunStats
 from vbatch.output.formats.jsonl import JsonLines
 from vbatch.servers.backend import Replica, Started

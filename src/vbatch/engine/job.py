@@ -18,7 +18,7 @@ from vbatch.engine.items import Pack, WorkItem, packed
 from vbatch.engine.monitor import LoadMonitor
 from vbatch.engine.pending import PendingRows
 from vbatch.engine.progress import Progress, RunGauges, show_check
-from vbatch.engine.report import RunResult, report_run
+from vbatch.engine.result import RunResult, report_run
 from vbatch.engine.stats import RunStats
 from vbatch.engine.timeline import Timeline
 from vbatch.output.manifest import write_manifest

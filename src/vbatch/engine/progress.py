@@ -23,7 +23,7 @@ from vbatch.engine.monitor import LoadMonitor
 from vbatch.engine.stats import RunStats, _duration
 from vbatch.prepare.scan import CheckCount
 from vbatch.terminal import TransientLine
-from vbatch.transport.pool import Server
+from vbatch.transport.pool import ServerConnection
 
 __all__ = ["MODES", "Progress", "RunGauges", "Snapshot", "show_check"]
 
@@ -67,7 +67,7 @@ class RunGauges:
     in_flight: Callable[[], int]
     bound: Callable[[], int]
     monitor: LoadMonitor | None = None
-    servers: list[Server] = field(default_factory=list)
+    servers: list[ServerConnection] = field(default_factory=list)
 
 
 class Progress:

@@ -28,7 +28,7 @@ import orjson
 from vbatch.engine.monitor import LoadMonitor
 from vbatch.engine.stats import RunStats
 from vbatch.transport.metrics import ServerLoad
-from vbatch.transport.pool import Server
+from vbatch.transport.pool import ServerConnection
 
 __all__ = ["TIMELINE_SUFFIX", "Timeline", "sample_interval", "timeline_path"]
 
@@ -46,7 +46,7 @@ def sample_interval(age_s: float) -> float:
     return 1.0 if age_s < 3600 else 10.0 if age_s < 36_000 else 60.0
 
 
-def _server(server: Server) -> dict[str, Any]:
+def _server(server: ServerConnection) -> dict[str, Any]:
     """A server's figures: every field of its last :class:`ServerLoad` (null before one)."""
     load = server.load
     if load is None:
@@ -59,7 +59,7 @@ class Timeline:
     own to sample (``monitor`` None, no ``servers``) nor requests in flight (None)."""
 
     def __init__(self, path: Path, stats: RunStats, monitor: LoadMonitor | None,
-                 servers: list[Server], in_flight: Callable[[], int | None],
+                 servers: list[ServerConnection], in_flight: Callable[[], int | None],
                  bound: Callable[[], int | None], say: Callable[[str], None],
                  wall: Callable[[], float] = time.time):
         self.path = path

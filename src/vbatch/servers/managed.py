@@ -16,7 +16,7 @@ from vbatch.prepare.tokens import TokenCounter, fitting_counter
 from vbatch.servers.backend import Backend, Replica, Started
 from vbatch.servers.default_model import resolve_model
 from vbatch.servers.options import ServerOptions, replica_options
-from vbatch.servers.process import ManagedServer
+from vbatch.servers.process import VllmProcess
 from vbatch.transport.pool import ServerPool, connect
 
 __all__ = ["ManagedBackend"]
@@ -72,7 +72,7 @@ class ManagedBackend(Backend):
                     replica: Replica | None = None) -> Started:
         send = self.settings.send
         quiet = self.options.quiet or replica is not None
-        servers = [ManagedServer(options, stream=self.stream, quiet=quiet)
+        servers = [VllmProcess(options, stream=self.stream, quiet=quiet)
                    for options in self.server_options(context, replica)]
         await asyncio.gather(*(stack.enter_async_context(server) for server in servers))
         pool = await stack.enter_async_context(ServerPool([

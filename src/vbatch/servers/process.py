@@ -1,6 +1,6 @@
 """A managed vLLM server: started, watched, restarted when it dies, always stopped.
 
-:class:`ManagedServer` is an async context manager. Entering starts ``vllm serve``'s API
+:class:`VllmProcess` is an async context manager. Entering starts ``vllm serve``'s API
 server (``python -m vllm.entrypoints.openai.api_server``, which works with every build) on
 127.0.0.1, a free port and a random API key, under :mod:`vbatch.servers.guard` in its own
 process group, and waits until ``/health`` answers, showing progress and the server's last
@@ -97,7 +97,7 @@ def startup_hint(log: str) -> str:
     return "see the log for the cause"
 
 
-class ManagedServer:
+class VllmProcess:
     """One vLLM server process for the life of an ``async with`` block."""
 
     def __init__(
@@ -131,7 +131,7 @@ class ManagedServer:
         """The OpenAI API base URL (ends in ``/v1``)."""
         return self.root_url + "/v1"
 
-    async def __aenter__(self) -> ManagedServer:
+    async def __aenter__(self) -> VllmProcess:
         await self._probe.__aenter__()
         try:
             await self.start()

@@ -14,7 +14,7 @@ from vbatch.errors import ConfigError, HTTPStatusError, RequestError
 from vbatch.prepare.tokens import TokenCounter, fitting_counter, server_counter
 from vbatch.servers.backend import Backend, Replica, Started
 from vbatch.transport.client import HTTPClient
-from vbatch.transport.pool import Server, ServerPool, connect, read_endpoints_file
+from vbatch.transport.pool import ServerConnection, ServerPool, connect, read_endpoints_file
 
 __all__ = ["RemoteBackend", "discover_model"]
 
@@ -26,7 +26,7 @@ class RemoteBackend(Backend):
     _context: int | None = None
     _counted = False
 
-    def servers(self) -> list[Server]:
+    def servers(self) -> list[ServerConnection]:
         """A connection to each listed server (weights from ``--endpoints``)."""
         config, send = self.options, self.settings.send
         listed = [(url, 1.0) for url in config.base_urls]

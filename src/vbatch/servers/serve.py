@@ -10,7 +10,7 @@ from typing import Any
 
 from vbatch.servers.default_model import cache_dir, resolve_model
 from vbatch.servers.options import ServerOptions
-from vbatch.servers.process import ManagedServer, free_port
+from vbatch.servers.process import VllmProcess, free_port
 
 
 def serve_foreground(
@@ -48,7 +48,7 @@ async def _serve(options: ServerOptions) -> int:
         print(f"vbatch: warning: serving on {options.host} without an API key: anyone who can "
               "reach this machine can use the server (set VBATCH_API_KEY)", file=sys.stderr,
               flush=True)
-    async with ManagedServer(options) as server:
+    async with VllmProcess(options) as server:
         print(f"vbatch: serving {options.name} at {server.api_url}", flush=True)
         if options.api_key:
             print("vbatch: clients must send the API key given with --api-key", flush=True)

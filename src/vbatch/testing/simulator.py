@@ -8,7 +8,7 @@ It serves what :class:`~vbatch.testing.behaviour.SimulatedServer` answers on
 at ``/sim/stats``; ``/sim/config`` changes the behaviour of a running simulator and
 ``/sim/requests`` shows the last request bodies.
 
-Run it with ``vbatch simulate --port 0`` (or ``python -m vbatch.testing.simulate``); it prints
+Run it with ``vbatch simulate --port 0`` (or ``python -m vbatch.testing.command``); it prints
 the URL it listens on, always on loopback.
 """
 

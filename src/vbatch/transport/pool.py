@@ -31,7 +31,7 @@ ROOT_ROUTES = frozenset({"/classify"})
 
 
 @dataclass
-class Server:
+class ServerConnection:
     """One server: its client, a separate client for health and metrics (so they never queue
     behind requests for a connection), its weight and what it did."""
 
@@ -68,14 +68,15 @@ class Server:
 def connect(root: str, api: str, *, api_key: str | None = None, credentials: str | None = None,
             weight: float = 1.0, pool_size: int = DEFAULT_MAX_CONCURRENCY,
             timeout: float = DEFAULT_REQUEST_TIMEOUT, transport: Transport | None = None
-            ) -> Server:
+            ) -> ServerConnection:
     """The server at ``root`` whose OpenAI API is at ``api``; ``credentials``
     (``user:password``) for basic authentication where no API key is given."""
     probe = HTTPClient(root, api_key=api_key, pool_size=4, timeout=PROBE_TIMEOUT_S,
                        credentials=credentials, transport=transport)
     client = HTTPClient(root, api_key=api_key, pool_size=pool_size, timeout=timeout,
                         credentials=credentials, transport=transport)
-    return Server(url=api, client=client, probe=probe, prefix=api[len(root):], weight=weight)
+    return ServerConnection(url=api, client=client, probe=probe, prefix=api[len(root):],
+                            weight=weight)
 
 
 def read_endpoints_file(path: Path) -> list[tuple[str, float]]:
@@ -106,7 +107,7 @@ def read_endpoints_file(path: Path) -> list[tuple[str, float]]:
 class ServerPool:
     """Sends requests over several servers (also used, with one, for a single server)."""
 
-    def __init__(self, servers: list[Server]):
+    def __init__(self, servers: list[ServerConnection]):
         if not servers:
             raise ConfigError("no server to send to")
         self.servers = servers
@@ -114,7 +115,7 @@ class ServerPool:
         self._probe: asyncio.Task[None] | None = None
 
     @property
-    def first(self) -> Server:
+    def first(self) -> ServerConnection:
         return self.servers[0]
 
     async def __aenter__(self) -> ServerPool:
@@ -134,7 +135,7 @@ class ServerPool:
             await server.client.__aexit__(None, None, None)
             await server.probe.__aexit__(None, None, None)
 
-    def _pick(self) -> Server:
+    def _pick(self) -> ServerConnection:
         candidates = [e for e in self.servers if e.healthy] or self.servers
         return min(candidates, key=lambda e: (e.outstanding + 1) / e.weight)
 
@@ -158,7 +159,7 @@ class ServerPool:
         server.latency_total += time.monotonic() - started
         return answer
 
-    def _drain(self, server: Server) -> None:
+    def _drain(self, server: ServerConnection) -> None:
         if len(self.servers) > 1 and server.healthy:
             server.healthy = False
             server.drained += 1
@@ -175,7 +176,7 @@ class ServerPool:
             return True
         return False
 
-    async def _healthy(self, server: Server) -> bool:
+    async def _healthy(self, server: ServerConnection) -> bool:
         """Up when ``/health`` answers; a server without that route answers 404: up too."""
         try:
             await server.probe.get_text("/health")
@@ -199,7 +200,7 @@ class ServerPool:
     async def load(self) -> ServerLoad | None:
         """The summed load of the healthy servers, from their ``/metrics`` (each server keeps
         its own as ``load``)."""
-        async def one(server: Server) -> ServerLoad | None:
+        async def one(server: ServerConnection) -> ServerLoad | None:
             try:
                 return parse_metrics(await server.probe.get_text("/metrics"))
             except RequestError:
