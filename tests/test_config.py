@@ -10,6 +10,7 @@ import pytest
 
 from vbatch import ConfigError, RunConfig
 from vbatch.prepare.builder import RequestBuilder
+from vbatch.settings import RequestSettings
 
 
 def config(**options: Any) -> RunConfig:
@@ -19,7 +20,7 @@ def config(**options: Any) -> RunConfig:
 def test_one_text_is_one_item_not_its_letters() -> None:
     made = config(stop="END", keep="id")
     assert made.stop == ("END",) and made.keep == ("id",)
-    body = json.loads(RequestBuilder(made, "m").body({"messages": []}, 5))
+    body = json.loads(RequestBuilder(RequestSettings.of(made), "m").body({"messages": []}, 5))
     assert body["stop"] == ["END"]
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from vbatch import ConfigError, InputError, RunConfig
 from vbatch.prepare.builder import RequestBuilder
+from vbatch.settings import RequestSettings
 from vbatch.source.readers import RawRow
 
 from .conftest import SimulatorProcess, read_jsonl, run_cli, write_jsonl
@@ -17,7 +18,7 @@ from .conftest import SimulatorProcess, read_jsonl, run_cli, write_jsonl
 
 def build(data: dict[str, Any], **options: Any) -> dict[str, Any]:
     config = RunConfig(input=Path("in.jsonl"), output=Path("out.jsonl"), **options)
-    builder = RequestBuilder(config, "m")
+    builder = RequestBuilder(RequestSettings.of(config), "m")
     row = RawRow(0, "in.jsonl:1", data)
     return orjson.loads(builder.body(builder.content(row)))  # type: ignore[no-any-return]
 

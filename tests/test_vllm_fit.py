@@ -13,6 +13,7 @@ from vbatch import RunConfig
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.tokens import LocalTokenCounter
 from vbatch.servers.default_model import prepare_default_model
+from vbatch.settings import RequestSettings
 from vbatch.source.readers import RawRow
 
 from .conftest import VLLM_TEST_MAX_MODEL_LEN, read_jsonl, run_cli, write_jsonl
@@ -29,7 +30,8 @@ def counter() -> LocalTokenCounter:
 
 def count(counter: LocalTokenCounter, prompt: str, endpoint: str = "chat") -> int:
     config = RunConfig(input=Path("x.jsonl"), output=Path("y.jsonl"), endpoint=endpoint)  # type: ignore[arg-type]
-    content = RequestBuilder(config, "m").content(RawRow(0, "x", {"prompt": prompt}))
+    builder = RequestBuilder(RequestSettings.of(config), "m")
+    content = builder.content(RawRow(0, "x", {"prompt": prompt}))
     return counter.count([content])[0]
 
 

@@ -278,25 +278,6 @@ class RunConfig:
         """Whether the run talks to running servers (else vbatch starts one)."""
         return bool(self.base_urls) or self.endpoints_file is not None
 
-    def generation_params(self) -> dict[str, Any]:
-        """The options that decide what a row's result is; a resumed run must match them."""
-        return {
-            "endpoint": self.endpoint,
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-            "stop": list(self.stop),
-            "n": self.n,
-            "system": self.system,
-            "template": self.template,
-            "prompt_field": self.prompt_field,
-            "id_field": self.id_field,
-            "extra_body": dict(self.extra_body) if self.extra_body else None,
-            "on_overflow": self.on_overflow,
-        }
-
     @property
     def openai_batch(self) -> bool:
         """Whether the input is an OpenAI Batch file (each line a whole request)."""

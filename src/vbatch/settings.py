@@ -3,13 +3,15 @@
 ``RunConfig`` is the public, validated object of every option. At the start of a run, once,
 :func:`settle` turns it into :class:`RunSettings`: the source (:class:`SourceSettings`), the
 sending policy (:class:`SendPolicy`), the output's files (:class:`OutputPaths`) and the facts the
-input decides (an OpenAI Batch file, a pooling job). Nothing is changed after that: each stage
+input decides (an OpenAI Batch file, a pooling job), and how rows become requests
+(:class:`RequestSettings`). Nothing is changed after that: each stage
 takes its part, and a Ray worker's shard gets paths of its own (:meth:`OutputPaths.for_shard`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,16 @@ from typing import Any
 from vbatch.config import RunConfig
 from vbatch.defaults import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_EMBEDDING_DTYPE,
+    DEFAULT_ENDPOINT,
+    DEFAULT_ID_FIELD,
+    DEFAULT_INPUTS_PER_REQUEST,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_DOWNTIME,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_N,
     DEFAULT_ON_OVERFLOW,
+    DEFAULT_PROMPT_FIELD,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_SHUTDOWN_GRACE,
@@ -54,6 +62,57 @@ class SourceSettings:
     def copied(self) -> bool:
         """Whether ``given`` is copied to ``path`` first (stdin, a pipe)."""
         return self.path != self.given
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    """How a row becomes a request and fits the context: the endpoint kind, the prompt's
+    fields and template, the sampling options, the fit policy (``on_overflow``), the fields
+    kept in the record and the rows sent per pooling request."""
+
+    endpoint: str = DEFAULT_ENDPOINT
+    embedding_dtype: str = DEFAULT_EMBEDDING_DTYPE
+    id_field: str = DEFAULT_ID_FIELD
+    prompt_field: str = DEFAULT_PROMPT_FIELD
+    system: str | None = None
+    template: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    n: int = DEFAULT_N
+    extra_body: Mapping[str, Any] | None = None
+    keep: tuple[str, ...] = ()
+    on_overflow: str = DEFAULT_ON_OVERFLOW
+    inputs_per_request: int = DEFAULT_INPUTS_PER_REQUEST
+
+    @classmethod
+    def of(cls, config: RunConfig, id_field: str | None = None) -> RequestSettings:
+        """The request options of ``config``; rows identified by ``id_field`` when the input
+        says which (a batch file's ``custom_id``)."""
+        options = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls)}
+        return cls(**{**options, "id_field": id_field or config.id_field})
+
+    def generation_params(self, model: str | None) -> dict[str, Any]:
+        """The options that decide what a row's result is (``model`` the one requests name);
+        a resumed run must match them."""
+        return {
+            "endpoint": self.endpoint,
+            "model": model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": list(self.stop),
+            "n": self.n,
+            "system": self.system,
+            "template": self.template,
+            "prompt_field": self.prompt_field,
+            "id_field": self.id_field,
+            "extra_body": dict(self.extra_body) if self.extra_body else None,
+            "on_overflow": self.on_overflow,
+        }
 
 
 @dataclass(frozen=True)
@@ -122,11 +181,13 @@ class SendPolicy:
 @dataclass(frozen=True)
 class RunSettings:
     """A run's parts, made once by :func:`settle`. ``options`` is the user's
-    :class:`~vbatch.RunConfig`: the request builder, the view and the servers read their
-    options from it."""
+    :class:`~vbatch.RunConfig`: the view (``quiet``, ``log_every``), the resume policy
+    (``force``, ``retry_failed``) and the servers (:class:`~vbatch.servers.options.ServerOptions`
+    is made from it) read their options there."""
 
     options: RunConfig
     source: SourceSettings
+    requests: RequestSettings
     paths: OutputPaths
     send: SendPolicy
     openai_batch: bool
@@ -149,7 +210,8 @@ class RunSettings:
                 server_log=paths.server_log.resolve(), timeline=paths.timeline,
                 lock=paths.lock.resolve(), spool=paths.spool.resolve(),
                 shards=paths.shards.resolve()),
-            send=self.send, openai_batch=self.openai_batch, pooling=self.pooling)
+            requests=self.requests, send=self.send, openai_batch=self.openai_batch,
+            pooling=self.pooling)
 
 
 def _beside(path: Path, suffix: str) -> Path:
@@ -197,6 +259,8 @@ def settle(config: RunConfig, paths: OutputPaths, source: SourceSettings,
            pooling: bool) -> RunSettings:
     """The settings of a run of ``config``; ``pooling``: what the check of a batch file found
     (every line for a pooling url), else the endpoint kind's."""
-    return RunSettings(options=config, source=source, paths=paths, send=send_policy(config),
+    return RunSettings(options=config, source=source,
+                       requests=RequestSettings.of(config, source.id_field),
+                       paths=paths, send=send_policy(config),
                        openai_batch=source.format == BATCH_FORMAT,
                        pooling=config.pooling or pooling)

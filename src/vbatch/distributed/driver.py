@@ -91,7 +91,8 @@ def _checked(settings: RunSettings) -> RunSettings:
     return RunSettings(settings.options,
                        SourceSettings(source.path, source.format, source.given, source.id_field,
                                       source.on_bad_row, group_by_prefix=False),
-                       settings.paths, settings.send, settings.openai_batch, settings.pooling)
+                       settings.requests, settings.paths, settings.send, settings.openai_batch,
+                       settings.pooling)
 
 
 async def _merge_left_over(job: Job) -> None:

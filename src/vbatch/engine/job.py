@@ -61,7 +61,7 @@ class Job:
         self.stream = stream
         self.clock = clock
         self.shard = shard
-        self.params = {**self.options.generation_params(), "model": builder.model}
+        self.params = settings.requests.generation_params(builder.model)
         self.pending = PendingRows(settings, self.paths.records, builder, self.params, self.say,
                                    shard)
         self.context: int | None = None
@@ -196,7 +196,7 @@ class Job:
         """What the dispatcher sends: the rows still to do, in packs where the endpoint kind
         takes several inputs per request (``--inputs-per-request``)."""
         work = self.pending.work(self.context)
-        size = self.options.inputs_per_request
+        size = self.settings.requests.inputs_per_request
         return packed(work, size) if self.builder.kind.packs and size > 1 else work
 
     def _controller(self, stats: RunStats) -> AdaptiveController | None:
@@ -216,7 +216,7 @@ class Job:
                          controller: AdaptiveController | None) -> Dispatcher:
         return Dispatcher(
             pool, self.builder.route, sink, self.builder.kind, self.settings.send,
-            n=self.options.n, clock=self.clock, recover=recover, context=self.context,
+            n=self.settings.requests.n, clock=self.clock, recover=recover, context=self.context,
             bound=controller.bound if controller is not None else None,
             breaker=CircuitBreaker(),
             gate=self.control.ready if self.control is not None else None,

@@ -38,6 +38,7 @@ class PendingRows:
     def __init__(self, settings: RunSettings, records: Path, builder: RequestBuilder,
                  params: dict[str, Any], say: Callable[[str], None], shard: Shard | None = None):
         self._options = settings.options
+        self._requests = settings.requests
         self._source = source = settings.source
         self._records = records
         self._builder = builder
@@ -81,7 +82,7 @@ class PendingRows:
     def max_tokens(self) -> int | np.ndarray | None:
         """The ``max_tokens`` rows ask for: the run's, or each row's own (0: none)."""
         if self._scan is None or self._scan.asked_tokens is None:
-            return self._options.max_tokens
+            return self._requests.max_tokens
         return np.asarray(self._scan.asked_tokens, dtype=np.int64)
 
     async def prepare(self, counter: TokenCounter | None, checked: CheckCount | None = None
@@ -140,9 +141,9 @@ class PendingRows:
 
     def check_fit(self, context: int | None) -> None:
         """With ``--on-overflow fail``, stop before sending when rows do not fit ``context``."""
-        options = self._options
+        requests = self._requests
         counts = self.prompt_tokens
-        if context is None or counts is None or options.on_overflow != "fail":
+        if context is None or counts is None or requests.on_overflow != "fail":
             return
         offending = not_fitting(counts, self.max_tokens, context)
         if offending.size:
@@ -150,7 +151,7 @@ class PendingRows:
             listed = ", ".join(f"{row_id} ({tokens} tokens)" for row_id, tokens in shown)
             more = f" and {offending.size - len(shown)} more" if offending.size > len(shown) else ""
             asked = ("their own max_tokens" if self._builder.asks_per_row
-                     else f"max_tokens {options.max_tokens}")
+                     else f"max_tokens {requests.max_tokens}")
             raise ConfigError(
                 f"{offending.size} rows do not fit a context of {context} tokens with {asked}: "
                 f"{listed}{more}. Nothing was sent. Use "
@@ -160,5 +161,5 @@ class PendingRows:
     def work(self, context: int | None) -> Iterator[WorkItem | dict[str, Any]]:
         """A work item (or a ready failed record) for each row not done, fitted to ``context``."""
         counts = self._scan.prompt_tokens if self._scan is not None else None
-        return work_items(self._options, self._builder, self._rows(), self._mask,
+        return work_items(self._requests, self._builder, self._rows(), self._mask,
                           self._first_row, counts, context)

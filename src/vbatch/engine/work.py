@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from vbatch.config import RunConfig
 from vbatch.engine.items import WorkItem
 from vbatch.errors import ContextOverflowError
 from vbatch.output.ledger import fingerprint_text, is_set
@@ -17,17 +16,18 @@ from vbatch.output.records import unsent_record
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.fit import fit_row
 from vbatch.prepare.scan import check_row
+from vbatch.settings import RequestSettings
 from vbatch.source.readers import RawRow
 
 __all__ = ["work_items"]
 
 
-def work_items(config: RunConfig, builder: RequestBuilder, rows: Iterable[RawRow],
+def work_items(requests: RequestSettings, builder: RequestBuilder, rows: Iterable[RawRow],
                done: bytes, first_row: int, counts: Any, context: int | None
                ) -> Iterator[WorkItem | dict[str, Any]]:
     """A work item, or a ready failed record, for each row of ``rows`` not marked ``done``
     (one bit per row from ``first_row``); ``counts``: prompt tokens by row, when counted."""
-    keep_fields = config.keep
+    keep_fields = requests.keep
     context = context if counts is not None else None
     for row in rows:
         if is_set(done, row.index - first_row):
@@ -42,7 +42,7 @@ def work_items(config: RunConfig, builder: RequestBuilder, rows: Iterable[RawRow
         tokens = counts[row.index - first_row] if counts is not None else None
         asked = max_tokens = builder.max_tokens_of(checked.content)
         if context is not None and tokens is not None:
-            fit = fit_row(tokens, max_tokens, context, config.on_overflow)
+            fit = fit_row(tokens, max_tokens, context, requests.on_overflow)
             if fit.problem is not None:
                 error = ContextOverflowError(fit.problem)
                 yield unsent_record(checked.row_id, row.index, error, fields)

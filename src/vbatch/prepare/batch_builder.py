@@ -12,11 +12,11 @@ from typing import Any
 
 import orjson
 
-from vbatch.config import RunConfig
 from vbatch.endpoints.passthrough import Passthrough
 from vbatch.errors import InputError
 from vbatch.prepare.builder import RequestBuilder, fingerprint_of
 from vbatch.prepare.fit import budget_field
+from vbatch.settings import RequestSettings
 from vbatch.source.openai_batch import BATCH_ROUTES
 from vbatch.source.readers import RawRow
 
@@ -28,8 +28,8 @@ class BatchRequestBuilder(RequestBuilder):
 
     asks_per_row = True
 
-    def __init__(self, config: RunConfig, model: str | None, pooling: bool):
-        self.config = config
+    def __init__(self, requests: RequestSettings, model: str | None, pooling: bool):
+        self.requests = requests
         self.model = model
         self.kind = Passthrough()
         self.route = self.kind.route

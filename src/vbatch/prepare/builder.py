@@ -16,9 +16,9 @@ import jinja2
 import jinja2.sandbox
 import orjson
 
-from vbatch.config import RunConfig
 from vbatch.endpoints import endpoint_kind
 from vbatch.errors import ConfigError, InputError
+from vbatch.settings import RequestSettings
 from vbatch.source.readers import RawRow
 
 _UNDEFINED_NAME = re.compile(r"'([^']+)' is undefined")
@@ -50,47 +50,47 @@ class RequestBuilder:
     # Rows carry their own max_tokens (a batch file's lines), not the run's.
     asks_per_row = False
 
-    def __init__(self, config: RunConfig, model: str | None):
-        self.config = config
+    def __init__(self, requests: RequestSettings, model: str | None):
+        self.requests = requests
         self.model = model
-        self.kind = endpoint_kind(config.endpoint, config.embedding_dtype)
+        self.kind = endpoint_kind(requests.endpoint, requests.embedding_dtype)
         self.route = self.kind.route
         self.countable = self.kind.countable
-        self._template = compile_template(config.template) if config.template else None
+        self._template = compile_template(requests.template) if requests.template else None
         self._base: dict[str, Any] = self.kind.body_fields()
         if model:
             self._base["model"] = model
         sampling = {
-            "max_tokens": config.max_tokens,
-            "temperature": config.temperature,
-            "top_p": config.top_p,
-            "seed": config.seed,
+            "max_tokens": requests.max_tokens,
+            "temperature": requests.temperature,
+            "top_p": requests.top_p,
+            "seed": requests.seed,
         }
         self._base.update({k: v for k, v in sampling.items() if v is not None})
-        if config.stop:
-            self._base["stop"] = list(config.stop)
-        if config.n != 1:
-            self._base["n"] = config.n
-        self._extra = dict(config.extra_body or {})
+        if requests.stop:
+            self._base["stop"] = list(requests.stop)
+        if requests.n != 1:
+            self._base["n"] = requests.n
+        self._extra = dict(requests.extra_body or {})
 
     def row_id(self, row: RawRow) -> str:
         """The row's id: its ``--id-field`` value as a string, else its 0-based index."""
         data = row.data
         assert data is not None
-        value = data.get(self.config.id_field)
+        value = data.get(self.requests.id_field)
         if value is None:
-            if self.config.id_field in data:
-                raise InputError(row.location, "the id is null", self.config.id_field)
+            if self.requests.id_field in data:
+                raise InputError(row.location, "the id is null", self.requests.id_field)
             return str(row.index)
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise InputError(
                 row.location,
                 f"an id must be a string or an integer, got {type(value).__name__}",
-                self.config.id_field,
+                self.requests.id_field,
             )
         text = str(value)
         if not text:
-            raise InputError(row.location, "the id is empty", self.config.id_field)
+            raise InputError(row.location, "the id is empty", self.requests.id_field)
         return text
 
     def content(self, row: RawRow) -> dict[str, Any]:
@@ -103,7 +103,7 @@ class RequestBuilder:
             return fields
         if self._template is not None:
             prompt = self._render(row, data)
-        elif "messages" in data and self.config.prompt_field not in data:
+        elif "messages" in data and self.requests.prompt_field not in data:
             if not self.kind.takes_messages:
                 raise InputError(
                     row.location,
@@ -114,7 +114,7 @@ class RequestBuilder:
             return {"messages": self._messages(row, data["messages"])}
         else:
             prompt = self._prompt(row, data)
-        return self.kind.prompt_content(prompt, self.config.system)
+        return self.kind.prompt_content(prompt, self.requests.system)
 
     def route_for(self, content: dict[str, Any]) -> str:
         """The route of a row's request: the endpoint kind's."""
@@ -126,7 +126,7 @@ class RequestBuilder:
 
     def max_tokens_of(self, content: dict[str, Any]) -> int | None:
         """The ``max_tokens`` a row asks for: the run's."""
-        return self.config.max_tokens
+        return self.requests.max_tokens
 
     def request_fingerprint(self, content: dict[str, Any], body: bytes, clamped: bool) -> int:
         """The fingerprint of the request ``content`` makes, given its ``body`` as sent: of the
@@ -140,12 +140,12 @@ class RequestBuilder:
     def body(self, content: dict[str, Any], max_tokens: int | None = None) -> bytes:
         """The JSON request body for a row's content; ``max_tokens`` overrides a clamped row's."""
         payload = {**self._base, **content, **self._extra}
-        if max_tokens is not None and max_tokens != self.config.max_tokens:
+        if max_tokens is not None and max_tokens != self.requests.max_tokens:
             payload["max_tokens"] = max_tokens
         return orjson.dumps(payload)
 
     def _prompt(self, row: RawRow, data: dict[str, Any]) -> str:
-        field = self.config.prompt_field
+        field = self.requests.prompt_field
         if field not in data:
             raise InputError(
                 row.location,
@@ -171,8 +171,8 @@ class RequestBuilder:
                 )
             if "content" not in message:
                 raise InputError(row.location, f"message {position} has no 'content'", "messages")
-        if self.config.system is not None and value[0].get("role") != "system":
-            return [{"role": "system", "content": self.config.system}, *value]
+        if self.requests.system is not None and value[0].get("role") != "system":
+            return [{"role": "system", "content": self.requests.system}, *value]
         return value
 
     def _render(self, row: RawRow, data: dict[str, Any]) -> str:

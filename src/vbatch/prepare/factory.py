@@ -12,5 +12,5 @@ __all__ = ["request_builder"]
 def request_builder(settings: RunSettings, model: str | None) -> RequestBuilder:
     """The builder of a run's rows: a batch file's lines are whole requests."""
     if settings.openai_batch:
-        return BatchRequestBuilder(settings.options, model, settings.pooling)
-    return RequestBuilder(settings.options, model)
+        return BatchRequestBuilder(settings.requests, model, settings.pooling)
+    return RequestBuilder(settings.requests, model)

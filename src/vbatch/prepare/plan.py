@@ -16,7 +16,7 @@ from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.fit import context_needed, fitting_context, not_fitting
 from vbatch.prepare.scan import check_row, scan_input
 from vbatch.prepare.tokens import LocalTokenCounter, model_context_limit
-from vbatch.settings import SourceSettings
+from vbatch.settings import RequestSettings, SourceSettings
 from vbatch.source.readers import read_rows
 
 SHOWN_IDS = 50
@@ -168,7 +168,7 @@ def plan_input(
                        max_tokens=max_tokens, **options)
     source = SourceSettings(config.input, config.input_format, config.input, config.id_field,
                             config.on_bad_row, group_by_prefix=False)
-    builder = RequestBuilder(config, model_path)
+    builder = RequestBuilder(RequestSettings.of(config), model_path)
     scan = scan_input(source, builder, LocalTokenCounter(model_path))
     assert scan.prompt_tokens is not None
     counts = np.asarray(scan.prompt_tokens, dtype=np.int64)
