@@ -10,9 +10,9 @@ import typing
 import pytest
 
 import vbatch
-from vbatch.config import RunConfig
+from vbatch.config import MANAGED_SERVER_OPTIONS, RunConfig
 from vbatch.options import NOT_OPTIONS, RunOptions
-from vbatch.servers.options import RUN_SERVER_OPTIONS, ServerOptions
+from vbatch.servers.options import ServerOptions
 
 
 def test_run_options_are_runconfigs_fields_with_their_types() -> None:
@@ -42,7 +42,7 @@ def test_every_option_is_in_the_signature_with_its_default(function: typing.Any)
 def test_server_takes_the_managed_server_options_of_a_run() -> None:
     parameters = inspect.signature(vbatch.Server).parameters
     defaults = {f.name: f.default for f in dataclasses.fields(ServerOptions)}
-    for name in RUN_SERVER_OPTIONS:
+    for name in MANAGED_SERVER_OPTIONS:
         assert parameters[name].default == defaults[name], name
         assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
     assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())

@@ -117,3 +117,46 @@ def test_a_server_gone_for_max_downtime_stops_the_run_and_a_rerun_resumes(
     again = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert Counter(r["index"] for r in read_jsonl(out)) == Counter(range(3000))
+
+
+def test_breaker_trips_on_a_server_that_breaks_after_succeeding() -> None:
+    breaker = CircuitBreaker(trip_after=3, broken_after=4)
+    assert breaker.admit(ok(0)) == [ok(0)]
+    assert breaker.admit(failed(1, status=500, attempts=3)) == []
+    assert [r["id"] for r in breaker.admit(ok(2))] == ["r1", "r2"]
+    assert breaker.admit(failed(3)) == [failed(3)]
+    for i in range(4, 8):
+        assert breaker.admit(failed(i, status=503, attempts=3)) == []
+    assert breaker.tripped and "HTTP 503" in (breaker.cause or "")
+    assert "the server broke during the run" in (breaker.reason or "")
+    assert breaker.release() == [] and breaker.admit(ok(9)) == []
+
+
+def test_a_server_that_starts_failing_everything_stops_the_run_and_a_rerun_resumes(
+        simulator: SimulatorProcess, tmp_path: Path) -> None:
+    simulator.configure(latency=0.01)
+    source = write_jsonl(tmp_path / "in.jsonl",
+                         [{"id": f"r{i}", "prompt": f"q {i}"} for i in range(3000)])
+    out = tmp_path / "out.jsonl"
+    args = vbatch_cmd("run", str(source), "-o", str(out), "--base-url", simulator.url,
+                      "--max-tokens", "2", "--concurrency", "8", "--retry-delay", "0.01",
+                      "--max-retries", "2")
+    process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while simulator.stats()["requests_seen"] < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    simulator.configure(error_rate=1.0, fail_status=500)
+    broke = simulator.stats()["requests_seen"]
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 3, stderr
+    assert "the server broke during the run" in stderr and "HTTP 500" in stderr
+    # Some dozens of rows, each tried three times, then it stopped: not the rest of the input.
+    assert simulator.stats()["requests_seen"] - broke < 400
+    kept = read_jsonl(out)
+    assert 0 < len(kept) < 3000
+    assert max(Counter(r["id"] for r in kept).values()) == 1
+    simulator.configure(error_rate=0.0)
+    again = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert Counter(r["index"] for r in read_jsonl(out)) == Counter(range(3000))
+    assert {r["status"] for r in read_jsonl(out)} == {"ok"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,26 @@ def test_the_callers_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "3"
     assert env["VLLM_API_KEY"] == "k"
     assert "VLLM_API_KEY" not in server_environment(options(build="cpu"), None)
+
+
+OTHER_SECRETS = {"PGPASSWORD": "pg", "MYSQL_PWD": "my", "GH_PAT": "ghp", "NPM_AUTH": "npm",
+                 "SMTP_PASS": "smtp", "AUTH_HEADER": "Bearer x", "COOKIE": "session=1",
+                 "DATABASE_URL": "postgres://u:pw@db/x", "REDIS_URL": "redis://:pw@r:6379",
+                 "OPENAI_API_KEY": "sk", "VBATCH_API_KEY": "vb", "AWS_SECRET_ACCESS_KEY": "aws"}
+
+
+def test_the_server_gets_only_what_vllm_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in OTHER_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    kept = {"HF_HOME": "/hf", "VLLM_LOGGING_LEVEL": "INFO", "OMP_NUM_THREADS": "2",
+            "LC_ALL": "C.UTF-8", "HF_TOKEN": "hub-token"}
+    for name, value in kept.items():
+        monkeypatch.setenv(name, value)
+    env = server_environment(options(build="cpu"), "k")
+    assert not set(OTHER_SECRETS) & set(env)
+    assert not {value for value in OTHER_SECRETS.values()} & set(env.values())
+    assert {name: env[name] for name in kept} == kept
+    assert env["PATH"] == os.environ["PATH"] and env["VLLM_API_KEY"] == "k"
 
 
 def test_command_sets_batch_limits_unless_passed_through() -> None:

@@ -58,9 +58,8 @@ def _decorated(
 def _parse_concurrency(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
     try:
         return parse_concurrency(value)
-    except ConfigError:
-        raise click.BadParameter(f"{value!r} is neither 'auto' nor a whole number of at "
-                                 "least 1") from None
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _batch_limit(which: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from vbatch.defaults import (
     DEFAULT_TENSOR_PARALLEL_SIZE,
     INPUT_FORMATS,
     LOG_FORMATS,
+    MOST_CONCURRENCY,
     ON_BAD_ROW_POLICIES,
     ON_OVERFLOW_POLICIES,
 )
@@ -54,6 +56,12 @@ _REAL = {"temperature": (0.0, True, None), "top_p": (0.0, False, 1.0),
          "shutdown_grace": (0.0, True, None), "gpu_memory_utilization": (0.0, False, 1.0),
          "max_downtime": (0.0, False, None), "log_every": (0.0, False, None),
          "startup_timeout": (0.0, False, None)}
+# A whole number a request, the manifest and the server can all hold (a signed 64-bit one).
+_LARGEST_WHOLE = 2**63 - 1
+# Options with a smaller ceiling: a worker task waits for each request that may be in flight.
+_MOST = {"concurrency": MOST_CONCURRENCY, "max_concurrency": MOST_CONCURRENCY}
+_WHY_MOST = {name: ": more requests in flight than any server batches take memory for nothing"
+             for name in _MOST}
 _TEXTS = ("stop", "keep", "server_args")
 _FLAGS = ("ordered", "retry_failed", "force", "quiet", "ray", "group_by_prefix", "pooling")
 _FLAG_NAMES = {"retry_base_delay": "--retry-delay"}
@@ -72,6 +80,10 @@ def _whole(name: str, value: Any, least: int | None) -> int:
         raise ConfigError(f"{name} ({_flag(name)}) must be a whole number, not {value!r}")
     if least is not None and number < least:
         raise ConfigError(f"{name} ({_flag(name)}) must be at least {least}, not {value!r}")
+    most = _MOST.get(name, _LARGEST_WHOLE)
+    if number > most:
+        raise ConfigError(f"{name} ({_flag(name)}) must be at most {most}, not {value!r}"
+                          + _WHY_MOST.get(name, ""))
     return number
 
 
@@ -81,9 +93,8 @@ def parse_concurrency(value: Any) -> int | str:
         return "auto"
     try:
         return _whole("concurrency", value, 1)
-    except ConfigError:
-        raise ConfigError(f"concurrency (--concurrency) must be 'auto' or a whole number of at "
-                          f"least 1, not {value!r}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (or 'auto', which follows the server's load)") from None
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -100,8 +111,10 @@ def _real(name: str, value: Any, bounds: tuple[float, bool, float | None]) -> fl
             number = float(value)
         except ValueError:
             number = value
-    if isinstance(number, bool) or not isinstance(number, int | float) or number != number:
+    if isinstance(number, bool) or not isinstance(number, int | float):
         raise ConfigError(f"{name} ({_flag(name)}) must be a number, not {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{name} ({_flag(name)}) must be a finite number, not {value!r}")
     low = number < least if inclusive else number <= least
     if low or (most is not None and number > most):
         what = f"{'at least' if inclusive else 'above'} {least:g}"
@@ -241,6 +254,13 @@ class RunConfig:
         for url in self.base_urls:
             normalize_base_url(url)
         if self.remote:
+            given = [name for name in MANAGED_SERVER_OPTIONS
+                     if getattr(self, name) != _FIELD_DEFAULTS[name]]
+            if given:
+                raise ConfigError(
+                    f"{_flag(given[0])} is an option of the vLLM server vbatch starts, but "
+                    "--base-url points at a running one: set it where that server is started, "
+                    "or leave out --base-url to let vbatch start one")
             if self.server_args:
                 raise ConfigError(
                     "arguments after -- go to the vLLM server vbatch starts, "
@@ -288,6 +308,14 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
+# The options of a run that are options of the vLLM servers vbatch starts, by the same name
+# (servers.options.ServerOptions).
+MANAGED_SERVER_OPTIONS = ("max_model_len", "gpu_memory_utilization", "tensor_parallel_size",
+                           "max_num_seqs", "max_num_batched_tokens", "startup_timeout",
+                           "max_restarts")
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+
 @dataclass(frozen=True)
 class ServerURLs:
     """Where the OpenAI API (``api``, ending in ``/v1``) and the server's own routes are."""
@@ -298,12 +326,18 @@ class ServerURLs:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with the password of ``user:password@`` replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.partition("@")
-    if not at or "/" in userinfo or ":" not in userinfo:
+    """``url`` without its secret: what stands before the last ``@`` (a password, which may
+    itself hold an ``@``, or a token given as the user) becomes ``***``; a user name before a
+    password is kept. Works on a URL that does not parse too (``http//user:pw@host``)."""
+    head, at, host = url.rpartition("@")
+    if not at:
         return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+    scheme, sep, userinfo = head.partition("://")
+    if not sep:
+        scheme, userinfo = "", head
+    user, colon, _ = userinfo.partition(":")
+    shown = f"{user}:***" if colon and "@" not in user and "/" not in user else "***"
+    return f"{scheme}{sep}{shown}@{host}"
 
 
 def normalize_base_url(base_url: str) -> ServerURLs:

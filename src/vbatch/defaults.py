@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_TENSOR_PARALLEL_SIZE",
     "INPUT_FORMATS",
     "LOG_FORMATS",
+    "MOST_CONCURRENCY",
     "ON_BAD_ROW_POLICIES",
     "ON_OVERFLOW_POLICIES",
 ]
@@ -62,6 +63,8 @@ DEFAULT_ON_OVERFLOW: Final = "clamp"
 
 DEFAULT_CONCURRENCY: Final = "auto"
 DEFAULT_MAX_CONCURRENCY = 1024
+# The most requests --concurrency or --max-concurrency may keep in flight.
+MOST_CONCURRENCY: Final = 16_384
 # Where ``--concurrency auto`` starts; the controller then follows the server's load.
 DEFAULT_START_CONCURRENCY = 256
 DEFAULT_MAX_RETRIES = 6

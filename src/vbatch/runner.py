@@ -83,7 +83,8 @@ async def arun(
         raise ConfigError(f"--keep {sorted(clashes)[0]}: that name is a field of the output")
     batch = batch_input(config)
     paths = OutputPaths.of(config, batch)
-    check_output_path(paths.final, paths.records, config.input, paths.stats_json)
+    check_output_path(paths.final, paths.records, config.input, paths.stats_json,
+                      paths.error_file)
     source = source_of(config, paths, batch)
     with OutputLock(paths.records), contextlib.ExitStack() as copies:
         if source.copied:

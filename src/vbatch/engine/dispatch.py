@@ -111,6 +111,12 @@ class Dispatcher:
         self._queue: asyncio.Queue[WorkItem | Pack | None] = asyncio.Queue(
             maxsize=2 * self.concurrency)
 
+    def abandon(self) -> None:
+        """Stop at once: no new row, and the in-flight requests are given up (their rows get
+        no record and run again on resume)."""
+        self._stop.set()
+        self._abandon.set()
+
     def stop(self) -> None:
         """Stop taking rows; in-flight requests get ``shutdown_grace`` seconds to finish.
 
@@ -171,10 +177,9 @@ class Dispatcher:
         breaker = self.breaker
         if breaker is not None and breaker.cause is not None:
             raise RunAbortedError(
-                f"the first {breaker.trip_after} requests all failed and none succeeded, so "
-                f"vbatch stopped sending: {breaker.cause}\nFix the cause (model name, API "
-                "key, server address) and run the same command again: the rows not sent have "
-                "no record and will be sent then."
+                f"{breaker.reason}, so vbatch stopped sending: {breaker.cause}\nFix the "
+                "cause (model name, API key, server address, the server itself) and run the "
+                "same command again: the rows not sent have no record and will be sent then."
             )
 
     def _drain(self) -> None:

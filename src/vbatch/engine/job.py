@@ -21,6 +21,7 @@ from vbatch.engine.progress import Progress, RunGauges, show_check
 from vbatch.engine.result import RunResult, report_run
 from vbatch.engine.stats import RunStats
 from vbatch.engine.timeline import Timeline
+from vbatch.errors import OutputWriteError
 from vbatch.output.manifest import write_manifest
 from vbatch.output.writer import ResultWriter
 from vbatch.prepare.builder import RequestBuilder
@@ -128,7 +129,11 @@ class Job:
         watcher = self.control.on_record if self.control is not None else None
 
         def sink(record: dict[str, Any]) -> None:
-            writer.add(record)
+            try:
+                writer.add(record)
+            except OutputWriteError:
+                dispatcher.abandon()
+                raise
             stats.add(record)
             if watcher is not None:
                 watcher(record)
@@ -142,7 +147,7 @@ class Job:
                            monitor, pool.servers)
         progress, timeline = self._observers(stats, gauges)
         stats.start()
-        background = [asyncio.create_task(writer.run_checkpoints()),
+        background = [asyncio.create_task(_checkpoints(writer, dispatcher)),
                       asyncio.create_task(progress.run())]
         if controller is not None:
             background.append(asyncio.create_task(controller.run(monitor.load)))
@@ -256,6 +261,16 @@ class Job:
         """Order the output (``--ordered``), write ``--stats-json`` and print the summary."""
         report_run(self.paths, self.options.quiet, result, self.say, self.stream,
                    final=self.report)
+
+async def _checkpoints(writer: ResultWriter, dispatcher: Dispatcher) -> None:
+    """The writer's checkpoints; the first write that fails stops sending at once (no answer
+    can be recorded any more): the run then ends with the writer's error."""
+    try:
+        await writer.run_checkpoints()
+    except OutputWriteError:
+        dispatcher.abandon()
+        raise
+
 
 async def _cancelled(tasks: list[asyncio.Task[Any]]) -> None:
     """Cancel ``tasks`` and wait until they have stopped."""

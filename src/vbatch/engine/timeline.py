@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, fields
@@ -75,9 +76,18 @@ class Timeline:
     def open(self) -> None:
         """Start the segment (after the ones the file has); a timeline that cannot be
         written is said and left out."""
+        if self.path.is_symlink():
+            self.say(f"no timeline: {self.path} is a symbolic link, not vbatch's timeline; "
+                     "it was not changed (remove it to keep a timeline)")
+            return
         try:
             earlier = self.path.read_bytes() if self.path.exists() else b""
-            self._file = open(self.path, "ab")  # noqa: SIM115 (closed by close())
+            if earlier and not earlier.startswith(_SEGMENT):
+                self.say(f"no timeline: {self.path} is not a vbatch timeline; it was not "
+                         "changed (move it away to keep a timeline)")
+                return
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+            self._file = os.fdopen(os.open(self.path, flags, 0o644), "ab")
         except OSError as exc:
             self.say(f"no timeline: cannot write {self.path} ({exc.strerror})")
             return

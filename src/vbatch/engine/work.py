@@ -12,7 +12,7 @@ from typing import Any
 from vbatch.engine.items import WorkItem
 from vbatch.errors import ContextOverflowError
 from vbatch.output.ledger import fingerprint_text, is_set
-from vbatch.output.records import unsent_record
+from vbatch.output.records import json_value, unsent_record
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.fit import fit_row
 from vbatch.prepare.scan import check_row
@@ -34,7 +34,7 @@ def work_items(requests: RequestSettings, builder: RequestBuilder, rows: Iterabl
             continue
         checked = check_row(builder, row)
         data = row.data or {}
-        fields = {name: data.get(name) for name in keep_fields}
+        fields = {name: json_value(data.get(name)) for name in keep_fields}
         if checked.error is not None:
             yield unsent_record(checked.row_id, row.index, checked.error, fields)
             continue

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import orjson
 
 from vbatch._version import __version__
 from vbatch.errors import ManifestMismatchError, OutputError
+from vbatch.output.atomic import replaced
 
 
 def manifest_path(output: Path) -> Path:
@@ -38,9 +38,9 @@ def check_manifest(output: Path, params: dict[str, Any], *, force: bool) -> None
 
 
 def write_manifest(output: Path, input_path: Path, params: dict[str, Any]) -> None:
-    """Record the run's parameters (never the API key), atomically."""
+    """Record the run's parameters (never the API key), atomically; a manifest that is
+    there keeps its permissions."""
     path = manifest_path(output)
-    tmp = path.with_name(path.name + ".tmp")
     data = {"vbatch_version": __version__, "input": str(input_path), "generation": params}
-    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-    os.replace(tmp, path)
+    with replaced(path, ".tmp") as target:
+        target.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))

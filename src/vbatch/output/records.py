@@ -7,13 +7,17 @@ copies input fields, which must not clash with any of these (:data:`RECORD_FIELD
 
 from __future__ import annotations
 
+import base64
+import datetime
+import decimal
+import uuid
 from typing import Any
 
 from vbatch.endpoints import EndpointKind
 from vbatch.errors import InputError, RequestError
 
 __all__ = ["ANSWER_FIELDS", "BASE_FIELDS", "RECORD_FIELDS", "RUN_FIELDS", "failed_record",
-           "is_empty", "ok_record", "sent_record", "unsent_record"]
+           "is_empty", "json_value", "ok_record", "sent_record", "unsent_record"]
 
 BASE_FIELDS = {
     "id": "the row's id (its --id-field value, else its 0-based index), a string",
@@ -102,3 +106,27 @@ def failed_record(row_id: str, index: int, error: RequestError | InputError) -> 
         "usage": None,
         "error": detail,
     }
+
+
+# Values JSON (and orjson) writes as they are.
+_NATIVE = (str, int, float, bool, type(None), datetime.datetime, datetime.date, datetime.time,
+           uuid.UUID)
+
+
+def json_value(value: Any) -> Any:
+    """``value`` (a ``--keep`` field of any input format) as JSON can hold it: a decimal as
+    its exact text, bytes as base64, a duration in seconds, dates and times as they are (ISO
+    8601 when written), lists and mappings item by item, anything else as its text."""
+    if isinstance(value, _NATIVE):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return {str(key): json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_value(item) for item in value]
+    return str(value)

@@ -82,6 +82,12 @@ class RequestBuilder:
             if self.requests.id_field in data:
                 raise InputError(row.location, "the id is null", self.requests.id_field)
             return str(row.index)
+        if isinstance(value, float):
+            raise InputError(
+                row.location,
+                f"an id must be a string or an integer, got the number {value!r} (a fraction, "
+                "or a whole number beyond 64 bits)", self.requests.id_field,
+                "write the id as a string, in quotes")
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise InputError(
                 row.location,

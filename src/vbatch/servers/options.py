@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from vbatch.config import MANAGED_SERVER_OPTIONS
 from vbatch.defaults import (
     DEFAULT_BATCH_LIMITS,
     DEFAULT_GPU_MEMORY_UTILIZATION,
@@ -21,9 +22,6 @@ from vbatch.servers.cpu import DtypeChoice, choose_dtype, cpu_info
 from vbatch.settings import RunSettings
 
 VLLM_ENTRY = ("-m", "vllm.entrypoints.openai.api_server")
-# The options of a run (RunConfig) that are options of its managed servers, by the same name.
-RUN_SERVER_OPTIONS = ("max_model_len", "gpu_memory_utilization", "tensor_parallel_size",
-                      "max_num_seqs", "max_num_batched_tokens", "startup_timeout", "max_restarts")
 
 
 def vllm_build() -> str:
@@ -77,7 +75,7 @@ class ServerOptions:
             api_key=api_key,
             extra_args=options.server_args,
             runner="pooling" if settings.pooling else None,
-            **{name: getattr(options, name) for name in RUN_SERVER_OPTIONS},
+            **{name: getattr(options, name) for name in MANAGED_SERVER_OPTIONS},
         )
 
     @property
@@ -181,16 +179,41 @@ _SECRET_WORDS = {"KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "
 _SECRETS_VLLM_NEEDS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
+# What a vLLM server needs of the caller's environment (an allow-list: a database URL, a
+# cookie or another tool's token is none of its business): its own and the hub's settings,
+# the accelerator, threading and compiler libraries, Python, the locale, temporary files,
+# certificates and proxies, and vbatch's own settings (the AVX2 emulation of benchmarks/).
+_SERVER_ENV_PREFIXES = (
+    "VLLM_", "HF_", "HUGGING_FACE_", "TRANSFORMERS_", "TOKENIZERS_", "SAFETENSORS_", "TORCH",
+    "PYTORCH_", "CUDA_", "CUBLAS", "CUDNN", "NCCL_", "NVIDIA_", "ROCM_", "HIP_", "HSA_", "ZE_",
+    "ONEAPI_", "CCL_", "OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "ONEDNN_", "DNNL_",
+    "ATEN_", "TRITON_", "XLA_", "PJRT_", "TPU_", "NEURON_", "NUMBA_", "LD_", "MALLOC_",
+    "PYTHON", "LC_", "XDG_", "CONDA_", "VBATCH_",
+)
+_SERVER_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ", "PWD",
+    "HOSTNAME", "TMPDIR", "TMP", "TEMP", "VIRTUAL_ENV", "CC", "CXX", "SSL_CERT_FILE",
+    "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY",
+    "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+})
+
+
 def _secret(name: str) -> bool:
     upper = name.upper()
     return upper not in _SECRETS_VLLM_NEEDS and not _SECRET_WORDS.isdisjoint(upper.split("_"))
 
 
+def _passed_to_server(name: str) -> bool:
+    """Whether the caller's variable ``name`` goes to a managed server's environment."""
+    allowed = name in _SERVER_ENV_NAMES or name.upper().startswith(_SERVER_ENV_PREFIXES)
+    return allowed and not _secret(name)
+
+
 def server_environment(options: ServerOptions, api_key: str | None) -> dict[str, str]:
-    """The server's environment: the caller's without its secrets (API keys, tokens,
-    passwords; vLLM's hub token stays), the server's own API key, and sensible defaults
-    the caller does not set."""
-    env = {name: value for name, value in os.environ.items() if not _secret(name)}
+    """The server's environment: of the caller's, only what vLLM needs (an allow-list) and
+    none of its secrets (API keys, tokens, passwords; vLLM's hub token stays), the server's
+    own API key, and sensible defaults the caller does not set."""
+    env = {name: value for name, value in os.environ.items() if _passed_to_server(name)}
     if api_key:
         env["VLLM_API_KEY"] = api_key
     env.setdefault("VLLM_NO_USAGE_STATS", "1")

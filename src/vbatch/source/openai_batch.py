@@ -17,7 +17,7 @@ import orjson
 
 from vbatch.errors import ConfigError, InputError
 from vbatch.ids import hash_array, id_hash, repeated_hashes
-from vbatch.source.readers import open_binary
+from vbatch.source.readers import open_binary, without_bom
 from vbatch.source.spool import needs_spool
 
 __all__ = ["BATCH_ROUTES", "POOLING_URLS", "BatchFileError", "BatchSummary", "batch_pooling",
@@ -72,7 +72,7 @@ def is_batch_file(path: Path) -> bool:
         with open_binary(path) as handle:
             for line in handle:
                 if line.strip():
-                    first = orjson.loads(line)
+                    first = orjson.loads(without_bom(line))
                     return isinstance(first, dict) and "custom_id" in first and "body" in first
     except (OSError, ValueError, EOFError):
         return False
@@ -94,7 +94,7 @@ def check_batch_file(path: Path) -> BatchSummary:
                 continue
             count += 1
             try:
-                line = orjson.loads(raw)
+                line = orjson.loads(without_bom(raw))
             except orjson.JSONDecodeError as exc:
                 problems.append((line_no, "invalid_json_line", f"not JSON ({exc})"))
                 continue
@@ -114,15 +114,36 @@ def check_batch_file(path: Path) -> BatchSummary:
                 pooling += 1
             elif url in BATCH_ROUTES:
                 generation += 1
-            if not isinstance(line.get("body"), dict):
+            body = line.get("body")
+            if not isinstance(body, dict):
                 problems.append((line_no, "missing_required_parameter",
                                  "body must be a JSON object"))
+            else:
+                problems += _bad_limits(line_no, body)
             if line.get("method", "POST") != "POST":
                 problems.append((line_no, "invalid_method", "method must be POST"))
     problems += _duplicates(path, hash_array(hashes))
     if problems:
         raise BatchFileError(path, sorted(problems))
     return BatchSummary(count, generation, pooling)
+
+
+# The largest output limit a line may ask for (a signed 32-bit number, as vLLM takes it).
+_MOST_TOKENS = 2**31 - 1
+
+
+def _bad_limits(line_no: int, body: dict[str, object]) -> list[tuple[int, str, str]]:
+    """An ``invalid_value`` problem for an output limit that is not a whole number from 1."""
+    problems = []
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not (
+                1 <= value <= _MOST_TOKENS):
+            problems.append((line_no, "invalid_value", f"body.{name} must be a whole number "
+                             f"from 1 to {_MOST_TOKENS}, not {value!r}"))
+    return problems
 
 
 def _duplicates(path: Path, hashes: np.ndarray) -> list[tuple[int, str, str]]:
@@ -135,7 +156,7 @@ def _duplicates(path: Path, hashes: np.ndarray) -> list[tuple[int, str, str]]:
     with open_binary(path) as handle:
         for line_no, raw in enumerate(handle, start=1):
             try:
-                custom_id = orjson.loads(raw).get("custom_id")
+                custom_id = orjson.loads(without_bom(raw)).get("custom_id")
             except (orjson.JSONDecodeError, AttributeError):
                 continue
             if not isinstance(custom_id, str) or id_hash(custom_id) not in suspects:

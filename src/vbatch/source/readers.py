@@ -59,6 +59,9 @@ def detect_format(path: Path, override: str | None = None) -> str:
                       "jsonl|csv|parquet|arrow")
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def open_binary(path: Path) -> IO[bytes]:
     """The file's bytes, gunzipped when the name ends in ``.gz``."""
     if path.name.lower().endswith(".gz"):
@@ -135,11 +138,16 @@ def jsonl_rows(
         index += 1
 
 
+def without_bom(raw: bytes) -> bytes:
+    """``raw`` without the UTF-8 byte order mark some editors put at a file's start."""
+    return raw[len(UTF8_BOM):] if raw.startswith(UTF8_BOM) else raw
+
+
 def jsonl_row(raw: bytes, path: Path, index: int, line_no: int, offset: int = -1) -> RawRow:
     """Row ``index`` from the JSONL line ``raw`` (line ``line_no`` of ``path``)."""
     location = f"{path}:{line_no}"
     try:
-        data = orjson.loads(raw)
+        data = orjson.loads(without_bom(raw))
     except orjson.JSONDecodeError as exc:
         problem = _non_utf8_problem(raw) or f"malformed JSON ({exc})"
         return RawRow(index, location, None, InputError(location, problem), offset, line_no)
