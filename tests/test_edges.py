@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -162,3 +163,33 @@ def test_a_manifest_keeps_the_permissions_its_owner_gave(
     assert run(config).exit_code == 0
     assert stat.S_IMODE(manifest.stat().st_mode) == 0o600
     assert len(read_jsonl(out)) == 5
+
+
+def test_call_directories_a_killed_process_left_are_removed(
+        simulator: SimulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    import vbatch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    simulator.configure(latency=0.05)
+    script = (
+        "import vbatch, sys\n"
+        f"vbatch.generate([f'p{{i}}' for i in range(5000)], base_url={simulator.url!r},"
+        " max_tokens=2, concurrency=2, progress=False)\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.monotonic() + 60
+    while simulator.stats()["requests_seen"] < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    left = list(tmp_path.glob(f"vbatch-{process.pid}-*"))
+    assert left and (left[0] / "input.jsonl").exists()
+    mine = tmp_path / f"vbatch-{os.getpid()}-running"
+    mine.mkdir()
+    simulator.configure(latency=0.0)
+    out = vbatch.generate(["hi"], base_url=simulator.url, max_tokens=2, progress=False)
+    assert out[0]["status"] == "ok"
+    assert not any(path.exists() for path in left)
+    assert mine.exists()

@@ -24,9 +24,10 @@ def rows(count: int) -> list[dict[str, str]]:
 
 
 def batch_lines(count: int) -> list[dict[str, object]]:
+    """Lines of a batch file; every third one the simulator refuses (HTTP 400)."""
     return [{"custom_id": f"request-{i}", "method": "POST", "url": "/v1/chat/completions",
-             "body": {"model": "sim-model", "max_tokens": 4,
-                      "messages": [{"role": "user", "content": f"hello {i}"}]}}
+             "body": {"model": "sim-model", "max_tokens": 4, "messages": [
+                 {"role": "user", "content": f"{'SIM_REJECT ' if i % 3 == 1 else ''}hello {i}"}]}}
             for i in range(count)]
 
 
@@ -68,7 +69,6 @@ def test_a_side_file_that_is_not_vbatchs_is_refused(simulator: SimulatorProcess,
 
 def test_side_files_vbatch_wrote_are_rewritten(simulator: SimulatorProcess,
                                                tmp_path: Path) -> None:
-    simulator.configure(error_rate=0.5, fail_status=400)
     source = write_jsonl(tmp_path / "batch.jsonl", batch_lines(20))
     errors, stats = tmp_path / "errors.jsonl", tmp_path / "stats.json"
     for output in ("one.jsonl", "two.jsonl"):
@@ -76,6 +76,7 @@ def test_side_files_vbatch_wrote_are_rewritten(simulator: SimulatorProcess,
                    simulator.url, "--error-file", str(errors), "--stats-json", str(stats))
         assert done.returncode == 0, done.stderr
         assert json.loads(stats.read_text())["rows_total"] == 20
+        assert len(read_jsonl(errors)) == 7
         assert {line["custom_id"] for line in read_jsonl(errors)} | {
             line["custom_id"] for line in read_jsonl(tmp_path / output)} == {
             f"request-{i}" for i in range(20)}

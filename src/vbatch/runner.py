@@ -23,7 +23,7 @@ from vbatch.engine.result import RunResult
 from vbatch.errors import ConfigError
 from vbatch.loops import event_loop_runner, in_own_thread, loop_is_running
 from vbatch.output.lock import OutputLock
-from vbatch.output.paths import check_output_path
+from vbatch.output.paths import check_output_path, remove_stale_spools
 from vbatch.output.records import RECORD_FIELDS
 from vbatch.settings import OutputPaths, batch_input, settle, source_of
 from vbatch.source.openai_batch import batch_pooling, check_batch_file
@@ -88,6 +88,7 @@ async def arun(
     source = source_of(config, paths, batch)
     with OutputLock(paths.records), contextlib.ExitStack() as copies:
         if source.copied:
+            remove_stale_spools(paths.final)
             copies.enter_context(spooled(source.given, source.path))
         pooling = False
         if batch:

@@ -11,6 +11,7 @@ takes its part, and a Ray worker's shard gets paths of its own (:meth:`OutputPat
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,7 @@ class OutputPaths:
         return cls(
             final=final, format=fmt, records=records,
             server_log=_beside(final, ".server.log"), timeline=_beside(final, ".timeline.jsonl"),
-            lock=lock_path(records), spool=_beside(final, ".input"),
+            lock=lock_path(records), spool=_beside(final, f".input.{os.getpid()}"),
             shards=config.shard_dir or _beside(final, ".shards"),
             stats_json=config.stats_json, error_file=config.error_file, ordered=config.ordered)
 

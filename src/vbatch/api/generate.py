@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import sys
 import tempfile
 from collections import deque
@@ -40,6 +42,8 @@ __all__ = ["agenerate", "generate", "stream"]
 
 # Records that may wait for a slow consumer of stream() before the run holds back.
 _BACKLOG = 4096
+# The temporary directories of calls: vbatch-PID-random.
+_WORKDIR_PREFIX = "vbatch-"
 
 
 @dataclass
@@ -52,8 +56,7 @@ class _Call:
     target: Path | None
     progress: bool
     transport: Transport | None
-    workdir: tempfile.TemporaryDirectory[str] = field(
-        default_factory=lambda: tempfile.TemporaryDirectory(prefix="vbatch-"))
+    workdir: tempfile.TemporaryDirectory[str] = field(default_factory=lambda: _workdir())
     spooled: Spooled | None = None
 
     @classmethod
@@ -94,6 +97,27 @@ class _Call:
 
     def close(self) -> None:
         self.workdir.cleanup()
+
+
+def _workdir() -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory for one call's spool and records, named after this process;
+    those that killed processes left behind (kill -9 skips the clean-up) go first."""
+    _remove_stale_workdirs(Path(tempfile.gettempdir()))
+    return tempfile.TemporaryDirectory(prefix=f"{_WORKDIR_PREFIX}{os.getpid()}-")
+
+
+def _remove_stale_workdirs(where: Path) -> None:
+    """Remove this user's call directories in ``where`` whose process is gone."""
+    for path in where.glob(f"{_WORKDIR_PREFIX}*-*"):
+        pid = path.name[len(_WORKDIR_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or path.stat().st_uid != os.getuid() or not path.is_dir():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 async def _run(call: _Call, control: RunControl) -> RunResult:

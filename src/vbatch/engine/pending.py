@@ -4,6 +4,7 @@ less the rows the output already holds."""
 from __future__ import annotations
 
 import asyncio
+import os
 from array import array
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -13,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from vbatch.engine.items import WorkItem
-from vbatch.engine.resume import replace_changed, say_repairs
+from vbatch.engine.resume import reconcile_input, replace_changed, say_repairs
 from vbatch.engine.work import work_items
-from vbatch.errors import ConfigError
+from vbatch.errors import ConfigError, InputError
 from vbatch.output.ledger import done_mask, read_output
 from vbatch.output.manifest import check_manifest
 from vbatch.prepare.builder import RequestBuilder
@@ -25,10 +26,30 @@ from vbatch.prepare.scan import CheckCount, InputScan, RowSource, scan_input
 from vbatch.prepare.tokens import TokenCounter
 from vbatch.settings import RunSettings
 from vbatch.source.prefix import check_groupable
-from vbatch.source.readers import read_rows
+from vbatch.source.readers import RawRow, read_rows
 from vbatch.source.shards import Shard, read_shard
 
-__all__ = ["PendingRows"]
+__all__ = ["PendingRows", "file_identity"]
+
+# Rows read between two looks at whether the input changed while it is sent (a stat costs
+# about a microsecond).
+_STAT_EVERY = 64
+
+
+def file_identity(path: Path) -> tuple[int, ...]:
+    """What says a file is still the one read: device, inode, size and modification time."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ()
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _changed(path: Path) -> InputError:
+    return InputError(str(path), "the input changed while its rows were being sent (rewritten "
+                      "or grown since the check)", hint="nothing more was sent; the records "
+                      "written so far are kept: run the same command again, it checks the "
+                      "input anew")
 
 
 class PendingRows:
@@ -50,6 +71,7 @@ class PendingRows:
             else partial(read_rows, source.path, source.format)
         )
         self._first_row = shard.first_row if shard is not None else 0
+        self._identity: tuple[int, ...] = ()
         self._scan: InputScan | None = None
         self._mask = b""
         self.already = 0
@@ -90,6 +112,7 @@ class PendingRows:
         """Check the manifest, repair and read the output, check (and count) the input
         (``checked`` counts the rows as they are checked)."""
         options, source, records = self._options, self._source, self._records
+        self._identity = file_identity(source.path)
         check_manifest(records, self._params, force=options.force)
         state = read_output(records, retry_failed=options.retry_failed)
         say_repairs(state, records, self._say)
@@ -105,6 +128,7 @@ class PendingRows:
                      "fitted to the context before sending")
         state = replace_changed(source, records, options.force, self._builder, scan, state,
                                 self._say)
+        state = reconcile_input(source, records, options.force, scan, state, self._say)
         self._mask, self.already = done_mask(scan.id_hashes, state)
         self.already_failed = state.failed
         scan.id_hashes = np.empty(0, np.int64)
@@ -117,6 +141,7 @@ class PendingRows:
         Rows this shard's own output already holds (a worker died on it) are skipped too.
         """
         assert self._shard is not None, "adopt() runs a shard"
+        self._identity = file_identity(self._source.path)
         rows = self._shard.rows
         state = read_output(self._records, retry_failed=False)
         say_repairs(state, self._records, self._say)
@@ -161,5 +186,26 @@ class PendingRows:
     def work(self, context: int | None) -> Iterator[WorkItem | dict[str, Any]]:
         """A work item (or a ready failed record) for each row not done, fitted to ``context``."""
         counts = self._scan.prompt_tokens if self._scan is not None else None
-        return work_items(self._requests, self._builder, self._rows(), self._mask,
+        return work_items(self._requests, self._builder, self._read_again(), self._mask,
                           self._first_row, counts, context)
+
+    def _read_again(self) -> Iterator[RawRow]:
+        """The rows, read a second time, as long as they are the ones checked: a file that
+        changes while it is sent (rewritten, grown) stops the run with an error, before a row
+        read after the change is sent. Rows are read :data:`_STAT_EVERY` at a time and given
+        out only once the file is seen unchanged after they were read."""
+        path, first, total = self._source.path, self._first_row, self.total
+        checked = self._identity
+        read: list[RawRow] = []
+        for row in self._rows():
+            if row.index - first >= total:
+                raise _changed(path)
+            read.append(row)
+            if len(read) == _STAT_EVERY:
+                if file_identity(path) != checked:
+                    raise _changed(path)
+                yield from read
+                read.clear()
+        if file_identity(path) != checked:
+            raise _changed(path)
+        yield from read

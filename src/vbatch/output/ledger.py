@@ -35,6 +35,9 @@ class OutputState:
     repaired_bytes: int
     done_fingerprints: np.ndarray = dataclasses.field(
         default_factory=lambda: np.empty(0, dtype=np.int64))
+    # The input row each record says it answers (its ``index``), in the order of done_hashes.
+    done_indices: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.empty(0, dtype=np.int64))
     damaged_lines: list[int] = dataclasses.field(default_factory=list)
     damaged: int = 0
     duplicates: int = 0
@@ -126,13 +129,14 @@ class _Survey:
     hashes: array[int]
     failed_hashes: array[int]
     fingerprints: array[int]
+    indices: array[int]
     damaged: int = 0
     first_damaged: list[int] = dataclasses.field(default_factory=list)
     torn_bytes: int = 0
 
 
 def _survey(path: Path) -> _Survey:
-    survey = _Survey(array("q"), array("q"), array("q"))
+    survey = _Survey(array("q"), array("q"), array("q"), array("q"))
     with open(path, "rb") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.endswith(b"\n"):
@@ -148,15 +152,19 @@ def _survey(path: Path) -> _Survey:
                 continue
             survey.hashes.append(id_hash(head.row_id))
             survey.fingerprints.append(head.fingerprint)
+            survey.indices.append(head.index)
             if head.status == "failed":
                 survey.failed_hashes.append(id_hash(head.row_id))
     return survey
 
 
 def _rewrite(path: Path, repeated: np.ndarray, drop_failed: bool,
-             dropped: frozenset[int] = frozenset()) -> None:
+             dropped: frozenset[int] = frozenset(),
+             renumbered: dict[int, int] | None = None) -> None:
     """Keep the first record of each id (and with ``drop_failed`` no failed one, and none of
-    the ids hashed in ``dropped``), atomically."""
+    the ids hashed in ``dropped``; those of ``renumbered`` with their new ``index``),
+    atomically."""
+    renumbered = renumbered or {}
     watched = set(repeated.tolist())
     seen: set[int] = set()
     with open(path, "rb") as source, replaced(path, ".repairing") as target:
@@ -175,6 +183,9 @@ def _rewrite(path: Path, repeated: np.ndarray, drop_failed: bool,
                 seen.add(key)
             if drop_failed and head.status == "failed":
                 continue
+            if key in renumbered:
+                line = orjson.dumps({**orjson.loads(line), "index": renumbered[key]},
+                                   option=orjson.OPT_APPEND_NEWLINE)
             target.write(line)
 
 
@@ -212,7 +223,8 @@ def read_output(path: Path, *, retry_failed: bool) -> OutputState:
     failed = len(survey.failed_hashes)
     fingerprints = hash_array(survey.fingerprints)
     return dataclasses.replace(repaired, done_hashes=hashes, ok=hashes.size - failed,
-                               failed=failed, done_fingerprints=fingerprints)
+                               failed=failed, done_fingerprints=fingerprints,
+                               done_indices=hash_array(survey.indices))
 
 
 def changed_rows(input_hashes: np.ndarray, input_fingerprints: np.ndarray,
@@ -234,12 +246,60 @@ def changed_rows(input_hashes: np.ndarray, input_fingerprints: np.ndarray,
     return changed
 
 
-def remove_records(path: Path, id_hashes: np.ndarray) -> None:
-    """Remove the records of the ids hashed in ``id_hashes`` from ``path``, atomically."""
+def remove_records(path: Path, id_hashes: np.ndarray,
+                   renumbered: dict[int, int] | None = None) -> None:
+    """Remove the records of the ids hashed in ``id_hashes`` from ``path`` and give those of
+    ``renumbered`` (id hash: row) their new ``index``, atomically."""
     try:
-        _rewrite(path, np.empty(0, dtype=np.int64), False, frozenset(id_hashes.tolist()))
+        _rewrite(path, np.empty(0, dtype=np.int64), False, frozenset(id_hashes.tolist()),
+                 renumbered or {})
     except OSError as exc:
         raise write_failure(path, exc) from None
+
+
+@dataclass(frozen=True)
+class InputDrift:
+    """Records that no longer match the input: ``vanished`` (ids the input no longer has:
+    their hashes) and ``moved`` (id hash: the row the id is at now, for records whose
+    ``index`` says another)."""
+
+    vanished: np.ndarray
+    moved: dict[int, int]
+
+    def __bool__(self) -> bool:
+        return bool(self.vanished.size or self.moved)
+
+
+def input_drift(input_hashes: np.ndarray, state: OutputState) -> InputDrift:
+    """How the output's records fit the input rows hashed in ``input_hashes`` (by row)."""
+    none = np.empty(0, dtype=np.int64)
+    if state.done_hashes.size == 0:
+        return InputDrift(none, {})
+    order = np.argsort(input_hashes, kind="stable")
+    sorted_hashes = input_hashes[order]
+    spot = np.minimum(np.searchsorted(sorted_hashes, state.done_hashes),
+                      max(sorted_hashes.size - 1, 0))
+    found = (sorted_hashes[spot] == state.done_hashes) if sorted_hashes.size else np.zeros(
+        state.done_hashes.size, dtype=bool)
+    rows = order[spot] if sorted_hashes.size else none
+    indices = state.done_indices
+    moved_mask = found & (rows != indices) if indices.size == found.size else np.zeros_like(
+        found)
+    moved = dict(zip(state.done_hashes[moved_mask].tolist(), rows[moved_mask].tolist(),
+                     strict=True))
+    return InputDrift(state.done_hashes[~found], moved)
+
+
+def ids_of_hashes(path: Path, id_hashes: np.ndarray, most: int) -> list[str]:
+    """The ids of up to ``most`` records of ``path`` whose id hashes are in ``id_hashes``."""
+    wanted = set(id_hashes[:most].tolist())
+    found: list[str] = []
+    for _, head in records(path):
+        if id_hash(head.row_id) in wanted:
+            found.append(head.row_id)
+            if len(found) == len(wanted):
+                break
+    return found
 
 
 def done_mask(input_hashes: np.ndarray, state: OutputState) -> tuple[bytes, int]:

@@ -56,6 +56,12 @@ class OutputLock:
             if same:
                 break
             os.close(fd)
+        found = os.pread(fd, 64, 0)
+        if found.strip() and not found.strip().isdigit():
+            os.close(fd)
+            raise OutputError(
+                f"{self.path} exists and is not vbatch's lock file (it holds no process id): "
+                "it was not changed; move it away, or choose another -o")
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,8 @@ import orjson
 from vbatch.errors import OutputError
 from vbatch.output.manifest import manifest_path
 
-__all__ = ["check_output_path", "check_side_file", "is_error_file", "is_stats_file"]
+__all__ = ["check_output_path", "check_side_file", "is_error_file", "is_stats_file",
+           "remove_stale_spools"]
 
 # The keys every --stats-json that vbatch writes has.
 _STATS_KEYS = frozenset({"rows_total", "rows_ok", "rows_failed", "wall_time_s"})
@@ -41,6 +43,7 @@ def check_output_path(final: Path, output: Path, input_path: Path,
                               "file name")
     if output != final and final.exists() and not manifest_path(output).exists():
         raise _not_ours(final, output)
+    _check_manifest_file(manifest_path(output))
     others = ((input_path, "the input"), (final, "the output"), (output, "the output"))
     check_side_file(stats, "--stats-json", is_stats_file, *others)
     check_side_file(error_file, "--error-file", is_error_file, *others)
@@ -54,6 +57,22 @@ def check_output_path(final: Path, output: Path, input_path: Path,
         raise OutputError(f"-o {output} is the input file (or a link to it): choose another -o")
     if output.stat().st_size and not manifest_path(output).exists():
         raise _not_ours(output, output)
+
+
+def _check_manifest_file(path: Path) -> None:
+    """Refuse a manifest path that holds something vbatch did not write."""
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_file():
+        raise OutputError(f"{path} is not a regular file: it was not changed; move it away or "
+                          "choose another -o")
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        data = None
+    if not (isinstance(data, dict) and "vbatch_version" in data) and path.stat().st_size:
+        raise OutputError(f"{path} exists and is not a vbatch manifest: it was not changed; "
+                          "move it away or choose another -o")
 
 
 def _first_line(path: Path) -> bytes:
@@ -109,3 +128,20 @@ def check_side_file(path: Path | None, option: str, ours: Callable[[Path], bool]
     if path.stat().st_size and not ours(path):
         raise OutputError(f"{option} {path} exists and is not a file vbatch wrote: it was not "
                           "changed; move it away or choose another path")
+
+
+
+def remove_stale_spools(final: Path) -> None:
+    """Remove the copies of streamed input (``OUTPUT.input.PID``) that runs of ``final``
+    killed before their end left; a copy whose process still runs is kept."""
+    prefix = final.name + ".input."
+    for path in final.parent.glob(glob.escape(prefix) + "*"):
+        pid = path.name[len(prefix):]
+        if not pid.isdigit() or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except OSError:
+            continue

@@ -1,9 +1,10 @@
 """Input that can be read only once (``-`` for stdin, a pipe, a FIFO, ``<(...)``).
 
 vbatch reads its input twice (the check pass, then the run), and a resume reads it again:
-such an input is copied once to ``OUTPUT.input`` beside the output
-(:class:`~vbatch.settings.OutputPaths`), read from there, and the copy is removed when the run
-ends.
+such an input is copied once to ``OUTPUT.input.PID`` beside the output
+(:class:`~vbatch.settings.OutputPaths`; a name of this process's own, so that no file is
+overwritten), read from there, and the copy is removed when the run ends (a copy a killed run
+left is removed by the next run of the same output).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def spooled(given: Path, spool: Path) -> Iterator[None]:
         with contextlib.ExitStack() as stack:
             source = (sys.stdin.buffer if str(given) == STDIN
                       else stack.enter_context(open(given, "rb")))
-            with open(spool, "wb") as target:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            with os.fdopen(os.open(spool, flags, 0o600), "wb") as target:
                 shutil.copyfileobj(source, target, 1 << 20)
     except OSError as exc:
         spool.unlink(missing_ok=True)
