@@ -135,3 +135,15 @@ def test_an_output_reached_by_a_hard_link_is_locked_as_itself(
     with OutputLock(first), pytest.raises(OutputLockedError, match="hard link"):
         run(RunConfig(input=source, output=second, base_url=simulator.url, quiet=True))
     assert simulator.stats()["requests_seen"] == 0 and first.read_bytes() == b""
+
+
+def test_a_server_log_that_is_a_link_is_refused_before_the_server_starts(
+        tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", rows(2))
+    target = tmp_path / "precious.txt"
+    target.write_bytes(UNRELATED)
+    (tmp_path / "out.jsonl.server.log").symlink_to(target)
+    done = cli("run", str(source), "-o", str(tmp_path / "out.jsonl"), "--max-model-len", "256")
+    assert done.returncode == 2, done.stderr
+    assert b"the managed server's log" in done.stderr and b"Traceback" not in done.stderr
+    assert target.read_bytes() == UNRELATED and not (tmp_path / "out.jsonl").exists()

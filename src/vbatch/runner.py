@@ -23,7 +23,7 @@ from vbatch.engine.result import RunResult
 from vbatch.errors import ConfigError
 from vbatch.loops import event_loop_runner, in_own_thread, loop_is_running
 from vbatch.output.lock import OutputLock
-from vbatch.output.paths import check_output_path, remove_stale_spools
+from vbatch.output.paths import check_log_path, check_output_path, remove_stale_spools
 from vbatch.output.records import RECORD_FIELDS
 from vbatch.settings import OutputPaths, batch_input, settle, source_of
 from vbatch.source.openai_batch import batch_pooling, check_batch_file
@@ -59,6 +59,7 @@ async def arun(
     clock: Callable[[], float] = time.monotonic,
     transport: Transport | None = None,
     control: RunControl | None = None,
+    cache: bool = False,
 ) -> RunResult:
     """Run the job on the current event loop.
 
@@ -75,6 +76,9 @@ async def arun(
     server or the given endpoints) and merged at the end. ``transport`` replaces the network
     for every request (an in-process server double, see :mod:`vbatch.testing.fake`);
     ``control`` follows the records as they are written and stops the run from outside.
+    With ``cache``, the output is a cache of answers by id (``vbatch.generate``'s ``cache=``):
+    records of ids this input lacks are kept and rows that moved are matched by id, where a
+    file-to-file run refuses both (see :func:`~vbatch.engine.resume.reconcile_input`).
     """
     stream = stream if stream is not None else sys.stderr
     command_started = clock()
@@ -85,6 +89,8 @@ async def arun(
     paths = OutputPaths.of(config, batch)
     check_output_path(paths.final, paths.records, config.input, paths.stats_json,
                       paths.error_file)
+    if not config.remote:
+        check_log_path(paths.server_log)
     source = source_of(config, paths, batch)
     with OutputLock(paths.records), contextlib.ExitStack() as copies:
         if source.copied:
@@ -94,7 +100,7 @@ async def arun(
         if batch:
             summary = await asyncio.to_thread(check_batch_file, source.path)
             pooling = batch_pooling(summary, config.input, config.remote, config.model)
-        settings = settle(config, paths, source, pooling)
+        settings = settle(config, paths, source, pooling, cache)
         if config.ray:
             from vbatch.distributed.driver import run_on_ray
 

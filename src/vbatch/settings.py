@@ -193,6 +193,9 @@ class RunSettings:
     send: SendPolicy
     openai_batch: bool
     pooling: bool
+    # The output is a cache of answers by id (vbatch.generate's cache=): records of ids this
+    # input lacks are kept, and a row is matched to its record wherever it stands.
+    cache: bool = False
 
     def absolute(self) -> RunSettings:
         """These settings with every path absolute, for Ray workers on other machines."""
@@ -212,7 +215,7 @@ class RunSettings:
                 lock=paths.lock.resolve(), spool=paths.spool.resolve(),
                 shards=paths.shards.resolve()),
             requests=self.requests, send=self.send, openai_batch=self.openai_batch,
-            pooling=self.pooling)
+            pooling=self.pooling, cache=self.cache)
 
 
 def _beside(path: Path, suffix: str) -> Path:
@@ -257,11 +260,11 @@ def send_policy(config: RunConfig) -> SendPolicy:
 
 
 def settle(config: RunConfig, paths: OutputPaths, source: SourceSettings,
-           pooling: bool) -> RunSettings:
+           pooling: bool, cache: bool = False) -> RunSettings:
     """The settings of a run of ``config``; ``pooling``: what the check of a batch file found
     (every line for a pooling url), else the endpoint kind's."""
     return RunSettings(options=config, source=source,
                        requests=RequestSettings.of(config, source.id_field),
                        paths=paths, send=send_policy(config),
                        openai_batch=source.format == BATCH_FORMAT,
-                       pooling=config.pooling or pooling)
+                       pooling=config.pooling or pooling, cache=cache)

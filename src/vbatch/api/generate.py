@@ -126,7 +126,8 @@ async def _run(call: _Call, control: RunControl) -> RunResult:
         for record in await asyncio.to_thread(call.records):
             if record is not None:
                 control.on_record(record)
-    result = await arun(config, stream=sys.stderr, transport=call.transport, control=control)
+    result = await arun(config, stream=sys.stderr, transport=call.transport, control=control,
+                        cache=True)
     if result.interrupted:
         kept = f"; the records so far are in {call.journal}" if call.target else ""
         raise RunStoppedError(f"stopped: {result.stats.done} rows recorded this run{kept}")

@@ -62,6 +62,7 @@ class PendingRows:
         self._requests = settings.requests
         self._source = source = settings.source
         self._records = records
+        self._cache = settings.cache
         self._builder = builder
         self._params = params
         self._say = say
@@ -128,7 +129,8 @@ class PendingRows:
                      "fitted to the context before sending")
         state = replace_changed(source, records, options.force, self._builder, scan, state,
                                 self._say)
-        state = reconcile_input(source, records, options.force, scan, state, self._say)
+        if not self._cache:
+            state = reconcile_input(source, records, options.force, scan, state, self._say)
         self._mask, self.already = done_mask(scan.id_hashes, state)
         self.already_failed = state.failed
         scan.id_hashes = np.empty(0, np.int64)

@@ -12,8 +12,8 @@ import orjson
 from vbatch.errors import OutputError
 from vbatch.output.manifest import manifest_path
 
-__all__ = ["check_output_path", "check_side_file", "is_error_file", "is_stats_file",
-           "remove_stale_spools"]
+__all__ = ["check_log_path", "check_output_path", "check_side_file", "is_error_file",
+           "is_stats_file", "remove_stale_spools"]
 
 # The keys every --stats-json that vbatch writes has.
 _STATS_KEYS = frozenset({"rows_total", "rows_ok", "rows_failed", "wall_time_s"})
@@ -129,6 +129,14 @@ def check_side_file(path: Path | None, option: str, ours: Callable[[Path], bool]
         raise OutputError(f"{option} {path} exists and is not a file vbatch wrote: it was not "
                           "changed; move it away or choose another path")
 
+
+
+def check_log_path(path: Path) -> None:
+    """Refuse a server log path that is a symbolic link or not a regular file (a log that is
+    there is appended to). Changes nothing."""
+    if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):
+        raise OutputError(f"{path} (the managed server's log) is not a regular file: it was "
+                          "not changed; move it away or choose another -o")
 
 
 def remove_stale_spools(final: Path) -> None:

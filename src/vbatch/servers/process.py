@@ -170,7 +170,15 @@ class VllmProcess:
         env = server_environment(self.options, self.api_key)
         env["VBATCH_GUARD_PARENT"] = str(os.getpid())
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        try:
+            descriptor = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                 | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise ServerStartError(
+                f"cannot write the server's log {self.log_path} ({exc.strerror}; a symbolic "
+                "link is not followed): nothing was changed; move it away or choose another "
+                "-o") from None
+        with os.fdopen(descriptor, "ab") as log:
             log.write(f"\n=== vbatch: starting {' '.join(command)}\n".encode())
             log.flush()
             self.process = await asyncio.create_subprocess_exec(
