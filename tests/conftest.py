@@ -3,6 +3,7 @@ vLLM server, and helpers to drive them."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -178,3 +179,18 @@ def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = ServeProcess(log, "--max-model-len", str(VLLM_TEST_MAX_MODEL_LEN))
     yield server.url
     server.stop()
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (made here) for the time of the block; the test
+    is skipped where mounting needs a root this machine does not give."""
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

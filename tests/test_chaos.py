@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import SimulatorProcess, read_jsonl, vbatch_cmd, write_jsonl
+from .conftest import SimulatorProcess, read_jsonl, small_tmpfs, vbatch_cmd, write_jsonl
 
 ROWS = 240
 UNRELATED = b"not vbatch's\n"
@@ -123,22 +123,16 @@ def test_two_runs_started_at_once_on_two_names_of_one_file(
 
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "full"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root")
-    descriptor = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(descriptor, b"x" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with small_tmpfs(tmp_path / "full", "64k") as mount:
+        descriptor = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(descriptor, b"x" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(descriptor)
+        yield mount
 
 
 def test_a_disk_full_before_the_run_is_one_line_and_leaves_nothing(

@@ -15,7 +15,7 @@ import pytest
 from vbatch.errors import OutputWriteError
 from vbatch.output.writer import ResultWriter
 
-from .conftest import SimulatorProcess, read_jsonl, vbatch_cmd, write_jsonl
+from .conftest import SimulatorProcess, read_jsonl, small_tmpfs, vbatch_cmd, write_jsonl
 
 
 def record(i: int) -> dict[str, object]:
@@ -54,14 +54,8 @@ def test_a_short_write_then_enospc_leaves_no_partial_line(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with small_tmpfs(tmp_path / "small", "96k") as mount:
+        yield mount
 
 
 def test_disk_full_stops_with_exit_4_and_a_rerun_completes(
