@@ -172,9 +172,15 @@ VLLM_TEST_MAX_MODEL_LEN = 512
 
 @pytest.fixture(scope="session")
 def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real vLLM server (CPU, embedded default model, context 512) for the whole session."""
+    """A real vLLM server (CPU, embedded default model, context 512) for the whole session;
+    ``VBATCH_TEST_VLLM_URL`` names one already running (``vbatch serve --max-model-len 512``),
+    to rerun a few tests without waiting for a start."""
     from .vllm_helpers import ServeProcess
 
+    running = os.environ.get("VBATCH_TEST_VLLM_URL")
+    if running:
+        yield running
+        return
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     server = ServeProcess(log, "--max-model-len", str(VLLM_TEST_MAX_MODEL_LEN))
     yield server.url

@@ -6,6 +6,7 @@ The public API::
     out = vbatch.generate(["Why is the sky blue?", ...], base_url=URL, max_tokens=256)
     out[0]["text"], out[0]["status"]              # records, in input order
     df = vbatch.generate(df, prompt_field="question")   # DataFrame in, DataFrame out
+    df = vbatch.generate(df, response_format=Person)    # a pydantic model: typed columns
 
     result = vbatch.run(vbatch.RunConfig(input="prompts.jsonl", output="out.jsonl",
                                          base_url="http://127.0.0.1:8000/v1", max_tokens=256))
@@ -30,6 +31,7 @@ from vbatch.errors import (
     ContextOverflowError,
     HTTPStatusError,
     InputError,
+    InvalidOutputError,
     InvalidResponseError,
     ManifestMismatchError,
     OutputError,
@@ -45,6 +47,7 @@ from vbatch.errors import (
     TransportError,
     VbatchError,
 )
+from vbatch.structured.specs import Choice, Grammar, JsonObject, JsonSchema, OutputSpec, Regex
 
 if TYPE_CHECKING:
     from vbatch.api import Server, agenerate, generate, stream
@@ -76,16 +79,23 @@ __all__ = [
     "EXIT_OUTPUT",
     "EXIT_SERVER",
     "EXIT_USAGE",
+    "Choice",
     "ConfigError",
     "ConnectError",
     "ContextOverflowError",
+    "Grammar",
     "HTTPStatusError",
     "InputError",
+    "InvalidOutputError",
     "InvalidResponseError",
+    "JsonObject",
+    "JsonSchema",
     "ManifestMismatchError",
     "OutputError",
     "OutputLockedError",
+    "OutputSpec",
     "OutputWriteError",
+    "Regex",
     "RequestError",
     "RequestTimeout",
     "RunAbortedError",

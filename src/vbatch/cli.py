@@ -70,13 +70,17 @@ def _run(input_path: Path, output: Path, options: dict[str, Any]) -> None:
     options["ray_address"] = options["ray_address"] or None
     for name in ("stop", "keep", "server_args"):
         options[name] = tuple(options[name])
+    shape = {name: options.pop(name)
+             for name in ("json_schema", "json_object", "regex", "choice", "grammar")}
     # Until sending starts (the run then handles both signals itself), SIGTERM stops the
     # check pass as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     from vbatch.runner import run as run_job
+    from vbatch.structured.parse import spec_of_options
 
     try:
         with _exit_on_error():
+            options["response_format"] = spec_of_options(**shape)
             result = run_job(RunConfig(input=input_path, output=output, **options))
     except KeyboardInterrupt:
         click.echo("vbatch: interrupted before sending; nothing was lost.", err=True)

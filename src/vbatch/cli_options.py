@@ -11,6 +11,8 @@ from typing import Any
 import click
 import orjson
 
+from vbatch.cli_group import decorated
+from vbatch.cli_structured import structured_options
 from vbatch.config import parse_concurrency
 from vbatch.defaults import (
     DEFAULT_BATCH_LIMITS,
@@ -44,15 +46,6 @@ from vbatch.endpoints import EMBEDDING_DTYPES, ENDPOINTS
 from vbatch.errors import ConfigError
 
 __all__ = ["managed_server_options", "row_options", "run_options"]
-
-
-def _decorated(
-    command: Callable[..., Any], decorators: list[Callable[..., Any]]
-) -> Callable[..., Any]:
-    """``command`` under ``decorators``, the first one outermost (listed first in --help)."""
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
 
 
 def _parse_concurrency(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
@@ -132,7 +125,7 @@ def managed_server_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Seconds the managed server may take to become healthy.",
         ),
     ]
-    return _decorated(command, decorators)
+    return decorated(command, decorators)
 
 
 def row_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -180,7 +173,7 @@ def row_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "(plan: leave it out of the counts).",
         ),
     ]
-    return _decorated(command, decorators)
+    return decorated(command, decorators)
 
 
 def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -253,6 +246,7 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
             callback=_parse_extra_body,
             help="JSON object (or @file) merged into every request, e.g. '{\"top_k\": 20}'.",
         ),
+        structured_options,
         click.option(
             "--keep", multiple=True, help="Input field copied into the output (repeatable)."
         ),
@@ -382,4 +376,4 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "of to the output, as the OpenAI Batch API does.",
         ),
     ]
-    return _decorated(command, decorators)
+    return decorated(command, decorators)

@@ -18,10 +18,12 @@ from vbatch.defaults import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_ID_FIELD,
     DEFAULT_INPUTS_PER_REQUEST,
+    DEFAULT_INVALID_FINISH_REASONS,
     DEFAULT_LOG_EVERY,
     DEFAULT_LOG_FORMAT,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_DOWNTIME,
+    DEFAULT_MAX_INVALID_RETRIES,
     DEFAULT_MAX_RESTARTS,
     DEFAULT_MAX_RETRIES,
     DEFAULT_N,
@@ -41,6 +43,8 @@ from vbatch.defaults import (
 )
 from vbatch.endpoints import EMBEDDING_DTYPES, ENDPOINTS
 from vbatch.errors import ConfigError
+from vbatch.structured.parse import spec_of_body, spec_of_value
+from vbatch.structured.specs import OutputSpec
 
 BadRowPolicy = Literal["fail", "skip"]
 OverflowPolicy = Literal["clamp", "skip", "fail"]
@@ -49,7 +53,7 @@ API_KEY_ENV_VARS = ("VBATCH_API_KEY", "OPENAI_API_KEY")
 _WHOLE = {"max_tokens": 1, "seed": None, "n": 1, "max_concurrency": 1, "max_retries": 0,
           "max_model_len": 1, "tensor_parallel_size": 1, "max_num_seqs": 1,
           "max_num_batched_tokens": 1, "max_restarts": 0, "replicas": 1, "shard_rows": 1,
-          "inputs_per_request": 1}
+          "inputs_per_request": 1, "max_invalid_retries": 0}
 # Fractional options: (least value, whether that value itself is allowed, greatest value).
 _REAL = {"temperature": (0.0, True, None), "top_p": (0.0, False, 1.0),
          "retry_base_delay": (0.0, True, None), "request_timeout": (0.0, False, None),
@@ -62,7 +66,7 @@ _LARGEST_WHOLE = 2**63 - 1
 _MOST = {"concurrency": MOST_CONCURRENCY, "max_concurrency": MOST_CONCURRENCY}
 _WHY_MOST = {name: ": more requests in flight than any server batches take memory for nothing"
              for name in _MOST}
-_TEXTS = ("stop", "keep", "server_args")
+_TEXTS = ("stop", "keep", "server_args", "invalid_finish_reasons")
 _FLAGS = ("ordered", "retry_failed", "force", "quiet", "ray", "group_by_prefix", "pooling")
 _FLAG_NAMES = {"retry_base_delay": "--retry-delay"}
 
@@ -194,6 +198,10 @@ class RunConfig:
     group_by_prefix: bool = False
     error_file: Path | None = None
     pooling: bool = False
+    response_format: OutputSpec | Mapping[str, Any] | type | list[str] | None = None
+    schema_field: str | None = None
+    invalid_finish_reasons: tuple[str, ...] = DEFAULT_INVALID_FINISH_REASONS
+    max_invalid_retries: int = DEFAULT_MAX_INVALID_RETRIES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", Path(self.input))
@@ -231,6 +239,14 @@ class RunConfig:
                 raise ConfigError(f"{name} ({_flag(name)}) must be True or False, "
                                   f"not {getattr(self, name)!r}")
         object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
+        object.__setattr__(self, "response_format", spec_of_value(self.response_format))
+        if self.response_format is None and isinstance(self.extra_body, Mapping):
+            try:
+                found = spec_of_body(dict(self.extra_body))
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"--extra-body asks for a structured output that is not "
+                                  f"valid: {exc}") from None
+            object.__setattr__(self, "response_format", found)
 
     def _validate(self) -> None:
         _choice("endpoint", self.endpoint, tuple(ENDPOINTS))
@@ -249,6 +265,10 @@ class RunConfig:
                 "--system needs --endpoint chat: the completions endpoint takes a plain prompt "
                 "(put the instruction in --template instead)"
             )
+        if (self.response_format is not None or self.schema_field) and self.pooling:
+            what = "--schema-field" if self.schema_field else "response_format"
+            raise ConfigError(f"{what} shapes generated answers: --endpoint {self.endpoint} "
+                              "gives vectors or scores, not text")
         if self.extra_body is not None and not isinstance(self.extra_body, Mapping):
             raise ConfigError("--extra-body must be a JSON object")
         for url in self.base_urls:
@@ -274,6 +294,12 @@ class RunConfig:
                               "add --ray")
         if self.input.resolve() == self.output.resolve():
             raise ConfigError(f"the output {self.output} is the input file: choose another -o")
+
+    @property
+    def output_spec(self) -> OutputSpec | None:
+        """The shape every answer must have (``response_format``, as a spec)."""
+        spec = self.response_format
+        return spec if isinstance(spec, OutputSpec) else None
 
     @property
     def resolved_api_key(self) -> str | None:

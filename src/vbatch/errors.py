@@ -25,7 +25,9 @@ Everything vbatch raises on purpose derives from :class:`VbatchError`; each clas
         │   └── RequestTimeout
         ├── InvalidResponseError        the server's 2xx answer is not an OpenAI response
         ├── HTTPStatusError             the server answered 4xx/5xx (408, 429, 5xx retried)
-        └── ContextOverflowError        a row does not fit the model's context
+        ├── ContextOverflowError        a row does not fit the model's context
+        └── InvalidOutputError          the answer is not of the shape asked (a schema, a
+                                        regex, choices; cut by max_tokens), after retries
 
 Foreign errors are translated at one boundary each: aiohttp's in
 :func:`vbatch.transport.network.map_network_errors`, OS errors of writing in
@@ -33,6 +35,8 @@ Foreign errors are translated at one boundary each: aiohttp's in
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "EXIT_FAILED_ROWS",
@@ -46,6 +50,7 @@ __all__ = [
     "ContextOverflowError",
     "HTTPStatusError",
     "InputError",
+    "InvalidOutputError",
     "InvalidResponseError",
     "ManifestMismatchError",
     "OutputError",
@@ -230,4 +235,19 @@ class ContextOverflowError(RequestError):
     def __init__(self, message: str, status_code: int | None = None):
         self.message = message
         self.status_code = status_code
+        super().__init__(message)
+
+
+class InvalidOutputError(RequestError):
+    """The answer is not of the shape the run asks for (``--json-schema``, ``--regex``,
+    ``--choice``, ...) or ended with a finish reason of ``--invalid-finish-reasons``: ``reason``
+    says which (``not_json``, ``schema``, ``pattern``, ``choice``, ``length``, ...); ``record``
+    is the answer's record, whose text is kept."""
+
+    error_type = "invalid_output"
+
+    def __init__(self, reason: str, message: str, record: dict[str, Any]):
+        self.reason = reason
+        self.message = message
+        self.record = record
         super().__init__(message)

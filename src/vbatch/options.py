@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict, TypeVar
 
 from vbatch.config import RunConfig
+from vbatch.structured.specs import OutputSpec
 
 __all__ = ["RunOptions", "with_run_options"]
 
@@ -77,6 +78,10 @@ class RunOptions(TypedDict, total=False):
     group_by_prefix: bool
     error_file: Path | None
     pooling: bool
+    response_format: OutputSpec | Mapping[str, Any] | type | list[str] | None
+    schema_field: str | None
+    invalid_finish_reasons: tuple[str, ...]
+    max_invalid_retries: int
 
 
 Function = TypeVar("Function", bound=Callable[..., Any])

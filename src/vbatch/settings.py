@@ -38,9 +38,13 @@ from vbatch.errors import ConfigError
 from vbatch.output.formats import OutputFormat, output_format
 from vbatch.output.formats.openai_batch import OpenAIBatch
 from vbatch.output.lock import lock_path
+from vbatch.output.table import taken_columns
 from vbatch.source.openai_batch import is_batch_input
 from vbatch.source.readers import detect_format
 from vbatch.source.spool import needs_spool
+from vbatch.structured.answers import AnswerRules
+from vbatch.structured.columns import parsed_columns
+from vbatch.structured.specs import OutputSpec
 
 __all__ = ["OutputPaths", "RunSettings", "SendPolicy", "SourceSettings", "settle"]
 
@@ -87,6 +91,8 @@ class RequestSettings:
     keep: tuple[str, ...] = ()
     on_overflow: str = DEFAULT_ON_OVERFLOW
     inputs_per_request: int = DEFAULT_INPUTS_PER_REQUEST
+    response_format: OutputSpec | None = None
+    schema_field: str | None = None
 
     @classmethod
     def of(cls, config: RunConfig, id_field: str | None = None) -> RequestSettings:
@@ -113,6 +119,9 @@ class RequestSettings:
             "id_field": self.id_field,
             "extra_body": dict(self.extra_body) if self.extra_body else None,
             "on_overflow": self.on_overflow,
+            "response_format": (self.response_format.canonical()
+                                if self.response_format is not None else None),
+            "schema_field": self.schema_field,
         }
 
 
@@ -136,7 +145,9 @@ class OutputPaths:
     def of(cls, config: RunConfig, batch: bool) -> OutputPaths:
         """The files of a run of ``config``; ``batch``: its input is an OpenAI Batch file."""
         final = config.output
-        fmt = OpenAIBatch(config.error_file) if batch else output_format(final)
+        parsed = parsed_columns(config.output_spec, taken_columns(config.keep), config.n)
+        fmt = (OpenAIBatch(config.error_file) if batch
+               else output_format(final).with_columns(parsed))
         records = fmt.journal(final)
         return cls(
             final=final, format=fmt, records=records,
@@ -167,6 +178,7 @@ class SendPolicy:
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     max_downtime: float = DEFAULT_MAX_DOWNTIME
     clamp: bool = DEFAULT_ON_OVERFLOW == "clamp"
+    answers: AnswerRules = dataclasses.field(default_factory=AnswerRules)
 
     @property
     def pool_size(self) -> int:
@@ -226,6 +238,11 @@ def batch_input(config: RunConfig) -> bool:
     """Whether the input is an OpenAI Batch file (``--input-format openai-batch``, or a file
     whose first line is a batch request)."""
     batch = config.openai_batch or (config.input_format is None and is_batch_input(config.input))
+    if batch and (config.response_format is not None or config.schema_field):
+        raise ConfigError(f"{config.input} is an OpenAI Batch file: each line's body gives its "
+                          "own response_format (or structured_outputs), which vbatch checks; "
+                          "leave out --json-schema, --json, --regex, --choice, --grammar and "
+                          "--schema-field")
     if not batch and config.error_file is not None:
         raise ConfigError("--error-file is for OpenAI Batch files (custom_id, url, body per "
                           f"line), and {config.input} is not one")
@@ -256,7 +273,8 @@ def send_policy(config: RunConfig) -> SendPolicy:
         concurrency=config.concurrency, max_concurrency=config.max_concurrency,
         max_retries=config.max_retries, retry_base_delay=config.retry_base_delay,
         request_timeout=config.request_timeout, shutdown_grace=config.shutdown_grace,
-        max_downtime=config.max_downtime, clamp=config.on_overflow == "clamp")
+        max_downtime=config.max_downtime, clamp=config.on_overflow == "clamp",
+        answers=AnswerRules(config.invalid_finish_reasons, config.max_invalid_retries))
 
 
 def settle(config: RunConfig, paths: OutputPaths, source: SourceSettings,

@@ -20,6 +20,7 @@ from vbatch.engine.job import Job
 from vbatch.engine.result import RunResult
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.factory import request_builder
+from vbatch.prepare.probe import prepare_structured
 from vbatch.servers.backend import Replica, Started
 from vbatch.servers.factory import make_backend
 from vbatch.settings import OutputPaths, RunSettings
@@ -46,6 +47,7 @@ class Run:
         self.backend = make_backend(settings, stream, transport)
         self._request_model = request_model
         self._builder: RequestBuilder | None = None
+        self._structured_ready = False
 
     @property
     def builder(self) -> RequestBuilder:
@@ -105,7 +107,12 @@ class Run:
         return await starting
 
     async def send(self, job: Job, started: Started, handle_signals: bool) -> RunResult:
-        """Send every row of ``job`` not yet recorded, write the records, finish."""
+        """Send every row of ``job`` not yet recorded, write the records, finish. The first
+        send of a structured run asks the server which form it takes and whether it can use
+        the run's spec."""
+        if not self._structured_ready:
+            await prepare_structured(self.builder, started.pool.first, job.say)
+            self._structured_ready = True
         return await job.execute(started.pool, handle_signals, started.recover)
 
     async def execute(self, handle_signals: bool) -> RunResult:

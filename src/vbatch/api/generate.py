@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vbatch.api.models import as_model, model_of
 from vbatch.api.results import in_input_order, shaped_like
 from vbatch.api.rows import Spooled, input_kind, spool_rows
 from vbatch.config import RunConfig
@@ -32,7 +33,9 @@ from vbatch.errors import ConfigError, RunStoppedError
 from vbatch.loops import in_own_thread
 from vbatch.options import RunOptions, with_run_options
 from vbatch.output.formats import output_format
+from vbatch.output.table import taken_columns
 from vbatch.runner import arun
+from vbatch.structured.columns import parsed_columns
 from vbatch.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -56,12 +59,16 @@ class _Call:
     target: Path | None
     progress: bool
     transport: Transport | None
+    as_models: bool = False
     workdir: tempfile.TemporaryDirectory[str] = field(default_factory=lambda: _workdir())
     spooled: Spooled | None = None
+    config: RunConfig | None = None
+    models: type | None = None
 
     @classmethod
     def of(cls, rows: Any, cache: str | Path | None, output: str | Path | None, progress: bool,
-           transport: Transport | None, options: dict[str, Any]) -> _Call:
+           transport: Transport | None, options: dict[str, Any],
+           as_models: bool = False) -> _Call:
         for name in ("input", "output"):
             if name in options:
                 raise ConfigError(f"{name}= is not an option of vbatch.generate: the rows are "
@@ -70,7 +77,11 @@ class _Call:
             raise ConfigError("give cache= or output=, not both: both say where the records go")
         given = cache if cache is not None else output
         target = Path(given) if given is not None else None
-        return cls(rows, input_kind(rows), options, target, progress, transport)
+        kind = input_kind(rows)
+        if as_models and kind != "records":
+            raise ConfigError("as_models=True gives pydantic objects in a list of records; a "
+                              f"{kind} input gets the schema's fields as typed columns instead")
+        return cls(rows, kind, options, target, progress, transport, as_models)
 
     @property
     def output(self) -> Path:
@@ -88,12 +99,26 @@ class _Call:
         id_field = self.options.get("id_field", DEFAULT_ID_FIELD)
         self.spooled = spool_rows(self.rows, self.kind, spool, id_field)
         quiet = self.options.pop("quiet", False) or not self.progress
-        return RunConfig(input=spool, output=self.output, quiet=quiet, **self.options)
+        self.config = RunConfig(input=spool, output=self.output, quiet=quiet, **self.options)
+        self.models = model_of(self.config.output_spec) if self.as_models else None
+        return self.config
 
     def records(self) -> list[dict[str, Any] | None]:
         """The records of the spooled rows, in input order."""
         assert self.spooled is not None, "spool() first"
-        return in_input_order(self.journal, self.spooled)
+        records = in_input_order(self.journal, self.spooled)
+        if self.models is not None and self.config is not None:
+            for record in records:
+                if record is not None:
+                    as_model(record, self.models, self.config.n > 1)
+        return records
+
+    def shaped(self) -> Any:
+        """The records shaped like the rows: a table's ``parsed`` in typed columns."""
+        assert self.config is not None, "spool() first"
+        config = self.config
+        parsed = parsed_columns(config.output_spec, taken_columns(config.keep), config.n)
+        return shaped_like(self.rows, self.kind, self.records(), parsed)
 
     def close(self) -> None:
         self.workdir.cleanup()
@@ -137,25 +162,25 @@ async def _run(call: _Call, control: RunControl) -> RunResult:
 @with_run_options
 async def agenerate(rows: Any, *, cache: str | Path | None = None,
                     output: str | Path | None = None, progress: bool = True,
-                    transport: Transport | None = None, _control: RunControl | None = None,
-                    **options: Unpack[RunOptions]) -> Any:
+                    as_models: bool = False, transport: Transport | None = None,
+                    _control: RunControl | None = None, **options: Unpack[RunOptions]) -> Any:
     """:func:`generate` on the running event loop."""
-    call = _Call.of(rows, cache, output, progress, transport, dict(options))
+    call = _Call.of(rows, cache, output, progress, transport, dict(options), as_models)
     control = _control or RunControl()
     task = asyncio.current_task()
     if task is not None:
         control.bind(task)
     try:
         await _run(call, control)
-        return shaped_like(rows, call.kind, call.records())
+        return call.shaped()
     finally:
         call.close()
 
 
 @with_run_options
 def generate(rows: Any, *, cache: str | Path | None = None, output: str | Path | None = None,
-             progress: bool = True, transport: Transport | None = None,
-             **options: Unpack[RunOptions]) -> Any:
+             progress: bool = True, as_models: bool = False,
+             transport: Transport | None = None, **options: Unpack[RunOptions]) -> Any:
     """Run every row through the model and give the records back shaped like ``rows``.
 
     ``rows``: prompts (``str``) or rows (``dict``, like a JSONL line: ``prompt``, ``messages``,
@@ -168,10 +193,16 @@ def generate(rows: Any, *, cache: str | Path | None = None, output: str | Path |
     in ``.parquet``) is a vbatch output file: a call that finds records there sends only the
     rows that have none. ``progress=False`` prints nothing. A row that fails is a record with
     ``status`` ``failed``; bad options raise :class:`~vbatch.ConfigError`.
+
+    ``response_format`` (a pydantic model class, a JSON Schema dict, :class:`vbatch.Choice`,
+    :class:`vbatch.Regex`, ...) asks every answer to have that shape and checks it: a record's
+    ``parsed`` holds the value (``as_models=True``: the pydantic object, for a list input), a
+    DataFrame, Table or Dataset gets the schema's fields as typed columns.
     """
     control = RunControl()
     return _in_own_loop(lambda: agenerate(rows, cache=cache, output=output, progress=progress,
-                                          transport=transport, _control=control, **options),
+                                          as_models=as_models, transport=transport,
+                                          _control=control, **options),
                         control)
 
 
@@ -217,14 +248,14 @@ class _Backlog:
 @with_run_options
 async def stream(rows: Any, *, cache: str | Path | None = None,
                  output: str | Path | None = None, progress: bool = False,
-                 transport: Transport | None = None,
+                 as_models: bool = False, transport: Transport | None = None,
                  **options: Unpack[RunOptions]) -> AsyncIterator[dict[str, Any]]:
     """Each record as it is written (completion order; ``index`` says the row), for rows and
     options as :func:`generate` takes them. With ``cache``, the records it already holds for
     these rows come first (a row whose request changed, resent with ``force=True``, comes
     again with its new record). A consumer that falls behind holds the run back, so memory
     stays bounded; leaving the loop early stops the run."""
-    call = _Call.of(rows, cache, output, progress, transport, dict(options))
+    call = _Call.of(rows, cache, output, progress, transport, dict(options), as_models)
     backlog = _Backlog(limit=_BACKLOG)
     control = RunControl(on_record=backlog.put, ready=backlog.ready)
     task = asyncio.create_task(_run(call, control))
@@ -235,7 +266,8 @@ async def stream(rows: Any, *, cache: str | Path | None = None,
             await asyncio.wait({arrived, task}, return_when=asyncio.FIRST_COMPLETED)
             arrived.cancel()
             for record in backlog.take():
-                yield record
+                yield (as_model(record, call.models, call.options.get("n", 1) > 1)
+                       if call.models is not None else record)
             if task.done() and not backlog.records:
                 task.result()
                 return

@@ -14,6 +14,7 @@ import pyarrow as pa
 from vbatch.api.rows import Spooled
 from vbatch.ids import id_hash
 from vbatch.output.table import arrow_table
+from vbatch.structured.columns import ParsedColumns
 
 __all__ = ["in_input_order", "shaped_like"]
 
@@ -49,12 +50,13 @@ def in_input_order(journal: Path, spooled: Spooled) -> list[dict[str, Any] | Non
     return ordered
 
 
-def _all_rows(records: list[dict[str, Any] | None]) -> pa.Table:
-    return arrow_table(record or {"status": None} for record in records)
+def _all_rows(records: list[dict[str, Any] | None], parsed: ParsedColumns | None) -> pa.Table:
+    return arrow_table((record or {"status": None} for record in records), parsed)
 
 
-def _result_table(records: list[dict[str, Any] | None]) -> pa.Table:
-    table = _all_rows(records)
+def _result_table(records: list[dict[str, Any] | None], parsed: ParsedColumns | None
+                  ) -> pa.Table:
+    table = _all_rows(records, parsed)
     return table.drop_columns([name for name in _LEFT_OUT if name in table.column_names])
 
 
@@ -62,15 +64,17 @@ def _names(results: pa.Table, taken: set[str]) -> list[str]:
     return [name + RESULT_SUFFIX if name in taken else name for name in results.column_names]
 
 
-def shaped_like(rows: Any, kind: str, records: list[dict[str, Any] | None]) -> Any:
+def shaped_like(rows: Any, kind: str, records: list[dict[str, Any] | None],
+                parsed: ParsedColumns | None = None) -> Any:
     """``records`` as the kind of ``rows``: see the module's doc. A result column whose name
-    the input already uses gets the suffix ``_result``."""
+    the input already uses gets the suffix ``_result``; ``parsed`` says which typed columns
+    the records' ``parsed`` values become."""
     if kind == "records":
         return records
     if kind == "arrow" and not isinstance(rows, pa.Table):
         # A RecordBatchReader was read as it went: the results, with the rows' ids.
-        return _all_rows(records)
-    results = _result_table(records)
+        return _all_rows(records, parsed)
+    results = _result_table(records, parsed)
     if kind == "pandas":
         frame = results.to_pandas()
         frame.columns = _names(results, set(map(str, rows.columns)))

@@ -27,14 +27,16 @@ from vbatch.engine.items import Pack, WorkItem
 from vbatch.errors import (
     ContextOverflowError,
     HTTPStatusError,
+    InvalidOutputError,
     InvalidResponseError,
     RequestError,
     RunAbortedError,
     TransportError,
 )
-from vbatch.output.records import failed_record, ok_record, sent_record
+from vbatch.output.records import failed_record, invalid_record, ok_record, sent_record
 from vbatch.prepare.fit import ContextError, parse_context_error, refit
 from vbatch.settings import SendPolicy
+from vbatch.structured.answers import check_answer, reseeded
 
 _MAX_BACKOFF_S = 60.0
 _MAX_RETRY_AFTER_S = 600.0
@@ -84,6 +86,7 @@ class Dispatcher:
         bound: ConcurrencyLimit | None = None,
         breaker: CircuitBreaker | None = None,
         gate: Callable[[], Awaitable[None]] | None = None,
+        on_invalid: Callable[[str], None] | None = None,
     ):
         self.client = client
         self.route = route
@@ -102,6 +105,8 @@ class Dispatcher:
         self.breaker = breaker
         self.max_downtime = policy.max_downtime
         self.gate = gate
+        self.answers = policy.answers
+        self.on_invalid = on_invalid
         self.down = False
         self._last_answer = clock()
         self.in_flight = 0
@@ -247,13 +252,19 @@ class Dispatcher:
             record = ok_record(item.row_id, item.index, response, self.kind, self.n)
             if self._cut_by_context(record, item):
                 record["context_truncated"] = True
+            if item.spec is not None:
+                check_answer(record, item.spec, self.answers, item.max_tokens)
             return record
 
         outcome, attempts = await self._post(item, read)
         if outcome is None:
             return None
-        record = (failed_record(item.row_id, item.index, outcome)
-                  if isinstance(outcome, RequestError) else outcome)
+        if isinstance(outcome, InvalidOutputError):
+            record = invalid_record(item.row_id, item.index, outcome, attempts)
+        elif isinstance(outcome, RequestError):
+            record = failed_record(item.row_id, item.index, outcome)
+        else:
+            record = outcome
         return sent_record(record, attempts, round(self.clock() - start, 4), item.fields)
 
     async def send_pack(self, pack: Pack) -> list[dict[str, Any]] | None:
@@ -286,7 +297,7 @@ class Dispatcher:
         """POST ``item``'s body until it is answered or cannot be: what ``read`` makes of the
         answer, or the final error (a context error after one refit), with the attempts made;
         None when no server has answered for ``max_downtime`` seconds."""
-        attempts = retries = recoveries = 0
+        attempts = retries = recoveries = invalid = 0
         refitted = False
         while True:
             attempts += 1
@@ -294,6 +305,13 @@ class Dispatcher:
                 response = await self.client.post_json(item.route or self.route, item.body)
                 self._last_answer = self.clock()
                 return read(response), attempts
+            except InvalidOutputError as exc:
+                if self.on_invalid is not None:
+                    self.on_invalid(exc.reason)
+                if invalid >= self.answers.max_invalid_retries or not isinstance(item, WorkItem):
+                    return exc, attempts
+                invalid += 1
+                item.body = reseeded(item.body, invalid)
             except RequestError as exc:
                 if (isinstance(exc, TransportError) and self.recover
                         and recoveries < _MAX_RECOVERIES and await self.recover()):

@@ -23,13 +23,15 @@ import orjson
 
 from vbatch.endpoints.base import usage_of
 from vbatch.errors import InvalidResponseError
+from vbatch.structured.specs import OutputSpec
 
 __all__ = ["Pack", "WorkItem", "packed"]
 
 
 @dataclass(slots=True)
 class WorkItem:
-    """One request to send: the row it answers, its JSON body and extra output fields."""
+    """One request to send: the row it answers, its JSON body and extra output fields, and
+    the shape its answer must have (``spec``)."""
 
     row_id: str
     index: int
@@ -38,6 +40,7 @@ class WorkItem:
     prompt_tokens: int | None = None
     max_tokens: int | None = None
     route: str | None = None
+    spec: OutputSpec | None = None
 
 
 @dataclass(slots=True)

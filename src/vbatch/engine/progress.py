@@ -58,6 +58,8 @@ class Snapshot:
     bound: int | None = None
     failures: dict[str, int] = field(default_factory=dict)
     servers: list[ServerLine] = field(default_factory=list)
+    # Invalid answers (structured outputs) by reason, those asked again included.
+    invalid: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,7 +125,8 @@ class Progress:
             servers = [ServerLine(s.url, s.load.running, s.load.waiting, s.load.kv_usage)
                        for s in gauges.servers if s.load is not None]
         return Snapshot(done, total, stats.failed, rows_per_s, tokens_per_s, eta,
-                        stats.elapsed, in_flight, bound, stats.failure_counts(), servers)
+                        stats.elapsed, in_flight, bound, stats.failure_counts(), servers,
+                        dict(stats.invalid_answers))
 
     @staticmethod
     def format(snapshot: Snapshot) -> str:
@@ -214,6 +217,9 @@ def _parts(snapshot: Snapshot, with_servers: bool) -> list[str]:
     if snapshot.failures:
         failed += " (" + ", ".join(f"{k}: {n}" for k, n in snapshot.failures.items()) + ")"
     parts.append(failed)
+    if snapshot.invalid:
+        parts.append(f"invalid answers {sum(snapshot.invalid.values())} ("
+                     + ", ".join(f"{k}: {n}" for k, n in snapshot.invalid.items()) + ")")
     parts.append(f"elapsed {_duration(snapshot.elapsed_s)}")
     parts.append("ETA " + ("-" if snapshot.eta_s is None else _duration(snapshot.eta_s)))
     return parts

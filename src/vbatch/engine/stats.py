@@ -76,6 +76,8 @@ class RunStats:
     completion_tokens: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     failures: dict[str, FailureGroup] = field(default_factory=dict)
+    # Answers that were not of the shape asked, by reason (those asked again included).
+    invalid_answers: dict[str, int] = field(default_factory=dict)
     concurrency_trace: list[dict[str, Any]] | None = None
     endpoints: list[dict[str, Any]] | None = None
     started: float = 0.0
@@ -107,6 +109,10 @@ class RunStats:
         end = self.finished if self.finished is not None else self.clock()
         return max(0.0, end - self.started)
 
+    def add_invalid(self, reason: str) -> None:
+        """Count one invalid answer (structured outputs), whether or not it is asked again."""
+        self.invalid_answers[reason] = self.invalid_answers.get(reason, 0) + 1
+
     def add(self, record: dict[str, Any]) -> None:
         """Count one output record."""
         usage = record.get("usage")
@@ -129,6 +135,8 @@ class RunStats:
         key = str(error.get("type"))
         if error.get("status_code"):
             key += f" (HTTP {error['status_code']})"
+        elif error.get("reason"):
+            key += f" ({error['reason']})"
         group = self.failures.get(key)
         if group is None:
             self.failures[key] = FailureGroup(1, str(error.get("message", ""))[:300])
@@ -149,6 +157,8 @@ class RunStats:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.latency.absorb(other.latency)
+        for reason, count in other.invalid_answers.items():
+            self.invalid_answers[reason] = self.invalid_answers.get(reason, 0) + count
         for key, group in other.failures.items():
             mine = self.failures.get(key)
             if mine is None:
@@ -185,6 +195,7 @@ class RunStats:
                 key: {"count": group.count, "example": group.example}
                 for key, group in sorted(self.failures.items(), key=lambda kv: -kv[1].count)
             },
+            "invalid_answers": dict(self.invalid_answers),
             "phases_s": {name: round(seconds, 3) for name, seconds in self.phases.items()},
             "endpoints": self.endpoints,
             "concurrency_trace": self.concurrency_trace,
@@ -229,6 +240,11 @@ class RunStats:
                          "the context was full (their records say context_truncated)")
         for key, failure in data["failures"].items():
             lines.append(f"failed: {failure['count']} x {key}: {failure['example']}")
+        if self.invalid_answers:
+            reasons = ", ".join(f"{reason} {count}" for reason, count
+                                in sorted(self.invalid_answers.items(), key=lambda kv: -kv[1]))
+            lines.append(f"invalid answers: {sum(self.invalid_answers.values())} ({reasons}), "
+                         "each asked again until --max-invalid-retries")
         for endpoint in self.endpoints or []:
             lines.append(
                 f"endpoint {endpoint['url']}: {endpoint['requests']} requests, "

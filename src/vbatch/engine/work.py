@@ -55,4 +55,5 @@ def work_items(requests: RequestSettings, builder: RequestBuilder, rows: Iterabl
         fields["request_hash"] = fingerprint_text(fingerprint)
         route = builder.route_for(checked.content)
         yield WorkItem(checked.row_id, row.index, body, fields, tokens, max_tokens,
-                       None if route == builder.route else route)
+                       None if route == builder.route else route,
+                       builder.spec_of(checked.content))

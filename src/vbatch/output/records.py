@@ -14,21 +14,27 @@ import uuid
 from typing import Any
 
 from vbatch.endpoints import EndpointKind
-from vbatch.errors import InputError, RequestError
+from vbatch.errors import InputError, InvalidOutputError, RequestError
+from vbatch.structured.answers import invalid_hint
 
 __all__ = ["ANSWER_FIELDS", "BASE_FIELDS", "RECORD_FIELDS", "RUN_FIELDS", "failed_record",
-           "is_empty", "json_value", "ok_record", "sent_record", "unsent_record"]
+           "invalid_record", "is_empty", "json_value", "ok_record", "sent_record",
+           "unsent_record"]
 
 BASE_FIELDS = {
     "id": "the row's id (its --id-field value, else its 0-based index), a string",
     "index": "the row's 0-based position in the input",
     "status": "ok or failed",
-    "text": "the answer's text (a list of them with --n > 1); null when failed",
+    "text": "the answer's text (a list of them with --n > 1); null when failed, but for an "
+            "invalid_output failure, which keeps the last answer's text",
     "finish_reason": "why generation stopped: stop, length, tool_calls, ...",
     "usage": "the server's token counts: prompt_tokens, completion_tokens, ...",
-    "error": "null, or {type, message, status_code} saying why the row failed",
+    "error": "null, or {type, message, status_code} saying why the row failed (and reason, "
+             "for invalid_output: not_json, schema, pattern, choice, length, ...)",
 }
 ANSWER_FIELDS = {
+    "parsed": "the answer as the value its spec gives (--json-schema, --json: the JSON value; "
+              "--regex, --choice, --grammar: the text); a list with --n > 1",
     "logprobs": "the answer's log probabilities, when asked for",
     "reasoning": "a reasoning model's reasoning content (chat)",
     "tool_calls": "the tool calls of the answer (chat)",
@@ -76,6 +82,21 @@ def ok_record(row_id: str, index: int, response: dict[str, Any], kind: EndpointK
     return record
 
 
+def invalid_record(row_id: str, index: int, error: InvalidOutputError,
+                   attempts: int) -> dict[str, Any]:
+    """The failed record of a row whose answers were all invalid: its last answer's text,
+    finish reason and usage kept, ``parsed`` null, the reason and what to do."""
+    answer = error.record
+    record = failed_record(row_id, index, error)
+    for name in ("text", "finish_reason", "usage"):
+        record[name] = answer.get(name)
+    if "response" in answer:
+        record["response"] = answer["response"]
+    record["parsed"] = None
+    record["error"]["message"] = invalid_hint(error, attempts)
+    return record
+
+
 def is_empty(record: dict[str, Any]) -> bool:
     """Whether an ``ok`` record carries no answer: no text, no tool calls, no reasoning, no
     whole response."""
@@ -97,6 +118,8 @@ def failed_record(row_id: str, index: int, error: RequestError | InputError) -> 
     else:
         message = getattr(error, "message", None) or str(error)
         detail = {"type": error.error_type, "message": message, "status_code": error.status_code}
+        if isinstance(error, InvalidOutputError):
+            detail["reason"] = error.reason
     return {
         "id": row_id,
         "index": index,

@@ -17,18 +17,31 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-__all__ = ["ColumnTypes", "arrow_table", "flat_record"]
+from vbatch.structured.columns import ParsedColumns
+
+__all__ = ["ColumnTypes", "arrow_table", "flat_record", "taken_columns"]
 
 _USAGE = ("prompt_tokens", "completion_tokens", "total_tokens")
 # One entry of a rerank record's ``results``.
 _RANKED = {"index": pa.int64(), "relevance_score": pa.float64()}
 
 
-def flat_record(record: dict[str, Any]) -> dict[str, Any]:
-    """The record as one flat row of columns."""
+def taken_columns(keep: Iterable[str]) -> set[str]:
+    """Every column name a flat record may have but its ``parsed`` value's: the record's fields
+    (``keep``: the input fields it copies), and what ``usage`` and ``error`` become."""
+    from vbatch.output.records import RECORD_FIELDS
+
+    return {*RECORD_FIELDS, *_USAGE, "usage_details", "error_type", "error_status_code", *keep}
+
+
+def flat_record(record: dict[str, Any], parsed: ParsedColumns | None = None) -> dict[str, Any]:
+    """The record as one flat row of columns; ``parsed`` says which columns its ``parsed``
+    value becomes (else one column of it)."""
     row: dict[str, Any] = {}
     for name, value in record.items():
-        if name == "usage":
+        if name == "parsed" and parsed is not None:
+            parsed.spread(value, row)
+        elif name == "usage":
             usage = value if isinstance(value, dict) else {}
             for key in _USAGE:
                 row[key] = usage.get(key)
@@ -80,9 +93,11 @@ _ARROW = {"null": pa.string(), "bool": pa.bool_(), "int": pa.int64(), "float": p
 class ColumnTypes:
     """The columns seen so far, in order of first appearance, and the kinds of their values."""
 
-    def __init__(self) -> None:
+    def __init__(self, declared: dict[str, pa.DataType | None] | None = None) -> None:
         self._kinds: dict[str, set[str]] = {}
         self._sizes: dict[str, set[int]] = {}
+        # Columns whose type a spec gives (None: JSON text), whatever their values.
+        self._declared = declared or {}
 
     def see(self, row: dict[str, Any]) -> None:
         """Take note of one flat row's values."""
@@ -93,6 +108,8 @@ class ColumnTypes:
                 self._sizes.setdefault(name, set()).add(len(value))
 
     def _column_kind(self, name: str) -> str:
+        if name in self._declared:
+            return "json" if self._declared[name] is None else "declared"
         kinds = self._kinds[name] - {"null"}
         if not kinds:
             return _KNOWN.get(name, "null")
@@ -104,6 +121,8 @@ class ColumnTypes:
 
     def _type(self, name: str) -> pa.DataType:
         kind = self._column_kind(name)
+        if kind == "declared":
+            return self._declared[name]
         if name == "embedding" and kind == "list_float":
             sizes = self._sizes.get(name, set())
             return (pa.list_(pa.float32(), next(iter(sizes))) if len(sizes) == 1
@@ -130,10 +149,12 @@ class ColumnTypes:
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def arrow_table(records: Iterable[dict[str, Any]]) -> pa.Table:
-    """Records (held in memory) as one Arrow table of flat rows."""
-    rows = [flat_record(record) for record in records]
-    types = ColumnTypes()
+def arrow_table(records: Iterable[dict[str, Any]], parsed: ParsedColumns | None = None
+                ) -> pa.Table:
+    """Records (held in memory) as one Arrow table of flat rows (``parsed``: the columns of
+    their ``parsed`` value)."""
+    rows = [flat_record(record, parsed) for record in records]
+    types = ColumnTypes(parsed.types if parsed is not None else None)
     for row in rows:
         types.see(row)
     if not rows:

@@ -19,6 +19,8 @@ from vbatch.prepare.fit import budget_field
 from vbatch.settings import RequestSettings
 from vbatch.source.openai_batch import BATCH_ROUTES
 from vbatch.source.readers import RawRow
+from vbatch.structured.parse import BODY_SPEC_FIELDS, row_spec
+from vbatch.structured.specs import OutputSpec
 
 __all__ = ["BatchRequestBuilder"]
 
@@ -35,6 +37,8 @@ class BatchRequestBuilder(RequestBuilder):
         self.route = self.kind.route
         # A file of pooling lines only has nothing to count (no tokenizer is loaded).
         self.countable = not pooling
+        self.spec = None
+        self.form = ""
 
     def row_id(self, row: RawRow) -> str:
         """The line's ``custom_id``."""
@@ -56,7 +60,25 @@ class BatchRequestBuilder(RequestBuilder):
             raise InputError(row.location, "body must be a JSON object", "body")
         if body.get("stream") not in (None, False, "False", "false"):
             raise InputError(row.location, "streaming is not supported in a batch", "stream")
-        return {"url": url, "body": body}
+        content = {"url": url, "body": body}
+        try:
+            self.spec_of(content)
+        except (ValueError, TypeError) as exc:
+            raise InputError(row.location, f"its structured output is not valid: {exc}",
+                             "body") from None
+        return content
+
+    def spec_of(self, content: dict[str, Any]) -> OutputSpec | None:
+        """The shape the line's body asks for (``response_format``, ``structured_outputs``,
+        ``guided_*``): its answer is checked as a run's are."""
+        body = content["body"]
+        asked = {name: body[name] for name in BODY_SPEC_FIELDS if name in body}
+        return row_spec(asked, of_body=True) if asked else None
+
+    @property
+    def structured(self) -> bool:
+        """Lines may ask for a shape of their own."""
+        return True
 
     def route_for(self, content: dict[str, Any]) -> str:
         """The route of the line's url, under the server's API."""

@@ -20,8 +20,12 @@ from vbatch.endpoints import endpoint_kind
 from vbatch.errors import ConfigError, InputError
 from vbatch.settings import RequestSettings
 from vbatch.source.readers import RawRow
+from vbatch.structured.parse import row_spec
+from vbatch.structured.specs import FORM_STRUCTURED, OutputSpec
 
 _UNDEFINED_NAME = re.compile(r"'([^']+)' is undefined")
+# Where a row's own spec (--schema-field) travels in its request content.
+ROW_SPEC = "_output_spec"
 
 
 def fingerprint_of(body: bytes) -> int:
@@ -72,6 +76,22 @@ class RequestBuilder:
         if requests.n != 1:
             self._base["n"] = requests.n
         self._extra = dict(requests.extra_body or {})
+        self.spec = requests.response_format
+        self.form = FORM_STRUCTURED
+
+    def use_form(self, form: str) -> None:
+        """Send specs in ``form``, the one the server takes (see :mod:`vbatch.structured`)."""
+        self.form = form
+
+    def spec_of(self, content: dict[str, Any]) -> OutputSpec | None:
+        """The shape the answer to ``content`` must have: the row's own, else the run's."""
+        spec: OutputSpec | None = content.get(ROW_SPEC, self.spec)
+        return spec
+
+    @property
+    def structured(self) -> bool:
+        """Whether some answers have a shape to check (a run's spec or rows' own)."""
+        return self.spec is not None or self.requests.schema_field is not None
 
     def row_id(self, row: RawRow) -> str:
         """The row's id: its ``--id-field`` value as a string, else its 0-based index."""
@@ -107,6 +127,17 @@ class RequestBuilder:
         fields = self.kind.row_content(row.location, data)
         if fields is not None:
             return fields
+        content = self._content(row, data)
+        field = self.requests.schema_field
+        if field is not None and data.get(field) is not None:
+            try:
+                content[ROW_SPEC] = row_spec(data[field])
+            except ValueError as exc:
+                raise InputError(row.location, str(exc), field,
+                                 "give a JSON Schema object or a list of choices") from None
+        return content
+
+    def _content(self, row: RawRow, data: dict[str, Any]) -> dict[str, Any]:
         if self._template is not None:
             prompt = self._render(row, data)
         elif "messages" in data and self.requests.prompt_field not in data:
@@ -127,7 +158,9 @@ class RequestBuilder:
         return self.route
 
     def counted(self, content: dict[str, Any]) -> dict[str, Any] | None:
-        """What of a row's content the token counter counts: all of it (messages or prompt)."""
+        """What of a row's content the token counter counts: its messages or prompt."""
+        if ROW_SPEC in content:
+            return {k: v for k, v in content.items() if k != ROW_SPEC}
         return content
 
     def max_tokens_of(self, content: dict[str, Any]) -> int | None:
@@ -137,15 +170,29 @@ class RequestBuilder:
     def request_fingerprint(self, content: dict[str, Any], body: bytes, clamped: bool) -> int:
         """The fingerprint of the request ``content`` makes, given its ``body`` as sent: of the
         request before any clamp, as the check pass made it."""
-        return self.fingerprint(content) if clamped else fingerprint_of(body)
+        if clamped or self.spec_of(content) is not None:
+            return self.fingerprint(content)
+        return fingerprint_of(body)
 
     def fingerprint(self, content: dict[str, Any]) -> int:
-        """The 8-byte fingerprint of the request a row's content makes (before any clamp)."""
-        return fingerprint_of(self.body(content))
+        """The 8-byte fingerprint of the request a row's content makes (before any clamp); of
+        its spec as itself, whatever form the server takes it in."""
+        spec = self.spec_of(content)
+        if spec is None:
+            return fingerprint_of(self.body(content))
+        asked = {k: v for k, v in content.items() if k != ROW_SPEC}
+        shaped = {**self._base, **asked, "vbatch_output": spec.canonical(), **self._extra}
+        return fingerprint_of(orjson.dumps(shaped))
 
     def body(self, content: dict[str, Any], max_tokens: int | None = None) -> bytes:
         """The JSON request body for a row's content; ``max_tokens`` overrides a clamped row's."""
-        payload = {**self._base, **content, **self._extra}
+        spec = self.spec_of(content)
+        if spec is None:
+            payload = {**self._base, **content, **self._extra}
+        else:
+            asked = {k: v for k, v in content.items() if k != ROW_SPEC}
+            fields = spec.request_fields(self.kind.takes_messages, self.form)
+            payload = {**self._base, **asked, **fields, **self._extra}
         if max_tokens is not None and max_tokens != self.requests.max_tokens:
             payload["max_tokens"] = max_tokens
         return orjson.dumps(payload)

@@ -23,6 +23,7 @@ import orjson
 
 from vbatch.testing.pooling import PoolingRefusal, pooling_answer
 from vbatch.testing.refusals import context_refusal, error_body
+from vbatch.testing.structured import asked_shape, check_grammar, shaped_text
 
 __all__ = ["Answer", "SimConfig", "SimCounters", "SimulatedServer", "count_tokens",
            "prompt_text"]
@@ -55,6 +56,10 @@ class SimConfig:
     # "content": chat answers in content; "reasoning_tools": content null, with reasoning,
     # tool calls and detailed usage (a reasoning model calling a tool); "empty": content "".
     answer_style: str = "content"
+    # What GET /version says (it decides which structured-output fields are read), and the
+    # share of structured answers that are not of the shape asked.
+    version: str = "0.32.0"
+    invalid_rate: float = 0.0
 
 
 @dataclass
@@ -196,6 +201,9 @@ class SimulatedServer:
             return self._error(
                 404, f"The model `{body.get('model')}` does not exist.", "NotFoundError"
             )
+        shape = asked_shape(body, config.version)
+        if shape is not None and shape[0] == "grammar" and check_grammar(str(shape[1])):
+            return self._error(400, str(check_grammar(str(shape[1]))))
         prompt_tokens = count_tokens(prompt)
         max_tokens = body.get("max_tokens") or (config.completion_tokens if chat else 16)
         refusal = context_refusal(config.max_model_len, config.context_error_style,
@@ -210,7 +218,7 @@ class SimulatedServer:
         await self._occupy(delay)
         cut = n_tokens < natural
         return Answer(200, self._response(body, chat, prompt, prompt_tokens, n_tokens,
-                                          max_tokens, cut))
+                                          max_tokens, cut, shape))
     async def _occupy(self, delay: float) -> None:
         slots = self._slots_for_capacity()
         counters = self.counters
@@ -242,14 +250,19 @@ class SimulatedServer:
         n_tokens: int,
         max_tokens: int,
         cut_by_context: bool,
+        shape: tuple[str, Any] | None = None,
     ) -> dict[str, Any]:
         choices = []
         completion_tokens = 0
         for i in range(int(body.get("n", 1))):
-            text, reason = generate(prompt, i, n_tokens, body)
-            if reason == "length" and n_tokens < max_tokens and not cut_by_context:
-                reason = "stop"
-            completion_tokens += count_tokens(text)
+            if shape is not None:
+                text, reason = self._shaped(shape, f"{prompt}|{i}|{body.get('seed')}",
+                                            max_tokens)
+            else:
+                text, reason = generate(prompt, i, n_tokens, body)
+                if reason == "length" and n_tokens < max_tokens and not cut_by_context:
+                    reason = "stop"
+            completion_tokens += count_tokens(text) if shape is None else -(-len(text) // 4)
             choice: dict[str, Any] = {"index": i, "finish_reason": reason, "logprobs": None}
             if chat:
                 choice["message"] = self._message(text, i)
@@ -270,6 +283,14 @@ class SimulatedServer:
             "choices": choices,
             "usage": self._usage(prompt_tokens, completion_tokens),
         }
+
+    def _shaped(self, shape: tuple[str, Any], key: str, max_tokens: int) -> tuple[str, str]:
+        """A structured answer, cut (finish reason ``length``) past ``max_tokens`` tokens of
+        four characters each."""
+        text = shaped_text(shape[0], shape[1], key, self.config.invalid_rate)
+        if len(text) > 4 * max_tokens:
+            return text[:4 * max_tokens], "length"
+        return text, "stop"
 
     def _message(self, text: str, index: int) -> dict[str, Any]:
         style = self.config.answer_style
@@ -311,6 +332,10 @@ class SimulatedServer:
             return self._error(400, str(exc))
         self.counters.statuses["200"] = self.counters.statuses.get("200", 0) + 1
         return Answer(200, {**answer, "model": self.config.model})
+
+    def version(self) -> Answer:
+        """``GET /version``, as vLLM answers it."""
+        return Answer(200, {"version": self.config.version})
 
     def models(self, authorization: str | None) -> Answer:
         """``GET /v1/models``: vLLM guards every /v1 route with its key."""

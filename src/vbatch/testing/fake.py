@@ -46,6 +46,8 @@ class SimulatedTransport:
             answer = server.pool(path, raw, key)
         elif path.endswith("/models"):
             answer = server.models(key)
+        elif path == "/version":
+            answer = server.version()
         elif path == "/tokenize":
             answer = server.tokenize(raw)
         elif path == "/metrics":

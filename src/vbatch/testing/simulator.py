@@ -58,6 +58,9 @@ def simulator_app(server: SimulatedServer) -> web.Application:
     async def models(request: web.Request) -> web.Response:
         return _response(server.models(request.headers.get("Authorization")))
 
+    async def version(request: web.Request) -> web.Response:
+        return _response(server.version())
+
     async def tokenize(request: web.Request) -> web.Response:
         return _response(server.tokenize(await request.read()))
 
@@ -86,6 +89,7 @@ def simulator_app(server: SimulatedServer) -> web.Application:
     for path in POOLING_ROUTES:
         app.router.add_post(path, pooling)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/version", version)
     app.router.add_post("/tokenize", tokenize)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)

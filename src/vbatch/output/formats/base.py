@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vbatch.structured.columns import ParsedColumns
 
 __all__ = ["OutputFormat"]
 
@@ -19,6 +23,11 @@ class OutputFormat(ABC):
     def journal(self, output: Path) -> Path:
         """Where the run journals its records (JSON lines) for ``output``: resume reads it."""
         return output
+
+    def with_columns(self, parsed: ParsedColumns | None) -> OutputFormat:
+        """This format for records whose ``parsed`` value becomes typed columns ``parsed``
+        (a format of JSON records keeps the value as it is)."""
+        return self
 
     @abstractmethod
     def finish(self, journal: Path, output: Path, ordered: bool) -> None:

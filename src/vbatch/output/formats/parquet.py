@@ -13,6 +13,7 @@ from vbatch.output.atomic import replaced
 from vbatch.output.formats.base import OutputFormat
 from vbatch.output.table import ColumnTypes, flat_record
 from vbatch.output.writer import record_lines
+from vbatch.structured.columns import ParsedColumns
 
 __all__ = ["Parquet"]
 
@@ -25,23 +26,31 @@ class Parquet(OutputFormat):
     name = "Parquet"
     suffixes = (".parquet", ".pq")
 
+    def __init__(self, parsed: ParsedColumns | None = None):
+        self.parsed = parsed
+
+    def with_columns(self, parsed: ParsedColumns | None) -> OutputFormat:
+        """Parquet whose ``parsed`` columns have the types the spec gives."""
+        return Parquet(parsed)
+
     def journal(self, output: Path) -> Path:
         return output.with_name(output.name + ".journal.jsonl")
 
     def finish(self, journal: Path, output: Path, ordered: bool) -> None:
         import pyarrow.parquet as pq
 
-        types = ColumnTypes()
+        parsed = self.parsed
+        types = ColumnTypes(parsed.types if parsed is not None else None)
         types.see({"id": "", "index": 0, "status": "ok"})
         for line in record_lines(journal, ordered=False):
-            types.see(flat_record(orjson.loads(line)))
+            types.see(flat_record(orjson.loads(line), parsed))
         schema = types.schema()
         try:
             with replaced(output, ".writing") as target, \
                     pq.ParquetWriter(target, schema, compression="zstd") as writer:
                 rows = []
                 for line in record_lines(journal, ordered):
-                    rows.append(flat_record(orjson.loads(line)))
+                    rows.append(flat_record(orjson.loads(line), parsed))
                     if len(rows) == ROW_GROUP:
                         writer.write_batch(types.batch(rows))
                         rows = []

@@ -1,0 +1,61 @@
+"""The option group of structured outputs, shared by ``run`` and ``run-batch``: what shape
+every answer must have, and what an answer that has not gets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from vbatch.cli_group import decorated
+from vbatch.defaults import DEFAULT_INVALID_FINISH_REASONS, DEFAULT_MAX_INVALID_RETRIES
+
+__all__ = ["structured_options"]
+
+
+def _parse_reasons(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    return tuple(reason.strip() for reason in value.split(",") if reason.strip())
+
+
+def structured_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json-schema``, ``--json``, ``--regex``, ``--choice``, ``--grammar``,
+    ``--schema-field``, ``--invalid-finish-reasons`` and ``--max-invalid-retries``."""
+    decorators = [
+        click.option(
+            "--json-schema",
+            metavar="FILE|JSON",
+            help="Every answer is a JSON value of this JSON Schema (a file, @file or the JSON "
+            "itself): sent as structured output, checked, in the record's 'parsed'.",
+        ),
+        click.option("--json", "json_object", is_flag=True,
+                     help="Every answer is a JSON object (any), checked and parsed."),
+        click.option("--regex", help="Every answer matches this regular expression, whole."),
+        click.option("--choice", multiple=True,
+                     help="Every answer is one of these texts (repeat for each choice)."),
+        click.option("--grammar", metavar="FILE|TEXT",
+                     help="Every answer follows this grammar (EBNF/Lark, as vLLM takes it); the "
+                     "server is asked once, before the run, whether it compiles."),
+        click.option("--schema-field",
+                     help="Input field holding a row's own JSON Schema (or list of choices); a "
+                     "row without one takes the run's."),
+        click.option(
+            "--invalid-finish-reasons",
+            default=",".join(DEFAULT_INVALID_FINISH_REASONS),
+            show_default=True,
+            callback=_parse_reasons,
+            help="Comma-separated finish reasons that make a structured answer invalid (cut "
+            "before it was complete); '' for none.",
+        ),
+        click.option(
+            "--max-invalid-retries",
+            type=int,
+            default=DEFAULT_MAX_INVALID_RETRIES,
+            show_default=True,
+            help="Times a row whose answer is invalid is asked again (with another seed) "
+            "before it fails with error.type invalid_output.",
+        ),
+    ]
+    return decorated(command, decorators)
+
+
