@@ -103,6 +103,16 @@ def test_specs_come_from_python_values(tmp_path: Path) -> None:
     assert spec_of_options(json_schema="@" + str(path)) == vbatch.JsonSchema(PERSON)
 
 
+def test_specs_travel_to_ray_workers() -> None:
+    import pickle
+
+    for spec in (vbatch.JsonSchema(PERSON), vbatch.Regex("a+"), vbatch.Choice(["x"]),
+                 vbatch.Grammar("root ::= x"), vbatch.JsonObject(), spec_of_value(Pet)):
+        copy = pickle.loads(pickle.dumps(spec))
+        assert copy == spec
+    assert pickle.loads(pickle.dumps(spec_of_value(Pet))).check('{"a": 1}')[1] is not None
+
+
 def test_batch_bodies_name_their_spec_in_every_form() -> None:
     assert spec_of_body({"guided_regex": "a+"}) == vbatch.Regex("a+")
     assert spec_of_body({"structured_outputs": {"choice": ["x"]}}) == vbatch.Choice(["x"])
@@ -176,10 +186,17 @@ def test_a_schema_run_checks_every_answer_and_retries_invalid_ones(
         assert record["text"] and record["parsed"] is None and record["attempts"] == 3
         assert "raise --max-invalid-retries" in record["error"]["message"]
     assert any(r["attempts"] > 1 for r in ok)
+    for record in records:
+        retried = record["attempts"] - (record["status"] == "ok")
+        assert record.get("invalid_answers", {}) == ({"not_json": retried} if retried else {})
     stats = result.stats
     assert stats.invalid_answers["not_json"] == sum(r["attempts"] - 1 for r in ok) + 3 * len(
         failed)
     assert "invalid answers:" in stats.summary_text()
+    from vbatch.report.data import load_report_data
+    data = load_report_data(tmp_path / "out.jsonl")
+    assert data.invalid_answers == stats.invalid_answers
+    assert data.failures == {"invalid_output (not_json)": len(failed)}
     assert stats.failure_counts() == {"invalid_output (not_json)": len(failed)}
     seeds = {r.get("seed") for r in fake_server.requests() if r["messages"][-1]["content"]
              == "describe person 0"}

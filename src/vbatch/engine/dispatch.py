@@ -86,7 +86,6 @@ class Dispatcher:
         bound: ConcurrencyLimit | None = None,
         breaker: CircuitBreaker | None = None,
         gate: Callable[[], Awaitable[None]] | None = None,
-        on_invalid: Callable[[str], None] | None = None,
     ):
         self.client = client
         self.route = route
@@ -106,7 +105,6 @@ class Dispatcher:
         self.max_downtime = policy.max_downtime
         self.gate = gate
         self.answers = policy.answers
-        self.on_invalid = on_invalid
         self.down = False
         self._last_answer = clock()
         self.in_flight = 0
@@ -247,18 +245,25 @@ class Dispatcher:
         """Send one item, retrying what can be retried; returns its record, or None when no
         server has answered for ``max_downtime`` seconds (the run stops; no record)."""
         start = self.clock()
+        invalid: dict[str, int] = {}
 
         def read(response: dict[str, Any]) -> dict[str, Any]:
             record = ok_record(item.row_id, item.index, response, self.kind, self.n)
             if self._cut_by_context(record, item):
                 record["context_truncated"] = True
             if item.spec is not None:
-                check_answer(record, item.spec, self.answers, item.max_tokens)
+                try:
+                    check_answer(record, item.spec, self.answers, item.max_tokens)
+                except InvalidOutputError as exc:
+                    invalid[exc.reason] = invalid.get(exc.reason, 0) + 1
+                    raise
             return record
 
         outcome, attempts = await self._post(item, read)
         if outcome is None:
             return None
+        if invalid:
+            item.fields = {**(item.fields or {}), "invalid_answers": invalid}
         if isinstance(outcome, InvalidOutputError):
             record = invalid_record(item.row_id, item.index, outcome, attempts)
         elif isinstance(outcome, RequestError):
@@ -306,8 +311,6 @@ class Dispatcher:
                 self._last_answer = self.clock()
                 return read(response), attempts
             except InvalidOutputError as exc:
-                if self.on_invalid is not None:
-                    self.on_invalid(exc.reason)
                 if invalid >= self.answers.max_invalid_retries or not isinstance(item, WorkItem):
                     return exc, attempts
                 invalid += 1

@@ -225,7 +225,6 @@ class Job:
             bound=controller.bound if controller is not None else None,
             breaker=CircuitBreaker(),
             gate=self.control.ready if self.control is not None else None,
-            on_invalid=self.stats.add_invalid if self.stats is not None else None,
         )
 
     def stop(self) -> None:

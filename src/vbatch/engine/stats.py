@@ -109,10 +109,6 @@ class RunStats:
         end = self.finished if self.finished is not None else self.clock()
         return max(0.0, end - self.started)
 
-    def add_invalid(self, reason: str) -> None:
-        """Count one invalid answer (structured outputs), whether or not it is asked again."""
-        self.invalid_answers[reason] = self.invalid_answers.get(reason, 0) + 1
-
     def add(self, record: dict[str, Any]) -> None:
         """Count one output record."""
         usage = record.get("usage")
@@ -126,6 +122,8 @@ class RunStats:
         latency = record.get("latency_s")
         if latency is not None:
             self.latency.add(latency)
+        for reason, count in (record.get("invalid_answers") or {}).items():
+            self.invalid_answers[reason] = self.invalid_answers.get(reason, 0) + count
         if record["status"] == "ok":
             self.ok += 1
             self.empty += is_empty(record)

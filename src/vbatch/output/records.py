@@ -52,6 +52,8 @@ RUN_FIELDS = {
     "clamped_max_tokens": "the max_tokens sent when the row's was lowered to fit the context",
     "context_truncated": "true when the output stopped because the context was full",
     "request_hash": "a fingerprint of the request, so that a resume finds changed rows",
+    "invalid_answers": "structured outputs: the answers not of the shape asked, by reason "
+                       "(each was asked again), e.g. {\"not_json\": 1}",
 }
 RECORD_FIELDS = frozenset({**BASE_FIELDS, **ANSWER_FIELDS, **RUN_FIELDS})
 

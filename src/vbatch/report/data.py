@@ -42,6 +42,8 @@ class ReportData:
     prompt_tokens: np.ndarray
     completion_tokens: np.ndarray
     segments: list[Segment]
+    # Structured outputs: answers not of the shape asked, by reason (retried ones included).
+    invalid_answers: Counter[str]
 
 
 def _records_path(output: Path) -> Path:
@@ -80,6 +82,7 @@ def load_report_data(output: Path) -> ReportData:
     records = _records_path(output)
     statuses: Counter[str] = Counter()
     failures: Counter[str] = Counter()
+    invalid: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     latency: list[float] = []
     prompt: list[int] = []
@@ -106,10 +109,13 @@ def load_report_data(output: Path) -> ReportData:
                     reasons[str(reason)] += 1
             error = record.get("error")
             if isinstance(error, dict):
-                failures[str(error.get("type"))] += 1
+                reason = f" ({error['reason']})" if error.get("reason") else ""
+                failures[f"{error.get('type')}{reason}"] += 1
+            for why, count in (record.get("invalid_answers") or {}).items():
+                invalid[str(why)] += count
     manifest_file = manifest_path(records)
     manifest = orjson.loads(manifest_file.read_bytes()) if manifest_file.exists() else {}
     return ReportData(output, records, manifest, statuses, failures, reasons,
                       np.asarray(latency, dtype=np.float64), np.asarray(prompt, dtype=np.int64),
                       np.asarray(completion, dtype=np.int64),
-                      _read_timeline(timeline_path(output)))
+                      _read_timeline(timeline_path(output)), invalid)

@@ -67,6 +67,10 @@ def _summary(data: ReportData) -> list[tuple[str, str]]:
     if data.failures:
         rows.append(("failures", ", ".join(f"{n} x {kind}"
                                            for kind, n in data.failures.most_common())))
+    if data.invalid_answers:
+        rows.append(("invalid answers", ", ".join(f"{n} {reason}" for reason, n
+                                                  in data.invalid_answers.most_common())
+                     + " (each asked again)"))
     if data.finish_reasons:
         rows.append(("finish reasons", ", ".join(f"{n} {reason}" for reason, n
                                                  in data.finish_reasons.most_common())))
