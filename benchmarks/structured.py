@@ -136,8 +136,12 @@ def engine(rows: int, max_tokens: int) -> dict[str, float]:
             rates[name] = rows / (time.perf_counter() - started)
     finally:
         server.stop()
+    from engine import engine_env
+
     done = subprocess.run([PYTHON, "-c", OFFLINE, str(source), json.dumps(SCHEMA),
-                           str(max_tokens)], capture_output=True, text=True, check=True)
+                           str(max_tokens)], capture_output=True, text=True, env=engine_env())
+    if done.returncode != 0:
+        raise RuntimeError(f"vLLM offline failed: {done.stderr[-3000:]}")
     rates["vLLM offline LLM.chat, schema"] = rows / float(done.stdout.strip().splitlines()[-1])
     return rates
 

@@ -33,7 +33,8 @@ def test_every_command_and_option_has_help() -> None:
 _NO_DEFAULT = {"system", "template", "extra_body", "max_tokens", "temperature", "top_p", "seed",
                "api_key", "stats_json", "error_file", "base_url", "stop", "keep", "quiet",
                "ordered", "retry_failed", "force", "group_by_prefix", "server_args",
-               "endpoints_file", "ray_address", "response_format", "schema_field"}
+               "endpoints_file", "ray_address", "response_format", "schema_field", "program",
+               "keep_calls"}
 # The options that say what shape an answer has are one field, response_format.
 _FIELD_OF = {"retry_delay": "retry_base_delay", "ray_address": "ray_address",
              **{name: "response_format"

@@ -10,7 +10,8 @@ import pytest
 
 from vbatch import RunConfig, run
 from vbatch.endpoints import ENDPOINTS
-from vbatch.engine.dispatch import Dispatcher, backoff_delay
+from vbatch.engine.backoff import backoff_delay
+from vbatch.engine.dispatch import Dispatcher
 from vbatch.engine.items import WorkItem
 from vbatch.errors import HTTPStatusError
 from vbatch.settings import SendPolicy

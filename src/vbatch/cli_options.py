@@ -12,7 +12,7 @@ import click
 import orjson
 
 from vbatch.cli_group import decorated
-from vbatch.cli_structured import structured_options
+from vbatch.cli_structured import program_options, structured_options
 from vbatch.config import parse_concurrency
 from vbatch.defaults import (
     DEFAULT_BATCH_LIMITS,
@@ -247,6 +247,7 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="JSON object (or @file) merged into every request, e.g. '{\"top_k\": 20}'.",
         ),
         structured_options,
+        program_options,
         click.option(
             "--keep", multiple=True, help="Input field copied into the output (repeatable)."
         ),

@@ -1,5 +1,6 @@
-"""The option group of structured outputs, shared by ``run`` and ``run-batch``: what shape
-every answer must have, and what an answer that has not gets."""
+"""The option groups of structured outputs (what shape every answer must have, and what an
+answer that has not gets) and of programs (several calls per row), shared by ``run`` and
+``run-batch``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import click
 from vbatch.cli_group import decorated
 from vbatch.defaults import DEFAULT_INVALID_FINISH_REASONS, DEFAULT_MAX_INVALID_RETRIES
 
-__all__ = ["structured_options"]
+__all__ = ["program_options", "structured_options"]
 
 
 def _parse_reasons(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -55,6 +56,23 @@ def structured_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Times a row whose answer is invalid is asked again (with another seed) "
             "before it fails with error.type invalid_output.",
         ),
+    ]
+    return decorated(command, decorators)
+
+
+def program_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--program``, ``--rollouts`` and ``--keep-calls``: several calls per row."""
+    decorators = [
+        click.option("--program", metavar="FILE.py:FUNCTION",
+                     help="Run this async function(row, llm) for every row (or "
+                     "module:FUNCTION); its calls share the run's pool and are journaled, and "
+                     "the record's 'result' is what it returns."),
+        click.option("--rollouts", type=int, default=1, show_default=True,
+                     help="Runs of the program per row, with distinct seeds; 'result' is the "
+                     "list of their results."),
+        click.option("--keep-calls", is_flag=True,
+                     help="Keep every call's request and answer in the record "
+                     "('call_records')."),
     ]
     return decorated(command, decorators)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +43,7 @@ from vbatch.defaults import (
 )
 from vbatch.endpoints import EMBEDDING_DTYPES, ENDPOINTS
 from vbatch.errors import ConfigError
+from vbatch.program_loader import load_program
 from vbatch.structured.parse import spec_of_body, spec_of_value
 from vbatch.structured.specs import OutputSpec
 
@@ -53,7 +54,7 @@ API_KEY_ENV_VARS = ("VBATCH_API_KEY", "OPENAI_API_KEY")
 _WHOLE = {"max_tokens": 1, "seed": None, "n": 1, "max_concurrency": 1, "max_retries": 0,
           "max_model_len": 1, "tensor_parallel_size": 1, "max_num_seqs": 1,
           "max_num_batched_tokens": 1, "max_restarts": 0, "replicas": 1, "shard_rows": 1,
-          "inputs_per_request": 1, "max_invalid_retries": 0}
+          "inputs_per_request": 1, "max_invalid_retries": 0, "rollouts": 1}
 # Fractional options: (least value, whether that value itself is allowed, greatest value).
 _REAL = {"temperature": (0.0, True, None), "top_p": (0.0, False, 1.0),
          "retry_base_delay": (0.0, True, None), "request_timeout": (0.0, False, None),
@@ -67,7 +68,8 @@ _MOST = {"concurrency": MOST_CONCURRENCY, "max_concurrency": MOST_CONCURRENCY}
 _WHY_MOST = {name: ": more requests in flight than any server batches take memory for nothing"
              for name in _MOST}
 _TEXTS = ("stop", "keep", "server_args", "invalid_finish_reasons")
-_FLAGS = ("ordered", "retry_failed", "force", "quiet", "ray", "group_by_prefix", "pooling")
+_FLAGS = ("ordered", "retry_failed", "force", "quiet", "ray", "group_by_prefix", "pooling",
+          "keep_calls")
 _FLAG_NAMES = {"retry_base_delay": "--retry-delay"}
 
 
@@ -202,6 +204,9 @@ class RunConfig:
     schema_field: str | None = None
     invalid_finish_reasons: tuple[str, ...] = DEFAULT_INVALID_FINISH_REASONS
     max_invalid_retries: int = DEFAULT_MAX_INVALID_RETRIES
+    program: str | Callable[..., Any] | None = None
+    rollouts: int = 1
+    keep_calls: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", Path(self.input))
@@ -265,6 +270,11 @@ class RunConfig:
                 "--system needs --endpoint chat: the completions endpoint takes a plain prompt "
                 "(put the instruction in --template instead)"
             )
+        if self.program is not None:
+            load_program(self.program)
+        elif self.rollouts != 1 or self.keep_calls:
+            raise ConfigError(f"{'--rollouts' if self.rollouts != 1 else '--keep-calls'} is "
+                              "for a --program run")
         if (self.response_format is not None or self.schema_field) and self.pooling:
             what = "--schema-field" if self.schema_field else "response_format"
             raise ConfigError(f"{what} shapes generated answers: --endpoint {self.endpoint} "

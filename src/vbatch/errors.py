@@ -18,6 +18,8 @@ Everything vbatch raises on purpose derives from :class:`VbatchError`; each clas
     │                                   --max-downtime; a rerun sends the rows left
     ├── RunStoppedError            130  vbatch.generate/agenerate/stream stopped before every
     │                                   row was done (Ctrl-C, RunControl.stop)
+    ├── CallFailedError                 a program's call failed after its retries: raised in
+    │                                   the program, which may catch it (else its row fails)
     └── RequestError                    one request failed: recorded in the output as the
         │                               row's ``error.type``; never ends a run
         ├── TransportError              connection refused or dropped, timeout (retried)
@@ -45,6 +47,7 @@ __all__ = [
     "EXIT_OUTPUT",
     "EXIT_SERVER",
     "EXIT_USAGE",
+    "CallFailedError",
     "ConfigError",
     "ConnectError",
     "ContextOverflowError",
@@ -143,6 +146,19 @@ class RunStoppedError(VbatchError):
     had a record; the records written so far stay in its ``cache``."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class CallFailedError(VbatchError):
+    """A call of a program (``await llm.chat(...)``) failed after its retries, or its answer
+    was never of the shape asked: ``record`` is the call's failed record, ``error_type`` its
+    ``error.type``. Raised inside the program, which may catch it; uncaught, it fails the row
+    (``program_error``), never the run."""
+
+    def __init__(self, message: str, record: dict[str, Any]):
+        self.record = record
+        error = record.get("error") or {}
+        self.error_type = str(error.get("type"))
+        super().__init__(message)
 
 
 class ServerError(VbatchError):

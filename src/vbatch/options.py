@@ -82,6 +82,9 @@ class RunOptions(TypedDict, total=False):
     schema_field: str | None
     invalid_finish_reasons: tuple[str, ...]
     max_invalid_retries: int
+    program: str | Callable[..., Any] | None
+    rollouts: int
+    keep_calls: bool
 
 
 Function = TypeVar("Function", bound=Callable[..., Any])

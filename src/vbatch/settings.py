@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from vbatch.output.formats import OutputFormat, output_format
 from vbatch.output.formats.openai_batch import OpenAIBatch
 from vbatch.output.lock import lock_path
 from vbatch.output.table import taken_columns
+from vbatch.program_loader import program_name
 from vbatch.source.openai_batch import is_batch_input
 from vbatch.source.readers import detect_format
 from vbatch.source.spool import needs_spool
@@ -93,6 +94,9 @@ class RequestSettings:
     inputs_per_request: int = DEFAULT_INPUTS_PER_REQUEST
     response_format: OutputSpec | None = None
     schema_field: str | None = None
+    program: str | Callable[..., Any] | None = None
+    rollouts: int = 1
+    keep_calls: bool = False
 
     @classmethod
     def of(cls, config: RunConfig, id_field: str | None = None) -> RequestSettings:
@@ -122,6 +126,8 @@ class RequestSettings:
             "response_format": (self.response_format.canonical()
                                 if self.response_format is not None else None),
             "schema_field": self.schema_field,
+            "program": program_name(self.program) if self.program is not None else None,
+            "rollouts": self.rollouts if self.rollouts != 1 else None,
         }
 
 
@@ -140,6 +146,8 @@ class OutputPaths:
     stats_json: Path | None = None
     error_file: Path | None = None
     ordered: bool = False
+    # A program run's calls journal (vbatch.programs.journal).
+    calls: Path | None = None
 
     @classmethod
     def of(cls, config: RunConfig, batch: bool) -> OutputPaths:
@@ -154,7 +162,8 @@ class OutputPaths:
             server_log=_beside(final, ".server.log"), timeline=_beside(final, ".timeline.jsonl"),
             lock=lock_path(records), spool=_beside(final, f".input.{os.getpid()}"),
             shards=config.shard_dir or _beside(final, ".shards"),
-            stats_json=config.stats_json, error_file=config.error_file, ordered=config.ordered)
+            stats_json=config.stats_json, error_file=config.error_file, ordered=config.ordered,
+            calls=_beside(final, ".calls.jsonl"))
 
     @classmethod
     def for_shard(cls, records: Path, fmt: OutputFormat) -> OutputPaths:
@@ -162,7 +171,7 @@ class OutputPaths:
         return cls(final=records, format=fmt, records=records,
                    server_log=_beside(records, ".server.log"), timeline=None,
                    lock=lock_path(records), spool=_beside(records, ".input"),
-                   shards=_beside(records, ".shards"))
+                   shards=_beside(records, ".shards"), calls=_beside(records, ".calls.jsonl"))
 
 
 @dataclass(frozen=True)
@@ -225,7 +234,8 @@ class RunSettings:
                 final=paths.final.resolve(), format=paths.format, records=paths.records.resolve(),
                 server_log=paths.server_log.resolve(), timeline=paths.timeline,
                 lock=paths.lock.resolve(), spool=paths.spool.resolve(),
-                shards=paths.shards.resolve()),
+                shards=paths.shards.resolve(),
+                calls=paths.calls.resolve() if paths.calls is not None else None),
             requests=self.requests, send=self.send, openai_batch=self.openai_batch,
             pooling=self.pooling, cache=self.cache)
 
@@ -238,6 +248,9 @@ def batch_input(config: RunConfig) -> bool:
     """Whether the input is an OpenAI Batch file (``--input-format openai-batch``, or a file
     whose first line is a batch request)."""
     batch = config.openai_batch or (config.input_format is None and is_batch_input(config.input))
+    if batch and config.program is not None:
+        raise ConfigError(f"{config.input} is an OpenAI Batch file, whose lines are requests: "
+                          "--program runs on rows of a dataset")
     if batch and (config.response_format is not None or config.schema_field):
         raise ConfigError(f"{config.input} is an OpenAI Batch file: each line's body gives its "
                           "own response_format (or structured_outputs), which vbatch checks; "

@@ -21,6 +21,7 @@ from vbatch.engine.result import RunResult
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.factory import request_builder
 from vbatch.prepare.probe import prepare_structured
+from vbatch.programs.setup import program_driver
 from vbatch.servers.backend import Replica, Started
 from vbatch.servers.factory import make_backend
 from vbatch.settings import OutputPaths, RunSettings
@@ -113,7 +114,8 @@ class Run:
         if not self._structured_ready:
             await prepare_structured(self.builder, started.pool.first, job.say)
             self._structured_ready = True
-        return await job.execute(started.pool, handle_signals, started.recover)
+        return await job.execute(started.pool, handle_signals, started.recover,
+                                 program_driver(job))
 
     async def execute(self, handle_signals: bool) -> RunResult:
         """Every step, in one process."""

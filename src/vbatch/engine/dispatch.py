@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from vbatch.defaults import DEFAULT_N
 from vbatch.endpoints import EndpointKind
+from vbatch.engine.backoff import backoff_delay
 from vbatch.engine.breaker import CircuitBreaker
 from vbatch.engine.concurrency import ConcurrencyLimit
 from vbatch.engine.items import Pack, WorkItem
@@ -34,12 +34,10 @@ from vbatch.errors import (
     TransportError,
 )
 from vbatch.output.records import failed_record, invalid_record, ok_record, sent_record
-from vbatch.prepare.fit import ContextError, parse_context_error, refit
+from vbatch.prepare.fit import ContextError, cut_by_context, parse_context_error, refit
 from vbatch.settings import SendPolicy
 from vbatch.structured.answers import check_answer, reseeded
 
-_MAX_BACKOFF_S = 60.0
-_MAX_RETRY_AFTER_S = 600.0
 # Sends again after a server restart or to another endpoint do not use up retries; this
 # bounds them for a row that itself brings servers down.
 _MAX_RECOVERIES = 10
@@ -52,14 +50,6 @@ class Poster(Protocol):
 # What a request's answer is read into: one record, or a pack's records.
 Answered = TypeVar("Answered")
 RecordSink = Callable[[dict[str, Any]], None]
-
-
-def backoff_delay(attempt: int, base: float, retry_after: float | None) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based): exponential, jittered."""
-    delay: float = min(_MAX_BACKOFF_S, base * 2.0 ** (attempt - 1)) * (0.5 + random.random() / 2)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, _MAX_RETRY_AFTER_S))
-    return delay
 
 
 class Dispatcher:
@@ -113,6 +103,8 @@ class Dispatcher:
         self._abandon = asyncio.Event()
         self._queue: asyncio.Queue[WorkItem | Pack | None] = asyncio.Queue(
             maxsize=2 * self.concurrency)
+        # The answers awaited by submit(), by item.
+        self._replies: dict[int, asyncio.Future[dict[str, Any] | None]] = {}
 
     def abandon(self) -> None:
         """Stop at once: no new row, and the in-flight requests are given up (their rows get
@@ -131,8 +123,33 @@ class Dispatcher:
 
     async def run(self, source: Iterable[WorkItem | Pack | dict[str, Any]]) -> None:
         """Send everything ``source`` yields; a dict is a ready record, written as it is."""
+        await self._run(self._feed(source))
+
+    async def run_driven(self, drive: Callable[[Callable[[WorkItem], Awaitable[
+            dict[str, Any] | None]], RecordSink], Awaitable[None]]) -> None:
+        """Send what ``drive(submit, emit)`` submits (a program's calls) until it returns;
+        ``emit`` writes a record (a row's) as :meth:`run` writes a ready one."""
+        async def feed() -> None:
+            await drive(self.submit, self._emit)
+            await self._close_queue()
+
+        await self._run(feed())
+
+    async def submit(self, item: WorkItem) -> dict[str, Any] | None:
+        """Send ``item`` through the pool and return its record (not written: the caller
+        uses it); None when sending stopped first."""
+        reply: asyncio.Future[dict[str, Any] | None] = (
+            asyncio.get_running_loop().create_future())
+        self._replies[id(item)] = reply
+        try:
+            await self._queue.put(item)
+            return await reply
+        finally:
+            self._replies.pop(id(item), None)
+
+    async def _run(self, feeding: Coroutine[Any, Any, None]) -> None:
         workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
-        feeder = asyncio.create_task(self._feed(source))
+        feeder = asyncio.create_task(feeding)
         work: asyncio.Future[Any] = asyncio.gather(feeder, *workers)
         stop_wait: asyncio.Future[Any] = asyncio.create_task(self._stop.wait())
         try:
@@ -187,7 +204,10 @@ class Dispatcher:
 
     def _drain(self) -> None:
         while not self._queue.empty():
-            self._queue.get_nowait()
+            item = self._queue.get_nowait()
+            reply = self._replies.get(id(item))
+            if reply is not None and not reply.done():
+                reply.set_result(None)
 
     async def _feed(self, source: Iterable[WorkItem | Pack | dict[str, Any]]) -> None:
         queue = self._queue
@@ -196,8 +216,11 @@ class Dispatcher:
                 self.sink(item)
             else:
                 await queue.put(item)
+        await self._close_queue()
+
+    async def _close_queue(self) -> None:
         for _ in range(self.concurrency):
-            await queue.put(None)
+            await self._queue.put(None)
 
     async def _worker(self) -> None:
         queue = self._queue
@@ -211,10 +234,13 @@ class Dispatcher:
                 return
             if bound is not None:
                 await bound.acquire()
+            reply = self._replies.get(id(item))
             if self._stop.is_set():
                 # Taken before the stop, not sent: it has no record and runs on resume.
                 if bound is not None:
                     bound.release()
+                if reply is not None and not reply.done():
+                    reply.set_result(None)
                 return
             self.in_flight += 1
             try:
@@ -227,6 +253,10 @@ class Dispatcher:
                 self.in_flight -= 1
                 if bound is not None:
                     bound.release()
+            if reply is not None:
+                if not reply.done():
+                    reply.set_result(records[0] if records else None)
+                continue
             for record in records:
                 self._emit(record)
 
@@ -248,8 +278,9 @@ class Dispatcher:
         invalid: dict[str, int] = {}
 
         def read(response: dict[str, Any]) -> dict[str, Any]:
-            record = ok_record(item.row_id, item.index, response, self.kind, self.n)
-            if self._cut_by_context(record, item):
+            record = ok_record(item.row_id, item.index, response, item.kind or self.kind,
+                               item.n or self.n)
+            if cut_by_context(record, self.context, item.max_tokens):
                 record["context_truncated"] = True
             if item.spec is not None:
                 try:
@@ -361,14 +392,3 @@ class Dispatcher:
         item.max_tokens = clamped
         item.fields = {**(item.fields or {}), "clamped_max_tokens": clamped}
         return True
-
-    def _cut_by_context(self, record: dict[str, Any], item: WorkItem) -> bool:
-        """Whether the server stopped the output because the context was full."""
-        if self.context is None or record.get("finish_reason") != "length":
-            return False
-        usage = record["usage"]
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if prompt is None or completion is None:
-            return False
-        asked = item.max_tokens
-        return prompt + completion >= self.context and (asked is None or completion < asked)

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from vbatch.endpoints.base import usage_of
+from vbatch.endpoints.base import EndpointKind, usage_of
 from vbatch.errors import InvalidResponseError
 from vbatch.structured.specs import OutputSpec
 
@@ -31,7 +31,8 @@ __all__ = ["Pack", "WorkItem", "packed"]
 @dataclass(slots=True)
 class WorkItem:
     """One request to send: the row it answers, its JSON body and extra output fields, and
-    the shape its answer must have (``spec``)."""
+    the shape its answer must have (``spec``). A program's call also names the API its answer
+    comes from (``kind``) and the completions it asks (``n``), when not the run's."""
 
     row_id: str
     index: int
@@ -41,6 +42,8 @@ class WorkItem:
     max_tokens: int | None = None
     route: str | None = None
     spec: OutputSpec | None = None
+    kind: EndpointKind | None = None
+    n: int | None = None
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ import contextlib
 import signal
 from array import array
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from vbatch.defaults import DEFAULT_START_CONCURRENCY
 from vbatch.engine.breaker import CircuitBreaker
@@ -33,6 +33,19 @@ from vbatch.transport.pool import ServerPool
 
 # Seconds the last poll of the servers' metrics may take as the run ends.
 _LAST_POLL_S = 2.0
+
+
+
+class Driven(Protocol):
+    """What drives a program run's dispatcher (:class:`vbatch.programs.driver.ProgramDriver`):
+    rows whose programs run, the drive itself, and the end (``complete``: every row ok)."""
+
+    active: int
+
+    async def drive(self, submit: Callable[[WorkItem], Awaitable[dict[str, Any] | None]],
+                    emit: Callable[[dict[str, Any]], None]) -> None: ...
+
+    def close(self, complete: bool) -> None: ...
 
 
 class Job:
@@ -116,8 +129,10 @@ class Job:
         pool: ServerPool,
         handle_signals: bool,
         recover: Callable[[], Awaitable[bool]] | None,
+        program: Driven | None = None,
     ) -> RunResult:
-        """Send every row not yet recorded and write the records."""
+        """Send every row not yet recorded and write the records; a program run's calls are
+        what ``program`` submits (:mod:`vbatch.programs`)."""
         if self.shard is None:
             write_manifest(self.paths.records, self.settings.source.path, self.params)
         stats = self.new_stats()
@@ -144,7 +159,8 @@ class Job:
         monitor = LoadMonitor(pool.load, self.clock)
         gauges = RunGauges(lambda: dispatcher.in_flight,
                            lambda: controller.bound.limit if controller else send.pool_size,
-                           monitor, pool.servers)
+                           monitor, pool.servers,
+                           (lambda: program.active) if program is not None else None)
         progress, timeline = self._observers(stats, gauges)
         stats.start()
         background = [asyncio.create_task(_checkpoints(writer, dispatcher)),
@@ -158,8 +174,15 @@ class Job:
         if self.control is not None:
             self.control.sending(dispatcher.stop)
         try:
-            await dispatcher.run(self._work())
+            if program is not None:
+                await dispatcher.run_driven(program.drive)
+            else:
+                await dispatcher.run(self._work())
         finally:
+            if program is not None:
+                program.close(complete=not (dispatcher.interrupted or stats.missing
+                                            or dispatcher.aborted or stats.failed
+                                            or stats.already_failed))
             if restore is not None:
                 restore()
             await _cancelled(background)

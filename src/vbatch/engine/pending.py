@@ -85,6 +85,11 @@ class PendingRows:
         return self._scan.total
 
     @property
+    def first_row(self) -> int:
+        """The input position of the first row (of the shard)."""
+        return self._first_row
+
+    @property
     def done_mask(self) -> bytes:
         """One packed bit per row, set where the output already has its record."""
         return self._mask

@@ -60,6 +60,10 @@ class Snapshot:
     servers: list[ServerLine] = field(default_factory=list)
     # Invalid answers (structured outputs) by reason, those asked again included.
     invalid: dict[str, int] = field(default_factory=dict)
+    # A program run: rows whose programs are running, calls made, calls per second.
+    active_rows: int | None = None
+    calls: int = 0
+    calls_per_s: float | None = None
 
 
 @dataclass
@@ -70,6 +74,8 @@ class RunGauges:
     bound: Callable[[], int]
     monitor: LoadMonitor | None = None
     servers: list[ServerConnection] = field(default_factory=list)
+    # A program run's rows whose programs are running.
+    active_rows: Callable[[], int] | None = None
 
 
 class Progress:
@@ -124,9 +130,11 @@ class Progress:
                 tokens_per_s = server_rate if server_rate is not None else tokens_per_s
             servers = [ServerLine(s.url, s.load.running, s.load.waiting, s.load.kv_usage)
                        for s in gauges.servers if s.load is not None]
+        active = gauges.active_rows() if gauges is not None and gauges.active_rows else None
+        calls_per_s = stats.calls / stats.elapsed if stats.calls and stats.elapsed else None
         return Snapshot(done, total, stats.failed, rows_per_s, tokens_per_s, eta,
                         stats.elapsed, in_flight, bound, stats.failure_counts(), servers,
-                        dict(stats.invalid_answers))
+                        dict(stats.invalid_answers), active, stats.calls, calls_per_s)
 
     @staticmethod
     def format(snapshot: Snapshot) -> str:
@@ -205,6 +213,10 @@ def _parts(snapshot: Snapshot, with_servers: bool) -> list[str]:
     parts = [f"{snapshot.done}/{total} rows ({fraction:.0%})",
              f"{_rate(snapshot.rows_per_s, 1)} rows/s",
              f"{_rate(snapshot.tokens_per_s, 0)} tok/s"]
+    if snapshot.active_rows is not None:
+        per_row = f", {snapshot.calls / snapshot.done:.1f}/row" if snapshot.done else ""
+        parts.append(f"active rows {snapshot.active_rows} | calls {snapshot.calls} "
+                     f"({_rate(snapshot.calls_per_s, 1)}/s{per_row})")
     if snapshot.in_flight is not None:
         parts.append(f"in flight {snapshot.in_flight}/{snapshot.bound}")
     if with_servers and snapshot.servers:

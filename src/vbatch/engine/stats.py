@@ -78,6 +78,11 @@ class RunStats:
     failures: dict[str, FailureGroup] = field(default_factory=dict)
     # Answers that were not of the shape asked, by reason (those asked again included).
     invalid_answers: dict[str, int] = field(default_factory=dict)
+    # A program run: the rows' calls, those replayed from the calls journal, those sent again
+    # because their request changed.
+    calls: int = 0
+    calls_replayed: int = 0
+    calls_changed: int = 0
     concurrency_trace: list[dict[str, Any]] | None = None
     endpoints: list[dict[str, Any]] | None = None
     started: float = 0.0
@@ -124,6 +129,10 @@ class RunStats:
             self.latency.add(latency)
         for reason, count in (record.get("invalid_answers") or {}).items():
             self.invalid_answers[reason] = self.invalid_answers.get(reason, 0) + count
+        if "calls" in record:
+            self.calls += record["calls"]
+            self.calls_replayed += record.get("calls_replayed", 0)
+            self.calls_changed += record.get("calls_changed", 0)
         if record["status"] == "ok":
             self.ok += 1
             self.empty += is_empty(record)
@@ -155,6 +164,9 @@ class RunStats:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.latency.absorb(other.latency)
+        self.calls += other.calls
+        self.calls_replayed += other.calls_replayed
+        self.calls_changed += other.calls_changed
         for reason, count in other.invalid_answers.items():
             self.invalid_answers[reason] = self.invalid_answers.get(reason, 0) + count
         for key, group in other.failures.items():
@@ -194,6 +206,9 @@ class RunStats:
                 for key, group in sorted(self.failures.items(), key=lambda kv: -kv[1].count)
             },
             "invalid_answers": dict(self.invalid_answers),
+            "calls": self.calls,
+            "calls_replayed": self.calls_replayed,
+            "calls_changed": self.calls_changed,
             "phases_s": {name: round(seconds, 3) for name, seconds in self.phases.items()},
             "endpoints": self.endpoints,
             "concurrency_trace": self.concurrency_trace,
@@ -230,6 +245,13 @@ class RunStats:
         if lat["p50"] is not None:
             lines.append(f"latency: p50 {lat['p50']:.3f} s, p95 {lat['p95']:.3f} s, "
                          f"p99 {lat['p99']:.3f} s")
+        if self.calls:
+            per_row = f" ({self.calls / self.done:.1f} per row)" if self.done else ""
+            replayed = (f", {self.calls_replayed} replayed from the calls journal"
+                        if self.calls_replayed else "")
+            changed = (f", {self.calls_changed} sent again because their request changed"
+                       if self.calls_changed else "")
+            lines.append(f"calls: {self.calls}{per_row}{replayed}{changed}")
         if self.clamped:
             lines.append(f"clamped: max_tokens lowered to fit the context on {self.clamped} rows "
                          "(their records say clamped_max_tokens)")

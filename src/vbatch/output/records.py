@@ -45,6 +45,11 @@ ANSWER_FIELDS = {
     "results": "{index, relevance_score} per document, most relevant first (rerank)",
     "label": "the predicted class (classify)",
     "probs": "the probability of each class (classify)",
+    "result": "what the row's program returned (--program; a list of them with --rollouts)",
+    "calls": "the calls the row's program made (--program)",
+    "calls_replayed": "of them, those replayed from the calls journal of an earlier run",
+    "calls_changed": "of them, those sent again because their request changed",
+    "call_records": "each call's request and answer record (--keep-calls)",
 }
 RUN_FIELDS = {
     "attempts": "requests sent for the row (0: never sent)",
@@ -108,7 +113,7 @@ def is_empty(record: dict[str, Any]) -> bool:
         return value is None or value == ""
 
     answers = ("text", "tool_calls", "reasoning", "response", "embedding", "score", "results",
-               "probs")
+               "probs", "result")
     return all(blank(record.get(name)) for name in answers)
 
 

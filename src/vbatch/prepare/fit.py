@@ -172,3 +172,15 @@ def parse_context_error(error: HTTPStatusError) -> ContextError | None:
     ):
         return ContextError()
     return None
+
+
+def cut_by_context(record: dict[str, Any], context: int | None, asked: int | None) -> bool:
+    """Whether the server stopped a record's output because the context (of ``context``
+    tokens) was full, not at the ``asked`` max_tokens."""
+    if context is None or record.get("finish_reason") != "length":
+        return False
+    usage = record.get("usage") or {}
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if prompt is None or completion is None:
+        return False
+    return bool(prompt + completion >= context and (asked is None or completion < asked))

@@ -44,6 +44,9 @@ class ReportData:
     segments: list[Segment]
     # Structured outputs: answers not of the shape asked, by reason (retried ones included).
     invalid_answers: Counter[str]
+    # A program run: the rows' calls, and those replayed from the calls journal.
+    calls: int = 0
+    calls_replayed: int = 0
 
 
 def _records_path(output: Path) -> Path:
@@ -83,6 +86,7 @@ def load_report_data(output: Path) -> ReportData:
     statuses: Counter[str] = Counter()
     failures: Counter[str] = Counter()
     invalid: Counter[str] = Counter()
+    calls = replayed = 0
     reasons: Counter[str] = Counter()
     latency: list[float] = []
     prompt: list[int] = []
@@ -113,9 +117,11 @@ def load_report_data(output: Path) -> ReportData:
                 failures[f"{error.get('type')}{reason}"] += 1
             for why, count in (record.get("invalid_answers") or {}).items():
                 invalid[str(why)] += count
+            calls += int(record.get("calls") or 0)
+            replayed += int(record.get("calls_replayed") or 0)
     manifest_file = manifest_path(records)
     manifest = orjson.loads(manifest_file.read_bytes()) if manifest_file.exists() else {}
     return ReportData(output, records, manifest, statuses, failures, reasons,
                       np.asarray(latency, dtype=np.float64), np.asarray(prompt, dtype=np.int64),
                       np.asarray(completion, dtype=np.int64),
-                      _read_timeline(timeline_path(output)), invalid)
+                      _read_timeline(timeline_path(output)), invalid, calls, replayed)

@@ -67,6 +67,12 @@ def _summary(data: ReportData) -> list[tuple[str, str]]:
     if data.failures:
         rows.append(("failures", ", ".join(f"{n} x {kind}"
                                            for kind, n in data.failures.most_common())))
+    if data.calls:
+        rows_done = sum(data.statuses.values()) or 1
+        replayed = (f", {data.calls_replayed} replayed from the calls journal"
+                    if data.calls_replayed else "")
+        rows.append(("program calls", f"{data.calls} ({data.calls / rows_done:.1f} per row)"
+                                      f"{replayed}"))
     if data.invalid_answers:
         rows.append(("invalid answers", ", ".join(f"{n} {reason}" for reason, n
                                                   in data.invalid_answers.most_common())
