@@ -84,3 +84,35 @@ def test_disk_full_stops_with_exit_4_and_a_rerun_completes(
     assert [r["index"] for r in records] == list(range(300))
     by_id = {r["id"]: r for r in kept}
     assert all(records[r["index"]] == r for r in by_id.values())
+
+
+def test_a_program_run_on_a_full_disk_stops_and_its_rerun_replays_the_answered_calls(
+        simulator: SimulatorProcess, small_disk: Path, tmp_path: Path) -> None:
+    simulator.configure(completion_tokens=60, latency=0.02)
+    program = tmp_path / "two.py"
+    program.write_text('''
+async def two(row, llm):
+    first = await llm.chat(row["prompt"], max_tokens=60)
+    second = await llm.chat("again " + first.text, max_tokens=60)
+    return {"first": first.text, "second": second.text}
+''')
+    source = write_jsonl(tmp_path / "in.jsonl",
+                         [{"id": f"r{i}", "prompt": f"q {i}"} for i in range(150)])
+    out = small_disk / "out.jsonl"
+    args = vbatch_cmd("run", str(source), "-o", str(out), "--base-url", simulator.url,
+                      "--program", f"{program}:two", "--temperature", "0",
+                      "--concurrency", "4", "--quiet")
+    full = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert full.returncode == 4, full.stderr
+    assert "No space left on device" in full.stderr and "Traceback" not in full.stderr
+    kept = read_jsonl(out)
+    assert len(kept) < 150
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+    rerun = subprocess.run([*args[:-1], "--log-every", "0.1"], capture_output=True,
+                           text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    records = read_jsonl(out)
+    assert sorted(r["index"] for r in records) == list(range(150))
+    assert {r["status"] for r in records} == {"ok"}
+    assert "replayed from the calls journal" in rerun.stderr
+    assert not (small_disk / "out.jsonl.calls.jsonl").exists()

@@ -46,13 +46,19 @@ class ProgramDriver:
         self._failure: BaseException | None = None
 
     async def drive(self, submit: Submit, emit: Emit) -> None:
-        """Start each row's program as a slot frees up; return once every one has ended."""
+        """Start each row's program as a slot frees up; return once every one has ended. A
+        write that fails (the calls journal, a record) stops every program at once and is
+        raised here."""
         slots = asyncio.Semaphore(self.active_bound)
+        everyone_done = asyncio.Event()
+        everyone_done.set()
 
         def ended(task: asyncio.Task[None]) -> None:
             self._tasks.discard(task)
             self.active -= 1
             slots.release()
+            if not self._tasks:
+                everyone_done.set()
 
         try:
             for item in self.work:
@@ -62,12 +68,14 @@ class ProgramDriver:
                     emit(item)
                     continue
                 await slots.acquire()
+                if self._failure is not None:
+                    break
                 self.active += 1
+                everyone_done.clear()
                 task = asyncio.create_task(self._row(item, submit, emit))
                 self._tasks.add(task)
                 task.add_done_callback(ended)
-            while self._tasks and self._failure is None:
-                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_EXCEPTION)
+            await everyone_done.wait()
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -75,6 +83,13 @@ class ProgramDriver:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._failure is not None:
             raise self._failure
+
+    def _fail(self, error: OutputWriteError) -> None:
+        """Stop every program: nothing more can be recorded."""
+        if self._failure is None:
+            self._failure = error
+        for task in list(self._tasks):
+            task.cancel()
 
     def close(self, complete: bool) -> None:
         """End the run: the calls journal is kept for a rerun unless ``complete`` (every row
@@ -96,7 +111,7 @@ class ProgramDriver:
         except Stopped:
             return
         except OutputWriteError as exc:
-            self._failure = exc
+            self._fail(exc)
             return
         self.journal.forget(item.index, calls.keys)
         record["calls"] = calls.count
@@ -106,8 +121,11 @@ class ProgramDriver:
             record["calls_changed"] = calls.changed
         if calls.kept is not None:
             record["call_records"] = calls.kept
-        emit(sent_record(record, calls.attempts, round(self.clock() - started, 4),
-                         item.fields))
+        try:
+            emit(sent_record(record, calls.attempts, round(self.clock() - started, 4),
+                             item.fields))
+        except OutputWriteError as exc:
+            self._fail(exc)
 
     async def _run(self, item: WorkItem, calls: RowCalls, send: Any) -> dict[str, Any]:
         base = {"id": item.row_id, "index": item.index}
