@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vbatch import ConfigError, RunConfig, run
-from vbatch.config import normalize_base_url, redact_url
+from vbatch.urls import normalize_base_url, redact_url
 
 from .conftest import SimulatorProcess, read_jsonl, vbatch_cmd, write_jsonl
 

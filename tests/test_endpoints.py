@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from vbatch import ConfigError
-from vbatch.config import normalize_base_url, redact_url
 from vbatch.transport.pool import read_endpoints_file
+from vbatch.urls import normalize_base_url, redact_url
 
 from .conftest import (
     SimulatorProcess,

@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any
 from vbatch._version import __version__
 from vbatch.config import RunConfig
 from vbatch.errors import (
+    EXIT_BUDGET,
     EXIT_FAILED_ROWS,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_OUTPUT,
     EXIT_SERVER,
     EXIT_USAGE,
+    BudgetReachedError,
     CallFailedError,
     ConfigError,
     ConnectError,
@@ -74,12 +76,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'vbatch' has no attribute {name!r}")
 
 __all__ = [
+    "EXIT_BUDGET",
     "EXIT_FAILED_ROWS",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_OUTPUT",
     "EXIT_SERVER",
     "EXIT_USAGE",
+    "BudgetReachedError",
     "CallFailedError",
     "Choice",
     "ConfigError",

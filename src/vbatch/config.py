@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
+from vbatch.budget import Budget, parse_duration, parse_token_budget
 from vbatch.defaults import (
     DEFAULT_CONCURRENCY,
     DEFAULT_EMBEDDING_DTYPE,
@@ -43,9 +43,11 @@ from vbatch.defaults import (
 )
 from vbatch.endpoints import EMBEDDING_DTYPES, ENDPOINTS
 from vbatch.errors import ConfigError
+from vbatch.output.select import record_test
 from vbatch.program_loader import load_program
 from vbatch.structured.parse import spec_of_body, spec_of_value
 from vbatch.structured.specs import OutputSpec
+from vbatch.urls import normalize_base_url
 
 BadRowPolicy = Literal["fail", "skip"]
 OverflowPolicy = Literal["clamp", "skip", "fail"]
@@ -54,7 +56,8 @@ API_KEY_ENV_VARS = ("VBATCH_API_KEY", "OPENAI_API_KEY")
 _WHOLE = {"max_tokens": 1, "seed": None, "n": 1, "max_concurrency": 1, "max_retries": 0,
           "max_model_len": 1, "tensor_parallel_size": 1, "max_num_seqs": 1,
           "max_num_batched_tokens": 1, "max_restarts": 0, "replicas": 1, "shard_rows": 1,
-          "inputs_per_request": 1, "max_invalid_retries": 0, "rollouts": 1}
+          "inputs_per_request": 1, "max_invalid_retries": 0, "rollouts": 1,
+          "max_requests": 1}
 # Fractional options: (least value, whether that value itself is allowed, greatest value).
 _REAL = {"temperature": (0.0, True, None), "top_p": (0.0, False, 1.0),
          "retry_base_delay": (0.0, True, None), "request_timeout": (0.0, False, None),
@@ -207,6 +210,10 @@ class RunConfig:
     program: str | Callable[..., Any] | None = None
     rollouts: int = 1
     keep_calls: bool = False
+    rerun_if: str | Callable[[dict[str, Any]], Any] | None = None
+    time_limit: float | str | None = None
+    token_budget: int | str | None = None
+    max_requests: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", Path(self.input))
@@ -270,6 +277,12 @@ class RunConfig:
                 "--system needs --endpoint chat: the completions endpoint takes a plain prompt "
                 "(put the instruction in --template instead)"
             )
+        if self.rerun_if is not None:
+            record_test(self.rerun_if)
+        if self.time_limit is not None:
+            object.__setattr__(self, "time_limit", parse_duration(self.time_limit))
+        if self.token_budget is not None:
+            parse_token_budget(self.token_budget)
         if self.program is not None:
             load_program(self.program)
         elif self.rollouts != 1 or self.keep_calls:
@@ -304,6 +317,15 @@ class RunConfig:
                               "add --ray")
         if self.input.resolve() == self.output.resolve():
             raise ConfigError(f"the output {self.output} is the input file: choose another -o")
+
+    @property
+    def budget(self) -> Budget:
+        """What the run may spend (``time_limit``, ``token_budget``, ``max_requests``)."""
+        tokens, with_prompt = (parse_token_budget(self.token_budget)
+                               if self.token_budget is not None else (None, False))
+        limit = self.time_limit
+        return Budget(float(limit) if limit is not None else None, tokens, with_prompt,
+                      self.max_requests)
 
     @property
     def output_spec(self) -> OutputSpec | None:
@@ -350,51 +372,3 @@ MANAGED_SERVER_OPTIONS = ("max_model_len", "gpu_memory_utilization", "tensor_par
                            "max_num_seqs", "max_num_batched_tokens", "startup_timeout",
                            "max_restarts")
 _FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
-
-
-@dataclass(frozen=True)
-class ServerURLs:
-    """Where the OpenAI API (``api``, ending in ``/v1``) and the server's own routes are."""
-
-    root: str
-    api: str
-    credentials: str | None = field(default=None, repr=False)
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its secret: what stands before the last ``@`` (a password, which may
-    itself hold an ``@``, or a token given as the user) becomes ``***``; a user name before a
-    password is kept. Works on a URL that does not parse too (``http//user:pw@host``)."""
-    head, at, host = url.rpartition("@")
-    if not at:
-        return url
-    scheme, sep, userinfo = head.partition("://")
-    if not sep:
-        scheme, userinfo = "", head
-    user, colon, _ = userinfo.partition(":")
-    shown = f"{user}:***" if colon and "@" not in user and "/" not in user else "***"
-    return f"{scheme}{sep}{shown}@{host}"
-
-
-def normalize_base_url(base_url: str) -> ServerURLs:
-    """Accept ``http://host:port``, ``http://host:port/v1`` or a custom ``.../v1`` prefix.
-
-    ``user:password@`` in the URL is taken out of it (so that it appears in no message or
-    record) and kept as ``credentials`` for HTTP basic authentication.
-    """
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(
-            f"--base-url {redact_url(base_url)!r} is not an http(s) URL "
-            "(example: http://127.0.0.1:8000/v1)"
-        )
-    userinfo, at, host = parts.netloc.rpartition("@")
-    credentials = unquote(userinfo) if at else None
-    origin = f"{parts.scheme}://{host}"
-    path = parts.path.rstrip("/")
-    if not path:
-        return ServerURLs(root=origin, api=origin + "/v1", credentials=credentials)
-    if path.endswith("/v1"):
-        return ServerURLs(root=origin + path[: -len("/v1")], api=origin + path,
-                          credentials=credentials)
-    return ServerURLs(root=origin, api=origin + path, credentials=credentials)

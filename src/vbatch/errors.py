@@ -17,7 +17,9 @@ Everything vbatch raises on purpose derives from :class:`VbatchError`; each clas
     │                                   way (wrong model or key), or no server answered for
     │                                   --max-downtime; a rerun sends the rows left
     ├── RunStoppedError            130  vbatch.generate/agenerate/stream stopped before every
-    │                                   row was done (Ctrl-C, RunControl.stop)
+    │   │                               row was done (Ctrl-C, RunControl.stop)
+    │   └── BudgetReachedError       5  ... because a budget was reached (time, tokens,
+    │                                   requests); the same call carries on
     ├── CallFailedError                 a program's call failed after its retries: raised in
     │                                   the program, which may catch it (else its row fails)
     └── RequestError                    one request failed: recorded in the output as the
@@ -41,12 +43,14 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "EXIT_BUDGET",
     "EXIT_FAILED_ROWS",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_OUTPUT",
     "EXIT_SERVER",
     "EXIT_USAGE",
+    "BudgetReachedError",
     "CallFailedError",
     "ConfigError",
     "ConnectError",
@@ -80,6 +84,8 @@ EXIT_USAGE = 2
 EXIT_SERVER = 3
 # The output could not be written: a rerun resumes.
 EXIT_OUTPUT = 4
+# A budget (--time-limit, --token-budget, --max-requests) was reached: a rerun carries on.
+EXIT_BUDGET = 5
 # Stopped by Ctrl-C or SIGTERM: a rerun resumes.
 EXIT_INTERRUPTED = 130
 
@@ -159,6 +165,14 @@ class CallFailedError(VbatchError):
         error = record.get("error") or {}
         self.error_type = str(error.get("type"))
         super().__init__(message)
+
+
+class BudgetReachedError(RunStoppedError):
+    """A run of the Python API stopped because a budget (``time_limit``, ``token_budget``,
+    ``max_requests``) was reached; the records so far are kept in its ``cache``, and the same
+    call carries on."""
+
+    exit_code = EXIT_BUDGET
 
 
 class ServerError(VbatchError):

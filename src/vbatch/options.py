@@ -85,6 +85,10 @@ class RunOptions(TypedDict, total=False):
     program: str | Callable[..., Any] | None
     rollouts: int
     keep_calls: bool
+    rerun_if: str | Callable[[dict[str, Any]], Any] | None
+    time_limit: float | str | None
+    token_budget: int | str | None
+    max_requests: int | None
 
 
 Function = TypeVar("Function", bound=Callable[..., Any])

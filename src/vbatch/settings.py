@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vbatch.budget import Budget
 from vbatch.config import RunConfig
 from vbatch.defaults import (
     DEFAULT_CONCURRENCY,
@@ -188,6 +189,7 @@ class SendPolicy:
     max_downtime: float = DEFAULT_MAX_DOWNTIME
     clamp: bool = DEFAULT_ON_OVERFLOW == "clamp"
     answers: AnswerRules = dataclasses.field(default_factory=AnswerRules)
+    budget: Budget = dataclasses.field(default_factory=Budget)
 
     @property
     def pool_size(self) -> int:
@@ -287,7 +289,8 @@ def send_policy(config: RunConfig) -> SendPolicy:
         max_retries=config.max_retries, retry_base_delay=config.retry_base_delay,
         request_timeout=config.request_timeout, shutdown_grace=config.shutdown_grace,
         max_downtime=config.max_downtime, clamp=config.on_overflow == "clamp",
-        answers=AnswerRules(config.invalid_finish_reasons, config.max_invalid_retries))
+        answers=AnswerRules(config.invalid_finish_reasons, config.max_invalid_retries),
+        budget=config.budget)
 
 
 def settle(config: RunConfig, paths: OutputPaths, source: SourceSettings,

@@ -29,7 +29,7 @@ from vbatch.config import RunConfig
 from vbatch.defaults import DEFAULT_ID_FIELD
 from vbatch.engine.control import RunControl
 from vbatch.engine.result import RunResult
-from vbatch.errors import ConfigError, RunStoppedError
+from vbatch.errors import BudgetReachedError, ConfigError, RunStoppedError
 from vbatch.loops import in_own_thread
 from vbatch.options import RunOptions, with_run_options
 from vbatch.output.formats import output_format
@@ -153,8 +153,11 @@ async def _run(call: _Call, control: RunControl) -> RunResult:
                 control.on_record(record)
     result = await arun(config, stream=sys.stderr, transport=call.transport, control=control,
                         cache=True)
+    kept = f"; the records so far are in {call.journal}" if call.target else ""
+    if result.budget is not None:
+        raise BudgetReachedError(f"budget reached ({result.budget}): {result.stats.done} rows "
+                                 f"recorded this run{kept}; the same call carries on")
     if result.interrupted:
-        kept = f"; the records so far are in {call.journal}" if call.target else ""
         raise RunStoppedError(f"stopped: {result.stats.done} rows recorded this run{kept}")
     return result
 

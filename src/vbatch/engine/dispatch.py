@@ -98,6 +98,8 @@ class Dispatcher:
         self.down = False
         self._last_answer = clock()
         self.in_flight = 0
+        # Requests sent so far, every attempt counted (--max-requests).
+        self.requests_sent = 0
         self.interrupted = False
         self._stop = asyncio.Event()
         self._abandon = asyncio.Event()
@@ -337,6 +339,7 @@ class Dispatcher:
         refitted = False
         while True:
             attempts += 1
+            self.requests_sent += 1
             try:
                 response = await self.client.post_json(item.route or self.route, item.body)
                 self._last_answer = self.clock()

@@ -11,6 +11,7 @@ from typing import Any, Protocol, TextIO
 
 from vbatch.defaults import DEFAULT_START_CONCURRENCY
 from vbatch.engine.breaker import CircuitBreaker
+from vbatch.engine.budget import BudgetGuard
 from vbatch.engine.concurrency import AdaptiveController, ConcurrencyLimit
 from vbatch.engine.control import RunControl
 from vbatch.engine.dispatch import Dispatcher
@@ -155,18 +156,27 @@ class Job:
 
         send = self.settings.send
         controller = self._controller(stats)
-        dispatcher = self._dispatcher = self._make_dispatcher(pool, sink, recover, controller)
+        guard: BudgetGuard | None = None
+        if send.budget.any:
+            guard = BudgetGuard(send.budget, stats, self.clock, self.created,
+                                lambda: dispatcher.requests_sent, lambda: dispatcher.stop(),
+                                self.control.ready if self.control is not None else None)
+        dispatcher = self._dispatcher = self._make_dispatcher(pool, sink, recover, controller,
+                                                              guard)
         monitor = LoadMonitor(pool.load, self.clock)
         gauges = RunGauges(lambda: dispatcher.in_flight,
                            lambda: controller.bound.limit if controller else send.pool_size,
                            monitor, pool.servers,
-                           (lambda: program.active) if program is not None else None)
+                           (lambda: program.active) if program is not None else None,
+                           guard.describe if guard is not None else None)
         progress, timeline = self._observers(stats, gauges)
         stats.start()
         background = [asyncio.create_task(_checkpoints(writer, dispatcher)),
                       asyncio.create_task(progress.run())]
         if controller is not None:
             background.append(asyncio.create_task(controller.run(monitor.load)))
+        if guard is not None:
+            background.append(asyncio.create_task(guard.watch()))
         if timeline is not None:
             timeline.open()
             background.append(asyncio.create_task(timeline.run()))
@@ -202,8 +212,10 @@ class Job:
                 {**vars(sample), "t": round(sample.t - stats.started, 3)}
                 for sample in controller.trace
             ]
+        budget = guard.reason if guard is not None else None
+        stats.budget_reached = budget
         result = RunResult(stats, interrupted=dispatcher.interrupted and not dispatcher.aborted,
-                           failures_are_lines=self.settings.openai_batch)
+                           failures_are_lines=self.settings.openai_batch, budget=budget)
         self.finish(result)
         dispatcher.raise_if_aborted()
         return result
@@ -241,13 +253,15 @@ class Job:
 
     def _make_dispatcher(self, pool: ServerPool, sink: Callable[[dict[str, Any]], None],
                          recover: Callable[[], Awaitable[bool]] | None,
-                         controller: AdaptiveController | None) -> Dispatcher:
+                         controller: AdaptiveController | None,
+                         guard: BudgetGuard | None) -> Dispatcher:
         return Dispatcher(
             pool, self.builder.route, sink, self.builder.kind, self.settings.send,
             n=self.settings.requests.n, clock=self.clock, recover=recover, context=self.context,
             bound=controller.bound if controller is not None else None,
             breaker=CircuitBreaker(),
-            gate=self.control.ready if self.control is not None else None,
+            gate=(guard.gate if guard is not None
+                  else self.control.ready if self.control is not None else None),
         )
 
     def stop(self) -> None:
@@ -269,6 +283,7 @@ class Job:
         return RunStats(clock=self.clock, total_rows=self.total,
                         already_done=self.pending.already,
                         already_failed=self.pending.already_failed,
+                        rerun=self.pending.rerun,
                         command_started=self.created, phases=dict(self.phases))
 
     def progress_mode(self) -> str:

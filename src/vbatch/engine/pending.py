@@ -17,8 +17,9 @@ from vbatch.engine.items import WorkItem
 from vbatch.engine.resume import reconcile_input, replace_changed, say_repairs
 from vbatch.engine.work import work_items
 from vbatch.errors import ConfigError, InputError
-from vbatch.output.ledger import done_mask, read_output
+from vbatch.output.ledger import OutputState, done_mask, read_output, remove_records
 from vbatch.output.manifest import check_manifest
+from vbatch.output.select import RecordTest, matching_ids, record_test
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.fit import not_fitting
 from vbatch.prepare.plan import ids_of
@@ -77,6 +78,8 @@ class PendingRows:
         self._mask = b""
         self.already = 0
         self.already_failed = 0
+        # Rows whose records --rerun-if removed, to be sent again.
+        self.rerun = 0
 
     @property
     def total(self) -> int:
@@ -119,9 +122,12 @@ class PendingRows:
         (``checked`` counts the rows as they are checked)."""
         options, source, records = self._options, self._source, self._records
         self._identity = file_identity(source.path)
-        check_manifest(records, self._params, force=options.force)
+        rerun_if = options.rerun_if
+        check_manifest(records, self._params, force=options.force or rerun_if is not None)
         state = read_output(records, retry_failed=options.retry_failed)
         say_repairs(state, records, self._say)
+        if rerun_if is not None:
+            state = self._rerun(record_test(rerun_if), state)
         if source.group_by_prefix:
             check_groupable(source.path, source.format)
         counting = " and counting prompt tokens" if counter is not None else ""
@@ -132,8 +138,9 @@ class PendingRows:
         if scan.counting_error:
             self._say(f"counting prompt tokens failed ({scan.counting_error}); rows are not "
                      "fitted to the context before sending")
-        state = replace_changed(source, records, options.force, self._builder, scan, state,
-                                self._say)
+        if rerun_if is None or options.force:
+            state = replace_changed(source, records, options.force, self._builder, scan, state,
+                                    self._say)
         if not self._cache:
             state = reconcile_input(source, records, options.force, scan, state, self._say)
         self._mask, self.already = done_mask(scan.id_hashes, state)
@@ -141,6 +148,21 @@ class PendingRows:
         scan.id_hashes = np.empty(0, np.int64)
         scan.fingerprints = None
         self._scan = scan
+
+    def _rerun(self, test: RecordTest, state: OutputState) -> OutputState:
+        """``--rerun-if``: remove the records ``test`` holds for, in one atomic rewrite, so
+        that their rows are sent again with this run's options; every other record is kept as
+        it is, whatever options made it."""
+        records = self._records
+        matched = matching_ids(records, test)
+        self.rerun = int(matched.size)
+        if not matched.size:
+            self._say(f"--rerun-if: no record of {records} matches: nothing is sent again")
+            return state
+        remove_records(records, matched)
+        self._say(f"--rerun-if: sending {matched.size} rows again; their old records in "
+                  f"{records} were removed")
+        return read_output(records, retry_failed=False)
 
     async def adopt(self, done_bits: bytes, prompt_tokens: array[int] | None) -> None:
         """Take a checked shard from the driver: rows already done, prompt tokens by row.

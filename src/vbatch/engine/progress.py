@@ -64,6 +64,7 @@ class Snapshot:
     active_rows: int | None = None
     calls: int = 0
     calls_per_s: float | None = None
+    budget: str | None = None
 
 
 @dataclass
@@ -76,6 +77,8 @@ class RunGauges:
     servers: list[ServerConnection] = field(default_factory=list)
     # A program run's rows whose programs are running.
     active_rows: Callable[[], int] | None = None
+    # The budget used and when it runs out, when the run has one.
+    budget: Callable[[], str | None] | None = None
 
 
 class Progress:
@@ -134,7 +137,8 @@ class Progress:
         calls_per_s = stats.calls / stats.elapsed if stats.calls and stats.elapsed else None
         return Snapshot(done, total, stats.failed, rows_per_s, tokens_per_s, eta,
                         stats.elapsed, in_flight, bound, stats.failure_counts(), servers,
-                        dict(stats.invalid_answers), active, stats.calls, calls_per_s)
+                        dict(stats.invalid_answers), active, stats.calls, calls_per_s,
+                        gauges.budget() if gauges is not None and gauges.budget else None)
 
     @staticmethod
     def format(snapshot: Snapshot) -> str:
@@ -232,6 +236,8 @@ def _parts(snapshot: Snapshot, with_servers: bool) -> list[str]:
     if snapshot.invalid:
         parts.append(f"invalid answers {sum(snapshot.invalid.values())} ("
                      + ", ".join(f"{k}: {n}" for k, n in snapshot.invalid.items()) + ")")
+    if snapshot.budget:
+        parts.append(snapshot.budget)
     parts.append(f"elapsed {_duration(snapshot.elapsed_s)}")
     parts.append("ETA " + ("-" if snapshot.eta_s is None else _duration(snapshot.eta_s)))
     return parts

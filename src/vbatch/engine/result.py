@@ -9,7 +9,13 @@ from typing import TextIO
 import orjson
 
 from vbatch.engine.stats import RunStats
-from vbatch.errors import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, write_failure
+from vbatch.errors import (
+    EXIT_BUDGET,
+    EXIT_FAILED_ROWS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    write_failure,
+)
 from vbatch.settings import OutputPaths
 
 __all__ = ["RunResult", "report_run"]
@@ -22,12 +28,17 @@ class RunResult:
     stats: RunStats
     interrupted: bool = False
     failures_are_lines: bool = False
+    # The budget that stopped the run (--time-limit, --token-budget, --max-requests), if any.
+    budget: str | None = None
 
     @property
     def exit_code(self) -> int:
         """0 when every input row has an ok record, 1 when some failed or have no record,
-        130 when interrupted. With ``failures_are_lines`` (an OpenAI Batch run, as ``vllm
-        run-batch``), a failed row is an error line of the output: 0 when every row has one."""
+        5 when a budget stopped it, 130 when interrupted. With ``failures_are_lines`` (an
+        OpenAI Batch run, as ``vllm run-batch``), a failed row is an error line of the
+        output: 0 when every row has one."""
+        if self.budget is not None:
+            return EXIT_BUDGET
         if self.interrupted:
             return EXIT_INTERRUPTED
         stats = self.stats
@@ -63,6 +74,9 @@ def report_run(paths: OutputPaths, quiet: bool, result: RunResult, say: Callable
         where = paths.error_file or paths.final
         say(f"{failed} requests failed: their error lines are in {where}; the exit status is "
             "0 since every request has a line, as with vllm run-batch")
-    if result.interrupted:
+    if result.budget is not None:
+        say(f"budget reached ({result.budget}): {result.stats.done} rows recorded this run, "
+            f"kept in {records}; rerun to continue")
+    elif result.interrupted:
         say(f"interrupted: {result.stats.done} rows recorded this run, kept in "
             f"{records}. Run the same command again to resume.")

@@ -67,6 +67,8 @@ class RunStats:
     total_rows: int = 0
     already_done: int = 0
     already_failed: int = 0
+    # Rows whose records --rerun-if removed, sent again by this run.
+    rerun: int = 0
     clamped: int = 0
     context_truncated: int = 0
     ok: int = 0
@@ -83,6 +85,8 @@ class RunStats:
     calls: int = 0
     calls_replayed: int = 0
     calls_changed: int = 0
+    # The budget that stopped the run, if one did.
+    budget_reached: str | None = None
     concurrency_trace: list[dict[str, Any]] | None = None
     endpoints: list[dict[str, Any]] | None = None
     started: float = 0.0
@@ -184,6 +188,7 @@ class RunStats:
             "rows_total": self.total_rows,
             "rows_already_done": self.already_done,
             "rows_failed_earlier": self.already_failed,
+            "rows_rerun": self.rerun,
             "rows_empty": self.empty,
             "rows_missing": self.missing,
             "rows_clamped": self.clamped,
@@ -245,6 +250,9 @@ class RunStats:
         if lat["p50"] is not None:
             lines.append(f"latency: p50 {lat['p50']:.3f} s, p95 {lat['p95']:.3f} s, "
                          f"p99 {lat['p99']:.3f} s")
+        if self.rerun:
+            lines.append(f"rerun: {self.rerun} rows matched --rerun-if and were sent again; "
+                         "the other records were kept as they were")
         if self.calls:
             per_row = f" ({self.calls / self.done:.1f} per row)" if self.done else ""
             replayed = (f", {self.calls_replayed} replayed from the calls journal"
@@ -273,6 +281,13 @@ class RunStats:
             )
         if self.empty:
             lines.append(f"empty: {self.empty} ok rows have no text, tool calls or reasoning")
+        if self.budget_reached is not None and self.done:
+            left = self.missing
+            seconds = left * self.elapsed / self.done
+            tokens = left * (self.prompt_tokens + self.completion_tokens) / self.done
+            lines.append(f"budget reached ({self.budget_reached}): at this run's pace the "
+                         f"{left} rows left need about {_duration(seconds)} and "
+                         f"{int(tokens)} tokens")
         if self.missing:
             lines.append(f"missing: {self.missing} of {self.total_rows} input rows have no "
                          "record; run the same command again to send them")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vbatch.config import normalize_base_url
 from vbatch.errors import ConfigError, HTTPStatusError, RequestError
 from vbatch.prepare.tokens import TokenCounter, fitting_counter, server_counter
 from vbatch.servers.backend import Backend, Replica, Started
 from vbatch.transport.client import HTTPClient
 from vbatch.transport.pool import ServerConnection, ServerPool, connect, read_endpoints_file
+from vbatch.urls import normalize_base_url
 
 __all__ = ["RemoteBackend", "discover_model"]
 

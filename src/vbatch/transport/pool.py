@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vbatch.config import normalize_base_url
 from vbatch.defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_REQUEST_TIMEOUT
 from vbatch.errors import ConfigError, HTTPStatusError, RequestError, TransportError
 from vbatch.transport.base import Transport
 from vbatch.transport.client import HTTPClient
 from vbatch.transport.metrics import ServerLoad, parse_metrics
+from vbatch.urls import normalize_base_url
 
 _PROBE_S = 2.0
 PROBE_TIMEOUT_S = 5.0
