@@ -34,7 +34,7 @@ _NO_DEFAULT = {"system", "template", "extra_body", "max_tokens", "temperature", 
                "api_key", "stats_json", "error_file", "base_url", "stop", "keep", "quiet",
                "ordered", "retry_failed", "force", "group_by_prefix", "server_args",
                "endpoints_file", "ray_address", "response_format", "schema_field", "program",
-               "rerun_if", "time_limit", "token_budget", "max_requests",
+               "rerun_if", "time_limit", "token_budget", "max_requests", "cache_dir",
                "keep_calls"}
 # The options that say what shape an answer has are one field, response_format.
 _FIELD_OF = {"retry_delay": "retry_base_delay", "ray_address": "ray_address",

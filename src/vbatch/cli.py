@@ -192,4 +192,40 @@ def plan(input_path: Path, as_json: bool, **options: Any) -> None:
         click.echo(token_plan.text())
 
 
+@main.group()
+def cache() -> None:
+    """The response cache of --cache-dir: what it holds, and emptying it."""
+
+
+_CACHE_DIR = click.option("--cache-dir", envvar="VBATCH_CACHE_DIR", required=True,
+                          type=click.Path(file_okay=False, path_type=Path),
+                          help="The cache's directory (env VBATCH_CACHE_DIR).")
+
+
+@cache.command("info")
+@_CACHE_DIR
+def cache_info(cache_dir: Path) -> None:
+    """How many answers the cache holds, and their size."""
+    from vbatch.cache.store import ResponseCache
+
+    with _exit_on_error():
+        store = ResponseCache(cache_dir, 1 << 62)
+        info = store.info()
+        store.close()
+    click.echo(f"{info.path}: {info.answers} answers, {info.size_bytes / 1e6:.1f} MB")
+
+
+@cache.command("clear")
+@_CACHE_DIR
+def cache_clear(cache_dir: Path) -> None:
+    """Remove every answer from the cache."""
+    from vbatch.cache.store import ResponseCache
+
+    with _exit_on_error():
+        store = ResponseCache(cache_dir, 1 << 62)
+        removed = store.clear()
+        store.close()
+    click.echo(f"vbatch: removed {removed} answers from {store.path}")
+
+
 main.add_command(simulate)

@@ -11,8 +11,8 @@ from typing import Any
 import click
 import orjson
 
+from vbatch.cli_answers import program_options, reuse_options, structured_options
 from vbatch.cli_group import decorated
-from vbatch.cli_structured import program_options, structured_options
 from vbatch.config import parse_concurrency
 from vbatch.defaults import (
     DEFAULT_BATCH_LIMITS,
@@ -248,6 +248,7 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         structured_options,
         program_options,
+        reuse_options,
         click.option(
             "--keep", multiple=True, help="Input field copied into the output (repeatable)."
         ),
@@ -296,14 +297,6 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="On resume, send the rows recorded as failed again and replace their records.",
         ),
         click.option(
-            "--rerun-if",
-            metavar="EXPR",
-            help="On resume, send again the rows whose record matches EXPR (e.g. "
-            "'finish_reason == \"length\"', 'status == \"failed\" and error.type != "
-            "\"bad_input\"') with this run's options; every other record is kept, even "
-            "though options changed.",
-        ),
-        click.option(
             "--force",
             is_flag=True,
             help="Resume even though the generation parameters or rows changed; rows "
@@ -328,14 +321,6 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Send rows whose prompts start alike (same system prompt or few-shot block) "
             "one after another, for vLLM's prefix cache (uncompressed JSONL input).",
         ),
-        click.option("--time-limit", metavar="DURATION",
-                     help="Stop taking rows so that the run ends within this wall time (90s, "
-                     "15m, 3h, 1h30m; exit 5): a rerun carries on."),
-        click.option("--token-budget", metavar="N",
-                     help="Stop once this many tokens were generated (2M, 500k; N+prompt "
-                     "counts prompt tokens too; exit 5): a rerun carries on."),
-        click.option("--max-requests", type=int,
-                     help="Stop after this many requests, retries included (exit 5)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress and no summary."),
         click.option(
             "--log-every",

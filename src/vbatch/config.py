@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vbatch.budget import Budget, parse_duration, parse_token_budget
+from vbatch.cache.store import parse_size
 from vbatch.defaults import (
+    DEFAULT_CACHE_MAX_SIZE,
     DEFAULT_CONCURRENCY,
     DEFAULT_EMBEDDING_DTYPE,
     DEFAULT_ENDPOINT,
@@ -214,6 +216,8 @@ class RunConfig:
     time_limit: float | str | None = None
     token_budget: int | str | None = None
     max_requests: int | None = None
+    cache_dir: Path | None = None
+    cache_max_size: int | str = DEFAULT_CACHE_MAX_SIZE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", Path(self.input))
@@ -283,6 +287,9 @@ class RunConfig:
             object.__setattr__(self, "time_limit", parse_duration(self.time_limit))
         if self.token_budget is not None:
             parse_token_budget(self.token_budget)
+        if self.cache_dir is not None:
+            object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+        parse_size(self.cache_max_size)
         if self.program is not None:
             load_program(self.program)
         elif self.rollouts != 1 or self.keep_calls:

@@ -13,6 +13,7 @@ from typing import Final
 
 __all__ = [
     "DEFAULT_BATCH_LIMITS",
+    "DEFAULT_CACHE_MAX_SIZE",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_EMBEDDING_DTYPE",
     "DEFAULT_ENDPOINT",
@@ -78,6 +79,8 @@ DEFAULT_SHUTDOWN_GRACE = 5.0
 # before it was complete), and an invalid answer is asked again this many times.
 DEFAULT_INVALID_FINISH_REASONS: Final = ("length",)
 DEFAULT_MAX_INVALID_RETRIES = 2
+# The response cache's size (--cache-max-size), before the least recently used are evicted.
+DEFAULT_CACHE_MAX_SIZE: Final = "10G"
 
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 DEFAULT_TENSOR_PARALLEL_SIZE = 1

@@ -89,6 +89,8 @@ class RunOptions(TypedDict, total=False):
     time_limit: float | str | None
     token_budget: int | str | None
     max_requests: int | None
+    cache_dir: Path | None
+    cache_max_size: int | str
 
 
 Function = TypeVar("Function", bound=Callable[..., Any])

@@ -20,7 +20,7 @@ from vbatch.engine.job import Job
 from vbatch.engine.result import RunResult
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.factory import request_builder
-from vbatch.prepare.probe import prepare_structured
+from vbatch.prepare.probe import model_identity, prepare_structured
 from vbatch.programs.setup import program_driver
 from vbatch.servers.backend import Replica, Started
 from vbatch.servers.factory import make_backend
@@ -114,6 +114,8 @@ class Run:
         if not self._structured_ready:
             await prepare_structured(self.builder, started.pool.first, job.say)
             self._structured_ready = True
+        if self.settings.options.cache_dir is not None:
+            job.model_identity = await model_identity(started.pool.first, self.builder.model)
         return await job.execute(started.pool, handle_signals, started.recover,
                                  program_driver(job))
 

@@ -24,6 +24,7 @@ from vbatch.engine.backoff import backoff_delay
 from vbatch.engine.breaker import CircuitBreaker
 from vbatch.engine.concurrency import ConcurrencyLimit
 from vbatch.engine.items import Pack, WorkItem
+from vbatch.engine.reuse import Reuse
 from vbatch.errors import (
     ContextOverflowError,
     HTTPStatusError,
@@ -76,6 +77,7 @@ class Dispatcher:
         bound: ConcurrencyLimit | None = None,
         breaker: CircuitBreaker | None = None,
         gate: Callable[[], Awaitable[None]] | None = None,
+        reuse: Reuse | None = None,
     ):
         self.client = client
         self.route = route
@@ -95,18 +97,17 @@ class Dispatcher:
         self.max_downtime = policy.max_downtime
         self.gate = gate
         self.answers = policy.answers
+        self.reuse = reuse
         self.down = False
         self._last_answer = clock()
         self.in_flight = 0
-        # Requests sent so far, every attempt counted (--max-requests).
-        self.requests_sent = 0
+        self.requests_sent = 0  # every attempt counted (--max-requests)
         self.interrupted = False
         self._stop = asyncio.Event()
         self._abandon = asyncio.Event()
         self._queue: asyncio.Queue[WorkItem | Pack | None] = asyncio.Queue(
             maxsize=2 * self.concurrency)
-        # The answers awaited by submit(), by item.
-        self._replies: dict[int, asyncio.Future[dict[str, Any] | None]] = {}
+        self._replies: dict[int, asyncio.Future[dict[str, Any] | None]] = {}  # submit()'s
 
     def abandon(self) -> None:
         """Stop at once: no new row, and the in-flight requests are given up (their rows get
@@ -249,7 +250,8 @@ class Dispatcher:
                 if isinstance(item, Pack):
                     records = await self.send_pack(item) or []
                 else:
-                    record = await self.send(item)
+                    record = await (self.reuse.send(item, self.send) if self.reuse is not None
+                                    else self.send(item))
                     records = [record] if record is not None else []
             finally:
                 self.in_flight -= 1

@@ -9,6 +9,7 @@ from array import array
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, TextIO
 
+from vbatch.cache.store import ResponseCache, parse_size
 from vbatch.defaults import DEFAULT_START_CONCURRENCY
 from vbatch.engine.breaker import CircuitBreaker
 from vbatch.engine.budget import BudgetGuard
@@ -20,6 +21,7 @@ from vbatch.engine.monitor import LoadMonitor
 from vbatch.engine.pending import PendingRows
 from vbatch.engine.progress import Progress, RunGauges, show_check
 from vbatch.engine.result import RunResult, report_run
+from vbatch.engine.reuse import Reuse
 from vbatch.engine.stats import RunStats
 from vbatch.engine.timeline import Timeline
 from vbatch.errors import OutputWriteError
@@ -85,6 +87,8 @@ class Job:
         self._progress: Progress | None = None
         # When the command began (its summary's wall time counts from here).
         self.created = clock() if started is None else started
+        # The served model's identity, for the response cache (--cache-dir).
+        self.model_identity = ""
         # Seconds the phases before sending took: "setup" (the model, the output's lock),
         # "check" (the tokenizer and the input), "server start".
         self.phases: dict[str, float] = {}
@@ -156,13 +160,14 @@ class Job:
 
         send = self.settings.send
         controller = self._controller(stats)
+        cache = self._cache()
         guard: BudgetGuard | None = None
         if send.budget.any:
             guard = BudgetGuard(send.budget, stats, self.clock, self.created,
                                 lambda: dispatcher.requests_sent, lambda: dispatcher.stop(),
                                 self.control.ready if self.control is not None else None)
         dispatcher = self._dispatcher = self._make_dispatcher(pool, sink, recover, controller,
-                                                              guard)
+                                                              guard, cache)
         monitor = LoadMonitor(pool.load, self.clock)
         gauges = RunGauges(lambda: dispatcher.in_flight,
                            lambda: controller.bound.limit if controller else send.pool_size,
@@ -186,6 +191,8 @@ class Job:
         try:
             if program is not None:
                 await dispatcher.run_driven(program.drive)
+            elif dispatcher.reuse is not None:
+                await dispatcher.run(map(dispatcher.reuse.ready, self._work()))
             else:
                 await dispatcher.run(self._work())
         finally:
@@ -195,6 +202,8 @@ class Job:
                                             or stats.already_failed))
             if restore is not None:
                 restore()
+            if cache is not None:
+                cache.close()
             await _cancelled(background)
             stats.finish()
             if timeline is not None:
@@ -239,6 +248,18 @@ class Job:
         size = self.settings.requests.inputs_per_request
         return packed(work, size) if self.builder.kind.packs and size > 1 else work
 
+    def _cache(self) -> ResponseCache | None:
+        """The response cache of ``--cache-dir``, said to reuse nothing when the rows' requests
+        sample without a seed."""
+        options, requests = self.options, self.settings.requests
+        if options.cache_dir is None:
+            return None
+        if (requests.temperature != 0 and requests.seed is None and requests.program is None
+                and not self.settings.openai_batch):
+            self.say("--cache-dir: the requests sample without a seed (give --temperature 0 or "
+                     "--seed): no answer will be reused or kept")
+        return ResponseCache(options.cache_dir, parse_size(options.cache_max_size))
+
     def _controller(self, stats: RunStats) -> AdaptiveController | None:
         """The controller of ``--concurrency auto``, else None. A pooling run has none: its
         requests finish in milliseconds, so vLLM's running and waiting gauges (sampled once a
@@ -254,7 +275,7 @@ class Job:
     def _make_dispatcher(self, pool: ServerPool, sink: Callable[[dict[str, Any]], None],
                          recover: Callable[[], Awaitable[bool]] | None,
                          controller: AdaptiveController | None,
-                         guard: BudgetGuard | None) -> Dispatcher:
+                         guard: BudgetGuard | None, cache: ResponseCache | None) -> Dispatcher:
         return Dispatcher(
             pool, self.builder.route, sink, self.builder.kind, self.settings.send,
             n=self.settings.requests.n, clock=self.clock, recover=recover, context=self.context,
@@ -262,6 +283,8 @@ class Job:
             breaker=CircuitBreaker(),
             gate=(guard.gate if guard is not None
                   else self.control.ready if self.control is not None else None),
+            reuse=(Reuse(cache, self.model_identity, self.builder.route)
+                   if cache is not None else None),
         )
 
     def stop(self) -> None:

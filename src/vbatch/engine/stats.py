@@ -85,6 +85,8 @@ class RunStats:
     calls: int = 0
     calls_replayed: int = 0
     calls_changed: int = 0
+    # Records whose answer was reused from the response cache (no request sent).
+    cached: int = 0
     # The budget that stopped the run, if one did.
     budget_reached: str | None = None
     concurrency_trace: list[dict[str, Any]] | None = None
@@ -133,6 +135,7 @@ class RunStats:
             self.latency.add(latency)
         for reason, count in (record.get("invalid_answers") or {}).items():
             self.invalid_answers[reason] = self.invalid_answers.get(reason, 0) + count
+        self.cached += bool(record.get("cached"))
         if "calls" in record:
             self.calls += record["calls"]
             self.calls_replayed += record.get("calls_replayed", 0)
@@ -169,6 +172,7 @@ class RunStats:
         self.completion_tokens += other.completion_tokens
         self.latency.absorb(other.latency)
         self.calls += other.calls
+        self.cached += other.cached
         self.calls_replayed += other.calls_replayed
         self.calls_changed += other.calls_changed
         for reason, count in other.invalid_answers.items():
@@ -189,6 +193,7 @@ class RunStats:
             "rows_already_done": self.already_done,
             "rows_failed_earlier": self.already_failed,
             "rows_rerun": self.rerun,
+            "rows_cached": self.cached,
             "rows_empty": self.empty,
             "rows_missing": self.missing,
             "rows_clamped": self.clamped,
@@ -250,6 +255,9 @@ class RunStats:
         if lat["p50"] is not None:
             lines.append(f"latency: p50 {lat['p50']:.3f} s, p95 {lat['p95']:.3f} s, "
                          f"p99 {lat['p99']:.3f} s")
+        if self.cached:
+            lines.append(f"cached: {self.cached} answers reused from --cache-dir, no request "
+                         "sent (their records say cached)")
         if self.rerun:
             lines.append(f"rerun: {self.rerun} rows matched --rerun-if and were sent again; "
                          "the other records were kept as they were")

@@ -57,6 +57,7 @@ RUN_FIELDS = {
     "clamped_max_tokens": "the max_tokens sent when the row's was lowered to fit the context",
     "context_truncated": "true when the output stopped because the context was full",
     "request_hash": "a fingerprint of the request, so that a resume finds changed rows",
+    "cached": "true when the answer was reused from --cache-dir (no request was sent)",
     "invalid_answers": "structured outputs: the answers not of the shape asked, by reason "
                        "(each was asked again), e.g. {\"not_json\": 1}",
 }

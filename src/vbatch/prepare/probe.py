@@ -13,7 +13,7 @@ from vbatch.structured.server import form_of_version
 from vbatch.structured.specs import FORM_STRUCTURED
 from vbatch.transport.pool import ServerConnection
 
-__all__ = ["prepare_structured", "server_form"]
+__all__ = ["model_identity", "prepare_structured", "server_form"]
 
 
 async def server_form(server: ServerConnection) -> tuple[str, str | None]:
@@ -50,3 +50,15 @@ async def prepare_structured(builder: RequestBuilder, server: ServerConnection,
             raise ConfigError(f"{spec.option}: the server cannot use it: {exc.message}") from None
     except RequestError:
         return
+
+
+async def model_identity(server: ServerConnection, model: str | None) -> str:
+    """What names the served model for the response cache: its name and what the server says
+    of it (``root``, ``max_model_len``), so that a cache never answers for another model."""
+    try:
+        listing = await server.client.get_json(server.path_of("/models"))
+    except RequestError:
+        return f"{model}||"
+    found = [m for m in listing.get("data", []) if isinstance(m, dict) and m.get("id") == model]
+    entry = found[0] if found else {}
+    return f"{model}|{entry.get('root')}|{entry.get('max_model_len')}"

@@ -1,18 +1,23 @@
-"""The option groups of structured outputs (what shape every answer must have, and what an
-answer that has not gets) and of programs (several calls per row), shared by ``run`` and
-``run-batch``."""
+"""The option groups of what a job's answers are, shared by ``run`` and ``run-batch``: their
+shape (structured outputs), programs (several calls per row), and reuse and budgets (what is
+sent again, what is reused, what may be spent)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from vbatch.cli_group import decorated
-from vbatch.defaults import DEFAULT_INVALID_FINISH_REASONS, DEFAULT_MAX_INVALID_RETRIES
+from vbatch.defaults import (
+    DEFAULT_CACHE_MAX_SIZE,
+    DEFAULT_INVALID_FINISH_REASONS,
+    DEFAULT_MAX_INVALID_RETRIES,
+)
 
-__all__ = ["program_options", "structured_options"]
+__all__ = ["program_options", "reuse_options", "structured_options"]
 
 
 def _parse_reasons(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -77,3 +82,40 @@ def program_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return decorated(command, decorators)
 
 
+
+
+def reuse_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--rerun-if``, ``--cache-dir``, ``--cache-max-size`` and the budgets."""
+    decorators = [
+        click.option(
+            "--rerun-if",
+            metavar="EXPR",
+            help="On resume, send again the rows whose record matches EXPR (e.g. "
+            "'finish_reason == \"length\"', 'status == \"failed\" and error.type != "
+            "\"bad_input\"') with this run's options; every other record is kept, even "
+            "though options changed.",
+        ),
+        click.option(
+            "--cache-dir",
+            envvar="VBATCH_CACHE_DIR",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Reuse the answers of deterministic requests (--temperature 0 or a --seed) "
+            "across runs from this directory's cache, for the same served model; identical "
+            "requests of one run are sent once (env VBATCH_CACHE_DIR; off by default).",
+        ),
+        click.option(
+            "--cache-max-size",
+            default=DEFAULT_CACHE_MAX_SIZE,
+            show_default=True,
+            help="Most bytes the cache keeps; the least recently used answers go first.",
+        ),
+        click.option("--time-limit", metavar="DURATION",
+                     help="Stop taking rows so that the run ends within this wall time (90s, "
+                     "15m, 3h, 1h30m; exit 5): a rerun carries on."),
+        click.option("--token-budget", metavar="N",
+                     help="Stop once this many tokens were generated (2M, 500k; N+prompt "
+                     "counts prompt tokens too; exit 5): a rerun carries on."),
+        click.option("--max-requests", type=int,
+                     help="Stop after this many requests, retries included (exit 5)."),
+    ]
+    return decorated(command, decorators)
