@@ -1,6 +1,6 @@
 """Programs on the real CPU engine: a draft → judge chain over the benchmark prompts, as one
 ``--program`` run, as two consecutive vbatch runs (stage by stage), and as the hand-written
-AsyncOpenAI + Semaphore script for two steps (``baseline_two_step.py``), against one server
+AsyncOpenAI + Semaphore script for two steps (``baseline_openai.py ... judge``), against one server
 (``vbatch serve``, the default model), wall time and the server's idle time (sampled from
 ``/metrics``: no request running) while each ran.
 
@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from baseline_two_step import judge_prompt
+from baseline_openai import judge_prompt
 from harness import PYTHON, ROOT, machine
 
 WORK = ROOT / "bench-results"
@@ -111,9 +111,9 @@ def stage_by_stage(source: Path, url: str, max_tokens: int) -> None:
 
 
 def script(source: Path, url: str, max_tokens: int, model: str) -> None:
-    subprocess.run([PYTHON, str(ROOT / "benchmarks" / "baseline_two_step.py"), str(source),
-                    str(WORK / "script.jsonl"), url, model, str(max_tokens)], check=True,
-                   capture_output=True)
+    subprocess.run([PYTHON, str(ROOT / "benchmarks" / "baseline_openai.py"), str(source),
+                    str(WORK / "script.jsonl"), url, model, str(max_tokens), "judge"],
+                   check=True, capture_output=True)
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ def test_an_extraction_schema_over_100_prompts(vllm_url: str, tmp_path: Path) ->
     out = tmp_path / "out.jsonl"
     done = run_cli("run", str(people(tmp_path, 100)), "-o", str(out), "--base-url", vllm_url,
                    "--json-schema", str(schema), "--max-tokens", "96", "--temperature", "0.7",
-                   "--seed", "1", timeout=900)
+                   "--seed", "1", "--concurrency", "16", timeout=900)
     assert done.returncode in (0, 1), done.stderr[-3000:]
     assert "structured outputs: sent as response_format / structured_outputs (vLLM 0.32" in \
         done.stderr

@@ -37,7 +37,10 @@ _POLL_S = 0.5
 STOP_GRACE_S = 15.0
 _HEALTH_TIMEOUT_S = 5.0
 _WATCH_S = 2.0
-_HUNG_AFTER_FAILED_CHECKS = 5
+# A busy server may not answer /health for a while: vLLM on the CPU, given 100 structured
+# (JSON schema) requests at once, left it unanswered for 13-17 s (AMD EPYC, AVX-512; longer
+# on a slower CPU). It counts as hung only after this many failed checks in a row (~2 min).
+_HUNG_AFTER_FAILED_CHECKS = 16
 _HINTS = (
     (("out of memory", "outofmemory", "cannot allocate memory", "insufficient memory",
       "not enough kv cache", "larger than the available kv cache"),
