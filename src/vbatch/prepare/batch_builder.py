@@ -38,7 +38,6 @@ class BatchRequestBuilder(RequestBuilder):
         # A file of pooling lines only has nothing to count (no tokenizer is loaded).
         self.countable = not pooling
         self.spec = None
-        self.form = ""
 
     def row_id(self, row: RawRow) -> str:
         """The line's ``custom_id``."""
@@ -77,8 +76,9 @@ class BatchRequestBuilder(RequestBuilder):
 
     @property
     def structured(self) -> bool:
-        """Lines may ask for a shape of their own."""
-        return True
+        """A line's body is sent as it is (in the form it gives): no form to find, no spec of
+        the run's to ask the server about; each answer is checked against its line's."""
+        return False
 
     def route_for(self, content: dict[str, Any]) -> str:
         """The route of the line's url, under the server's API."""

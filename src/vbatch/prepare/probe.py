@@ -31,7 +31,7 @@ async def prepare_structured(builder: RequestBuilder, server: ServerConnection,
                              say: Callable[[str], None]) -> None:
     """Tell ``builder`` the server's form and, for a run's own spec, ask the server once to
     compile it; raises ConfigError (naming the option) when it cannot."""
-    if not builder.structured or builder.form == "":
+    if not builder.structured:
         return
     form, version = await server_form(server)
     builder.use_form(form)
