@@ -1,7 +1,8 @@
 """Programs on the real CPU engine: a draft → judge chain over the benchmark prompts, as one
 ``--program`` run, as two consecutive vbatch runs (stage by stage), and as the hand-written
 AsyncOpenAI + Semaphore script for two steps (``baseline_openai.py ... judge``), against one server
-(``vbatch serve``, the default model), wall time and the server's idle time (sampled from
+(``vbatch serve``, the default model, its prefix cache off so that no variant finds the
+prompts of the one before cached), wall time and the server's idle time (sampled from
 ``/metrics``: no request running) while each ran.
 
     python benchmarks/programs.py [--prompts FILE] [--rows N] [--max-tokens N] [--rounds N]
@@ -135,7 +136,10 @@ def main() -> None:
                          + "\n")
     from tests.vllm_helpers import ServeProcess
 
-    server = ServeProcess(WORK / "chain-serve.log", "--max-model-len", "2048")
+    # Without the prefix cache: at temperature 0 every variant sends the same prompts, and a
+    # variant run after another would find them cached.
+    server = ServeProcess(WORK / "chain-serve.log", "--max-model-len", "2048", "--",
+                          "--no-enable-prefix-caching")
     model = json.loads(urllib.request.urlopen(server.url + "/models").read())["data"][0]["id"]
     root = server.url.removesuffix("/v1")
     runs: dict[str, list[tuple[float, float]]] = {}

@@ -215,6 +215,16 @@ def test_an_answer_cut_by_max_tokens_fails_with_the_hint(fake_server: InProcessS
         assert record["finish_reason"] == "length" and record["text"]
 
 
+def test_a_greedy_request_is_not_asked_again(fake_server: InProcessServer,
+                                             tmp_path: Path) -> None:
+    fake_server.configure(invalid_rate=1.0)
+    fake_server.run(config(fake_server, tmp_path, rows(tmp_path, 3), temperature=0,
+                           response_format=PERSON))
+    for record in read_jsonl(tmp_path / "out.jsonl"):
+        assert record["attempts"] == 1 and record["error"]["type"] == "invalid_output"
+    assert fake_server.stats()["requests_seen"] == 4
+
+
 def test_rows_carry_their_own_schema_or_choices(fake_server: InProcessServer,
                                                 tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [

@@ -37,7 +37,7 @@ from vbatch.errors import (
 from vbatch.output.records import failed_record, invalid_record, ok_record, sent_record
 from vbatch.prepare.fit import ContextError, cut_by_context, parse_context_error, refit
 from vbatch.settings import SendPolicy
-from vbatch.structured.answers import check_answer, reseeded
+from vbatch.structured.answers import check_answer, greedy, reseeded
 
 # Sends again after a server restart or to another endpoint do not use up retries; this
 # bounds them for a row that itself brings servers down.
@@ -347,7 +347,8 @@ class Dispatcher:
                 self._last_answer = self.clock()
                 return read(response), attempts
             except InvalidOutputError as exc:
-                if invalid >= self.answers.max_invalid_retries or not isinstance(item, WorkItem):
+                if (invalid >= self.answers.max_invalid_retries or not isinstance(item, WorkItem)
+                        or greedy(item.body)):
                     return exc, attempts
                 invalid += 1
                 item.body = reseeded(item.body, invalid)

@@ -14,7 +14,7 @@ from vbatch.defaults import DEFAULT_INVALID_FINISH_REASONS, DEFAULT_MAX_INVALID_
 from vbatch.errors import InvalidOutputError
 from vbatch.structured.specs import OutputSpec, Problem
 
-__all__ = ["AnswerRules", "check_answer", "invalid_hint", "reseeded"]
+__all__ = ["AnswerRules", "check_answer", "greedy", "invalid_hint", "reseeded"]
 
 # Seeds vLLM takes: a signed 64-bit integer; kept to 31 bits, as every server takes those.
 _SEEDS = 2**31
@@ -85,7 +85,14 @@ def invalid_hint(error: InvalidOutputError, answers: int) -> str:
         return error.message
     tried = f" ({answers} answers, each checked)" if answers > 1 else ""
     return (f"{error.message}{tried}: make the prompt ask for this shape, or raise "
-            "--max-invalid-retries")
+            "--max-invalid-retries (with a --temperature above 0: a greedy answer is not asked "
+            "again)")
+
+
+def greedy(body: bytes) -> bool:
+    """Whether a request decodes greedily (temperature 0): another seed gives the same answer,
+    so an invalid one is not asked again."""
+    return bool(orjson.loads(body).get("temperature") == 0)
 
 
 def reseeded(body: bytes, retry: int) -> bytes:
