@@ -11,6 +11,8 @@ import pytest
 
 from vbatch import RunConfig
 from vbatch.cache.store import ResponseCache, cache_key, parse_size
+from vbatch.engine.items import WorkItem
+from vbatch.engine.reuse import Reuse
 
 from .conftest import InProcessServer, read_jsonl, run_cli, vbatch_cmd, write_jsonl
 
@@ -118,3 +120,22 @@ def test_the_least_recently_used_answers_go_past_the_size(tmp_path: Path) -> Non
     assert parse_size("10G") == 10 << 30 and parse_size("500M") == 500 << 20
     with pytest.raises(Exception, match="is not a size"):
         parse_size("huge")
+
+
+def test_the_feed_looks_answers_up_in_batches_and_keeps_the_order(tmp_path: Path) -> None:
+    store = ResponseCache(tmp_path / "cache", 1 << 20)
+    reuse = Reuse(store, "m", "/v1/completions")
+    greedy = [WorkItem(f"r{i}", i, b'{"prompt":"p%d","temperature":0}' % i) for i in range(600)]
+    for item in greedy[::3]:
+        store.put(reuse.key_of(item), {"status": "ok", "text": item.row_id})
+    sampled = WorkItem("s", 600, b'{"prompt":"p1"}')
+    failed = {"id": "bad", "index": 601, "status": "failed"}
+    out = list(reuse.ready([*greedy, sampled, failed]))
+    assert [o["id"] if isinstance(o, dict) else o.row_id for o in out] == (
+        [f"r{i}" for i in range(600)] + ["s", "bad"])
+    reused = [o for o in out[:600] if isinstance(o, dict)]
+    assert [o["text"] for o in reused] == [f"r{i}" for i in range(0, 600, 3)]
+    assert all(o["cached"] and o["attempts"] == 0 for o in reused)
+    assert sampled.reuse_key == b"" and out[-1] is failed
+    assert store.get_many([]) == {} and len(store.get_many([reuse.key_of(greedy[0])])) == 1
+    store.close()

@@ -17,9 +17,12 @@ import orjson
 
 from vbatch.errors import ConfigError
 
-__all__ = ["CacheInfo", "ResponseCache", "cache_key", "deterministic", "parse_size"]
+__all__ = ["LOOKUP_BATCH", "CacheInfo", "ResponseCache", "cache_key", "deterministic",
+           "parse_size"]
 
 DATABASE = "responses.sqlite3"
+# Keys looked up in one query (SQLite's oldest limit on a statement's parameters is 999).
+LOOKUP_BATCH = 256
 # Writes are committed in batches of this many (a crash loses at most these: a cache only).
 _COMMIT_EVERY = 256
 # An answer's last use is written again only when older than this: LRU to the hour, and a
@@ -117,6 +120,25 @@ class ResponseCache:
                 self._touch()
         record: dict[str, Any] = orjson.loads(row[0])
         return record
+
+    def get_many(self, keys: list[bytes]) -> dict[bytes, dict[str, Any]]:
+        """The answers stored for those of ``keys`` the cache holds (at most
+        :data:`LOOKUP_BATCH` keys: one query)."""
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        rows = self._db.execute(f"SELECT key, record, used FROM answers WHERE key IN ({marks})",
+                                keys).fetchall()
+        self.hits += len(rows)
+        stale = time.time() - _TOUCH_AFTER_S
+        found: dict[bytes, dict[str, Any]] = {}
+        for key, record, used in rows:
+            found[key] = orjson.loads(record)
+            if used < stale:
+                self._used.append(key)
+        if len(self._used) >= _COMMIT_EVERY:
+            self._touch()
+        return found
 
     def put(self, key: bytes, record: dict[str, Any]) -> None:
         """Store the answer ``record`` for ``key`` (committed in batches)."""

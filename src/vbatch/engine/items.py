@@ -32,7 +32,9 @@ __all__ = ["Pack", "WorkItem", "packed"]
 class WorkItem:
     """One request to send: the row it answers, its JSON body and extra output fields, and
     the shape its answer must have (``spec``). A program's call also names the API its answer
-    comes from (``kind``) and the completions it asks (``n``), when not the run's."""
+    comes from (``kind``) and the completions it asks (``n``), when not the run's.
+    ``reuse_key``: its key in the response cache, once looked up there (``b""``: its answer
+    is not the same each time, so it has none)."""
 
     row_id: str
     index: int
@@ -44,6 +46,7 @@ class WorkItem:
     spec: OutputSpec | None = None
     kind: EndpointKind | None = None
     n: int | None = None
+    reuse_key: bytes | None = None
 
 
 @dataclass(slots=True)

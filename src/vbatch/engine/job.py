@@ -192,7 +192,7 @@ class Job:
             if program is not None:
                 await dispatcher.run_driven(program.drive)
             elif dispatcher.reuse is not None:
-                await dispatcher.run(map(dispatcher.reuse.ready, self._work()))
+                await dispatcher.run(dispatcher.reuse.ready(self._work()))
             else:
                 await dispatcher.run(self._work())
         finally:

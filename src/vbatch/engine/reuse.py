@@ -6,12 +6,13 @@ are sent once, the others wait for its answer. A reused record says ``"cached": 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from itertools import islice
 from typing import Any
 
 import orjson
 
-from vbatch.cache.store import ResponseCache, cache_key, deterministic
+from vbatch.cache.store import LOOKUP_BATCH, ResponseCache, cache_key, deterministic
 from vbatch.engine.items import Pack, WorkItem
 
 __all__ = ["Reuse"]
@@ -32,26 +33,38 @@ class Reuse:
         self.route = route
         self._answering: dict[bytes, asyncio.Future[dict[str, Any] | None]] = {}
 
-    def key_of(self, item: WorkItem) -> bytes | None:
-        """The cache key of ``item``, when its answer is the same each time."""
-        if not deterministic(orjson.loads(item.body)):
-            return None
-        return cache_key(self.model, item.route or self.route, item.body)
+    def key_of(self, item: WorkItem) -> bytes:
+        """The cache key of ``item`` (kept on it), ``b""`` when its answer is not the same
+        each time."""
+        key = item.reuse_key
+        if key is None:
+            key = item.reuse_key = (
+                cache_key(self.model, item.route or self.route, item.body)
+                if deterministic(orjson.loads(item.body)) else b"")
+        return key
 
-    def ready(self, item: WorkItem | Pack | dict[str, Any]) -> WorkItem | Pack | dict[str, Any]:
-        """``item``'s reused record when the cache holds its answer (so that it is written
-        at once, without a worker), else ``item`` itself."""
-        if not isinstance(item, WorkItem):
-            return item
-        key = self.key_of(item)
-        stored = self.cache.get(key) if key is not None else None
-        return _reused(item, stored) if stored is not None else item
+    def ready(self, source: Iterable[WorkItem | Pack | dict[str, Any]]
+              ) -> Iterator[WorkItem | Pack | dict[str, Any]]:
+        """``source``, each work item whose answer the cache holds given as its reused record
+        (so that it is written at once, without a worker). Looked up :data:`LOOKUP_BATCH`
+        items at a time, in one query each."""
+        items = iter(source)
+        while chunk := list(islice(items, LOOKUP_BATCH)):
+            keys = [self.key_of(item) for item in chunk if isinstance(item, WorkItem)]
+            stored = self.cache.get_many([key for key in keys if key])
+            for item in chunk:
+                if (isinstance(item, WorkItem)
+                        and (answer := stored.get(item.reuse_key or b"")) is not None):
+                    yield _reused(item, answer)
+                else:
+                    yield item
 
     async def send(self, item: WorkItem, send: Send) -> dict[str, Any] | None:
         """``item``'s record: reused, waited for, or sent with ``send`` (and then kept)."""
         key = self.key_of(item)
-        if key is None:
+        if not key:
             return await send(item)
+        # Looked up again: an identical request of this run may have been answered since.
         stored = self.cache.get(key)
         if stored is not None:
             return _reused(item, stored)
