@@ -158,6 +158,7 @@ def test_dispatcher_bound_in_process(concurrency: int) -> None:
         dispatcher = Dispatcher(server, "/chat/completions", records.append, ENDPOINTS["chat"],
                                 SendPolicy(concurrency=concurrency))
         await dispatcher.run(items)
+        assert dispatcher.workers == concurrency
 
     asyncio.run(main())
     assert server.peak == concurrency
@@ -179,3 +180,18 @@ def test_stop_abandons_in_flight_after_grace() -> None:
     dispatcher = asyncio.run(main())
     assert dispatcher.interrupted
     assert records == []
+
+
+def test_workers_are_made_as_the_work_needs_them() -> None:
+    server = FakeServer()
+    records: list[dict[str, Any]] = []
+
+    async def main() -> Dispatcher:
+        dispatcher = Dispatcher(server, "/x", records.append, ENDPOINTS["chat"],
+                                SendPolicy(concurrency=16_384))
+        await dispatcher.run(WorkItem(str(i), i, b"{}") for i in range(5))
+        return dispatcher
+
+    dispatcher = asyncio.run(main())
+    assert sorted(int(r["id"]) for r in records) == list(range(5))
+    assert dispatcher.workers == server.peak == 5

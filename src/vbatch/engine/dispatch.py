@@ -16,8 +16,6 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Protocol, TypeVar
 
-import orjson
-
 from vbatch.defaults import DEFAULT_N
 from vbatch.endpoints import EndpointKind
 from vbatch.engine.backoff import backoff_delay
@@ -35,7 +33,7 @@ from vbatch.errors import (
     TransportError,
 )
 from vbatch.output.records import failed_record, invalid_record, ok_record, sent_record
-from vbatch.prepare.fit import ContextError, cut_by_context, parse_context_error, refit
+from vbatch.prepare.fit import cut_by_context, parse_context_error
 from vbatch.settings import SendPolicy
 from vbatch.structured.answers import check_answer, greedy, reseeded
 
@@ -56,7 +54,7 @@ RecordSink = Callable[[dict[str, Any]], None]
 class Dispatcher:
     """Sends every work item under a concurrency bound and hands each record to ``sink``.
 
-    ``policy.pool_size`` workers run; with ``bound``, they also wait for a slot of that
+    Up to ``policy.pool_size`` workers run; with ``bound``, they also wait for a slot of that
     adjustable limit (adaptive concurrency). ``policy`` also says how often a request is
     retried, how long the servers may stay silent, the shutdown grace and whether a row the
     server refuses for its context is clamped.
@@ -108,6 +106,8 @@ class Dispatcher:
         self._queue: asyncio.Queue[WorkItem | Pack | None] = asyncio.Queue(
             maxsize=2 * self.concurrency)
         self._replies: dict[int, asyncio.Future[dict[str, Any] | None]] = {}  # submit()'s
+        self._workers: list[asyncio.Task[None]] = []
+        self._idle = 0  # workers waiting for an item
 
     def abandon(self) -> None:
         """Stop at once: no new row, and the in-flight requests are given up (their rows get
@@ -145,15 +145,15 @@ class Dispatcher:
             asyncio.get_running_loop().create_future())
         self._replies[id(item)] = reply
         try:
-            await self._queue.put(item)
+            await self._put(item)
             return await reply
         finally:
             self._replies.pop(id(item), None)
 
     async def _run(self, feeding: Coroutine[Any, Any, None]) -> None:
-        workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
+        workers = self._workers
         feeder = asyncio.create_task(feeding)
-        work: asyncio.Future[Any] = asyncio.gather(feeder, *workers)
+        work: asyncio.Future[Any] = asyncio.create_task(self._finish(feeder))
         stop_wait: asyncio.Future[Any] = asyncio.create_task(self._stop.wait())
         try:
             await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -185,6 +185,11 @@ class Dispatcher:
                 await asyncio.gather(work, return_exceptions=True)
 
     @property
+    def workers(self) -> int:
+        """How many workers were made (at most ``concurrency``: as the work needed them)."""
+        return len(self._workers)
+
+    @property
     def aborted(self) -> bool:
         """Whether sending stopped because no server answered or every request failed."""
         return self.down or (self.breaker is not None and self.breaker.tripped)
@@ -213,16 +218,27 @@ class Dispatcher:
                 reply.set_result(None)
 
     async def _feed(self, source: Iterable[WorkItem | Pack | dict[str, Any]]) -> None:
-        queue = self._queue
         for item in source:
             if isinstance(item, dict):
                 self.sink(item)
             else:
-                await queue.put(item)
+                await self._put(item)
         await self._close_queue()
 
+    async def _put(self, item: WorkItem | Pack) -> None:
+        """Queue ``item``, with a new worker when no idle one is left for it: workers are
+        made as the work needs them (at most ``concurrency``), so a large bound costs memory
+        only once it is used."""
+        await self._queue.put(item)
+        if self._queue.qsize() > self._idle and len(self._workers) < self.concurrency:
+            self._workers.append(asyncio.create_task(self._worker()))
+
+    async def _finish(self, feeder: asyncio.Task[None]) -> None:
+        await feeder
+        await asyncio.gather(*self._workers)
+
     async def _close_queue(self) -> None:
-        for _ in range(self.concurrency):
+        for _ in self._workers:
             await self._queue.put(None)
 
     async def _worker(self) -> None:
@@ -230,9 +246,11 @@ class Dispatcher:
         bound = self.bound
         gate = self.gate
         while True:
+            self._idle += 1
             if gate is not None:
                 await gate()
             item = await queue.get()
+            self._idle -= 1
             if item is None:
                 return
             if bound is not None:
@@ -363,7 +381,7 @@ class Dispatcher:
                     return None, attempts
                 overflow = parse_context_error(exc) if isinstance(exc, HTTPStatusError) else None
                 if overflow is not None and isinstance(item, WorkItem):
-                    if not refitted and self._refit(item, overflow):
+                    if not refitted and self.clamp and item.refit(overflow, self.context):
                         refitted = True
                         continue
                     message = f"the server refused the row's context: {exc}"
@@ -383,18 +401,4 @@ class Dispatcher:
         if not self.down:
             self.down = True
             self.stop()
-        return True
-
-    def _refit(self, item: WorkItem, overflow: ContextError) -> bool:
-        """Clamp ``item`` to what the context the server reported leaves (the fit rule's
-        :func:`~vbatch.prepare.fit.refit`); False if it can't."""
-        if not self.clamp:
-            return False
-        body = orjson.loads(item.body)
-        clamped = refit(body, overflow, self.context, item.prompt_tokens, item.max_tokens)
-        if clamped is None:
-            return False
-        item.body = orjson.dumps(body)
-        item.max_tokens = clamped
-        item.fields = {**(item.fields or {}), "clamped_max_tokens": clamped}
         return True

@@ -23,6 +23,7 @@ import orjson
 
 from vbatch.endpoints.base import EndpointKind, usage_of
 from vbatch.errors import InvalidResponseError
+from vbatch.prepare.fit import ContextError, refit
 from vbatch.structured.specs import OutputSpec
 
 __all__ = ["Pack", "WorkItem", "packed"]
@@ -47,6 +48,18 @@ class WorkItem:
     kind: EndpointKind | None = None
     n: int | None = None
     reuse_key: bytes | None = None
+
+    def refit(self, overflow: ContextError, context: int | None) -> bool:
+        """Clamp to what the context the server reported leaves (the fit rule's
+        :func:`~vbatch.prepare.fit.refit`); False if it can't."""
+        body = orjson.loads(self.body)
+        clamped = refit(body, overflow, context, self.prompt_tokens, self.max_tokens)
+        if clamped is None:
+            return False
+        self.body = orjson.dumps(body)
+        self.max_tokens = clamped
+        self.fields = {**(self.fields or {}), "clamped_max_tokens": clamped}
+        return True
 
 
 @dataclass(slots=True)
