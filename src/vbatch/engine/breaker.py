@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vbatch.errors import RunAbortedError
+
 __all__ = ["DEFAULT_BROKEN_AFTER", "DEFAULT_TRIP_AFTER", "CircuitBreaker"]
 
 DEFAULT_TRIP_AFTER = 8
@@ -66,6 +68,14 @@ class CircuitBreaker:
     @property
     def tripped(self) -> bool:
         return self.cause is not None
+
+    def raise_if_tripped(self) -> None:
+        """Raise RunAbortedError, saying why and what to do, when the breaker tripped."""
+        if self.cause is not None:
+            raise RunAbortedError(
+                f"{self.reason}, so vbatch stopped sending: {self.cause}\nFix the cause "
+                "(model name, API key, server address, the server itself) and run the same "
+                "command again: the rows not sent have no record and will be sent then.")
 
     def admit(self, record: dict[str, Any]) -> list[dict[str, Any]]:
         """The records to write now that ``record`` came back."""

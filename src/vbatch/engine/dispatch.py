@@ -202,13 +202,8 @@ class Dispatcher:
                 "stopped sending. Once the server is back, run the same command again: the "
                 "rows not recorded will be sent then."
             )
-        breaker = self.breaker
-        if breaker is not None and breaker.cause is not None:
-            raise RunAbortedError(
-                f"{breaker.reason}, so vbatch stopped sending: {breaker.cause}\nFix the "
-                "cause (model name, API key, server address, the server itself) and run the "
-                "same command again: the rows not sent have no record and will be sent then."
-            )
+        if self.breaker is not None:
+            self.breaker.raise_if_tripped()
 
     def _drain(self) -> None:
         while not self._queue.empty():
