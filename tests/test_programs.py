@@ -75,6 +75,33 @@ def test_every_rows_program_runs_through_one_pool(fake_server: InProcessServer,
     assert ("program calls", "400 (2.0 per row)") in _summary(load_report_data(out))
 
 
+def test_a_rows_later_calls_go_ahead_of_other_rows_first_calls(fake_server: InProcessServer,
+                                                                tmp_path: Path) -> None:
+    fake_server.configure(latency=0.005, keep_requests=100)
+    fake_server.run(RunConfig(input=rows(tmp_path, 6), output=tmp_path / "out.jsonl",
+                              base_url=fake_server.url, quiet=True, temperature=0,
+                              concurrency=1, program=two_calls))
+    sent = [r["messages"][-1]["content"] for r in fake_server.requests()
+            if r.get("max_tokens") != 1]
+    # One worker, two active rows: each row's judge is sent before the next row's draft.
+    assert [text.startswith("Is this right?") for text in sent] == [False, True] * 6
+
+
+def test_the_queue_sends_urgent_items_first_in_their_order() -> None:
+    from vbatch.engine.items import WorkItem
+    from vbatch.engine.lanes import CallQueue
+
+    queue = CallQueue(maxsize=8)
+    for name, urgent in [("a1", False), ("a2", False), ("u1", True), ("u2", True)]:
+        queue.put_nowait(WorkItem(name, 0, b"{}", urgent=urgent))
+    queue.put_nowait(None)
+    queue.put_nowait(WorkItem("u3", 0, b"{}", urgent=True))
+    taken = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert [item.row_id if item else None for item in taken] == [
+        "u1", "u2", "u3", "a1", "a2", None]
+    assert queue.empty()
+
+
 def test_a_foreign_file_at_the_journals_name_is_refused(fake_server: InProcessServer,
                                                         tmp_path: Path) -> None:
     journal = tmp_path / "out.jsonl.calls.jsonl"

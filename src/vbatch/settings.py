@@ -39,7 +39,7 @@ from vbatch.errors import ConfigError
 from vbatch.output.formats import OutputFormat, output_format
 from vbatch.output.formats.openai_batch import OpenAIBatch
 from vbatch.output.lock import lock_path
-from vbatch.output.table import taken_columns
+from vbatch.output.records import taken_columns
 from vbatch.program_loader import program_name
 from vbatch.source.openai_batch import is_batch_input
 from vbatch.source.readers import detect_format

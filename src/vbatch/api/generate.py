@@ -33,7 +33,7 @@ from vbatch.errors import BudgetReachedError, ConfigError, RunStoppedError
 from vbatch.loops import in_own_thread
 from vbatch.options import RunOptions, with_run_options
 from vbatch.output.formats import output_format
-from vbatch.output.table import taken_columns
+from vbatch.output.records import taken_columns
 from vbatch.runner import arun
 from vbatch.structured.columns import parsed_columns
 from vbatch.transport.base import Transport

@@ -22,6 +22,7 @@ from vbatch.engine.backoff import backoff_delay
 from vbatch.engine.breaker import CircuitBreaker
 from vbatch.engine.concurrency import ConcurrencyLimit
 from vbatch.engine.items import Pack, WorkItem
+from vbatch.engine.lanes import CallQueue
 from vbatch.engine.reuse import Reuse
 from vbatch.errors import (
     ContextOverflowError,
@@ -103,8 +104,7 @@ class Dispatcher:
         self.interrupted = False
         self._stop = asyncio.Event()
         self._abandon = asyncio.Event()
-        self._queue: asyncio.Queue[WorkItem | Pack | None] = asyncio.Queue(
-            maxsize=2 * self.concurrency)
+        self._queue = CallQueue(maxsize=2 * self.concurrency)
         self._replies: dict[int, asyncio.Future[dict[str, Any] | None]] = {}  # submit()'s
         self._workers: list[asyncio.Task[None]] = []
         self._idle = 0  # workers waiting for an item
@@ -273,6 +273,7 @@ class Dispatcher:
             if reply is not None:
                 if not reply.done():
                     reply.set_result(records[0] if records else None)
+                await asyncio.sleep(0)  # the caller may queue its next call before we take one
                 continue
             for record in records:
                 self._emit(record)

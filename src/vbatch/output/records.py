@@ -11,15 +11,29 @@ import base64
 import datetime
 import decimal
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from vbatch.endpoints import EndpointKind
 from vbatch.errors import InputError, InvalidOutputError, RequestError
 from vbatch.structured.answers import invalid_hint
 
-__all__ = ["ANSWER_FIELDS", "BASE_FIELDS", "RECORD_FIELDS", "RUN_FIELDS", "failed_record",
-           "invalid_record", "is_empty", "json_value", "ok_record", "sent_record",
-           "unsent_record"]
+__all__ = [
+    "ANSWER_FIELDS",
+    "BASE_FIELDS",
+    "RECORD_COLUMNS",
+    "RECORD_FIELDS",
+    "RUN_FIELDS",
+    "USAGE_FIELDS",
+    "failed_record",
+    "invalid_record",
+    "is_empty",
+    "json_value",
+    "ok_record",
+    "sent_record",
+    "taken_columns",
+    "unsent_record",
+]
 
 BASE_FIELDS = {
     "id": "the row's id (its --id-field value, else its 0-based index), a string",
@@ -62,6 +76,16 @@ RUN_FIELDS = {
                        "(each was asked again), e.g. {\"not_json\": 1}",
 }
 RECORD_FIELDS = frozenset({**BASE_FIELDS, **ANSWER_FIELDS, **RUN_FIELDS})
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+# Every column a flat record's own fields make (Parquet, DataFrames).
+RECORD_COLUMNS = frozenset({*RECORD_FIELDS, *USAGE_FIELDS, "usage_details", "error_type",
+                             "error_status_code"})
+
+
+def taken_columns(keep: Iterable[str]) -> set[str]:
+    """Every column name a flat record may have but its ``parsed`` value's: the record's fields
+    (``keep``: the input fields it copies), and what ``usage`` and ``error`` become."""
+    return {*RECORD_COLUMNS, *keep}
 
 
 def sent_record(record: dict[str, Any], attempts: int, latency_s: float | None,

@@ -17,23 +17,13 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from vbatch.output.records import RECORD_FIELDS
+from vbatch.output.records import RECORD_COLUMNS, USAGE_FIELDS, taken_columns
 from vbatch.structured.columns import ParsedColumns
 
 __all__ = ["ColumnTypes", "arrow_table", "flat_record", "taken_columns"]
 
-_USAGE = ("prompt_tokens", "completion_tokens", "total_tokens")
-# Every column a flat record's own fields make.
-_RECORD_COLUMNS = frozenset({*RECORD_FIELDS, *_USAGE, "usage_details", "error_type",
-                             "error_status_code"})
 # One entry of a rerank record's ``results``.
 _RANKED = {"index": pa.int64(), "relevance_score": pa.float64()}
-
-
-def taken_columns(keep: Iterable[str]) -> set[str]:
-    """Every column name a flat record may have but its ``parsed`` value's: the record's fields
-    (``keep``: the input fields it copies), and what ``usage`` and ``error`` become."""
-    return {*_RECORD_COLUMNS, *keep}
 
 
 def flat_record(record: dict[str, Any], parsed: ParsedColumns | None = None) -> dict[str, Any]:
@@ -47,12 +37,12 @@ def flat_record(record: dict[str, Any], parsed: ParsedColumns | None = None) -> 
             # A program's dict result: one column per key (``KEY_result`` when taken).
             for key, item in value.items():
                 column = str(key)
-                row[column + "_result" if column in _RECORD_COLUMNS else column] = item
+                row[column + "_result" if column in RECORD_COLUMNS else column] = item
         elif name == "usage":
             usage = value if isinstance(value, dict) else {}
-            for key in _USAGE:
+            for key in USAGE_FIELDS:
                 row[key] = usage.get(key)
-            rest = {k: v for k, v in usage.items() if k not in _USAGE}
+            rest = {k: v for k, v in usage.items() if k not in USAGE_FIELDS}
             if rest:
                 row["usage_details"] = rest
         elif name == "error":

@@ -101,8 +101,10 @@ class ProgramDriver:
         started = self.clock()
 
         async def send(request: CallRequest, row_id: str, index: int) -> dict[str, Any] | None:
+            # The row's calls after its first go ahead of other rows' first calls.
             work = WorkItem(row_id, index, request.body, None, None, request.max_tokens,
-                            request.route, request.spec, kind=request.kind, n=request.n)
+                            request.route, request.spec, kind=request.kind, n=request.n,
+                            urgent=calls.count > 1)
             answer: dict[str, Any] | None = await submit(work)
             return answer
 

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from vbatch.structured.specs import Choice, Grammar, JsonSchema, OutputSpec, Regex
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["ParsedColumns", "parsed_columns"]
 
 _DEPTH = 16
-_SCALARS = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64(),
-            "boolean": pa.bool_()}
-_LABELS = pa.dictionary(pa.int32(), pa.string())
+_SCALARS = {"string": "string", "integer": "int64", "number": "float64", "boolean": "bool_"}
+
+
+def _labels() -> pa.DataType:
+    import pyarrow as pa
+
+    return pa.dictionary(pa.int32(), pa.string())
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,11 @@ def parsed_columns(spec: OutputSpec | None, taken: Iterable[str], n: int = 1
     ``n`` > 1 answers per row); ``taken``: the names the record's other columns have."""
     if spec is None or n != 1:
         return None
+    # pyarrow (~30 MB) is loaded only by a run whose answers have a shape.
+    import pyarrow as pa
+
     if isinstance(spec, Choice):
-        return ParsedColumns(types={"parsed": _LABELS})
+        return ParsedColumns(types={"parsed": _labels()})
     if isinstance(spec, Regex | Grammar):
         return ParsedColumns(types={"parsed": pa.string()})
     if not isinstance(spec, JsonSchema):
@@ -95,6 +103,8 @@ def _kind(schema: dict[str, Any]) -> str | None:
 
 def arrow_type(schema: Any, root: dict[str, Any], depth: int = 0) -> pa.DataType | None:
     """The Arrow type of values of ``schema``, or None when they have no single one."""
+    import pyarrow as pa
+
     schema = _resolved(schema, root)
     if depth > _DEPTH or schema.get("const") is not None:
         return None
@@ -105,10 +115,11 @@ def arrow_type(schema: Any, root: dict[str, Any], depth: int = 0) -> pa.DataType
     enum = schema.get("enum")
     if isinstance(enum, list) and enum and all(isinstance(v, str) for v in enum):
         # Labels of a column are a dictionary (categorical); nested in a list or struct, text.
-        return _LABELS if depth == 0 else pa.string()
+        return _labels() if depth == 0 else pa.string()
     kind = _kind(schema)
     if kind in _SCALARS:
-        return _SCALARS[kind]
+        scalar: pa.DataType = getattr(pa, _SCALARS[kind])()
+        return scalar
     if kind == "array":
         item = arrow_type(schema.get("items") or {}, root, depth + 1)
         return pa.list_(item) if item is not None else None

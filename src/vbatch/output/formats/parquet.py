@@ -5,15 +5,17 @@ journal at the end, atomically, in row groups of flat rows (:mod:`vbatch.output.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from vbatch.errors import OutputError, write_failure
 from vbatch.output.atomic import replaced
 from vbatch.output.formats.base import OutputFormat
-from vbatch.output.table import ColumnTypes, flat_record
 from vbatch.output.writer import record_lines
-from vbatch.structured.columns import ParsedColumns
+
+if TYPE_CHECKING:
+    from vbatch.structured.columns import ParsedColumns
 
 __all__ = ["Parquet"]
 
@@ -37,7 +39,10 @@ class Parquet(OutputFormat):
         return output.with_name(output.name + ".journal.jsonl")
 
     def finish(self, journal: Path, output: Path, ordered: bool) -> None:
+        # pyarrow (~30 MB) is loaded only by a run that writes Parquet.
         import pyarrow.parquet as pq
+
+        from vbatch.output.table import ColumnTypes, flat_record
 
         parsed = self.parsed
         types = ColumnTypes(parsed.types if parsed is not None else None)
