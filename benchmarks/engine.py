@@ -9,6 +9,12 @@ then ``--rounds`` times run_batch as its users run it and vbatch end to end give
 same context, alternated (run-to-run noise on a shared machine is several percent).
 
     python benchmarks/engine.py [--prompts FILE] [--rounds N]
+    python benchmarks/engine.py --clients N [--vbatch-options "..."]
+
+With ``--clients N``, only the clients against one ``vbatch serve``: vbatch ``--base-url`` and
+the baseline script, alternated N times (the prefix cache reset before each run), each round
+printed, both timed as whole commands; ``--vbatch-options`` adds a third client, vbatch with
+those options (e.g. ``--concurrency 500``, the baseline's bound).
 """
 
 from __future__ import annotations
@@ -209,6 +215,36 @@ def against_server(prompts: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def clients_rounds(prompts: Path, rounds: int, extra: list[str]) -> None:
+    """vbatch ``--base-url`` and the baseline (and vbatch with ``extra``) against one server,
+    alternated ``rounds`` times, whole commands timed: each round, then the medians."""
+    clients: dict[str, list[str]] = {"vbatch --base-url": []}
+    if extra:
+        clients["vbatch " + " ".join(extra)] = extra
+    walls: dict[str, list[float]] = {}
+    with served(WORK / "serve.log", engine_env(vbatch_layout=False)) as url:
+        for round_number in range(1, rounds + 1):
+            for name, options in [*clients.items(), ("baseline (AsyncOpenAI+gather)", None)]:
+                reset_prefix_cache(url)
+                out = WORK / "clients.jsonl"
+                fresh_output(out)
+                command = (baseline_command(prompts, out, url, DEFAULT_MODEL_NAME, MAX_TOKENS)
+                           if options is None else
+                           [PYTHON, "-m", "vbatch", "run", str(prompts), "-o", str(out),
+                            "--base-url", url, "--temperature", "0", "--quiet",
+                            "--max-tokens", str(MAX_TOKENS), *options])
+                wall, _ = timed(command)
+                walls.setdefault(name, []).append(wall)
+                print(f"round {round_number}: {name}: {wall:.1f} s, "
+                      f"{completion_tokens(out) / wall:.1f} tok/s", flush=True)
+    base = walls["baseline (AsyncOpenAI+gather)"]
+    print(f"\n| client (whole command, {rounds} rounds) | median wall s | per round, vs the "
+          f"baseline |\n|---|---|---|")
+    for name, samples in walls.items():
+        ratios = ", ".join(f"{b / w:.3f}" for w, b in zip(samples, base, strict=True))
+        print(f"| {name} | {statistics.median(samples):.1f} | {ratios} |")
+
+
 def managed_end_to_end(prompts: Path, *extra: str) -> dict[str, Any]:
     """vbatch with its own server: sized from the data, or given the context run_batch gets
     (then the server starts while the prompts are checked and counted)."""
@@ -227,6 +263,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=Path, default=ROOT / "benchmarks" / "prompts_300.jsonl")
     parser.add_argument("--rounds", type=int, default=2,
                         help="run_batch and vbatch end to end, alternated this many times")
+    parser.add_argument("--clients", type=int, default=0,
+                        help="only vbatch --base-url and the baseline, alternated N times")
+    parser.add_argument("--vbatch-options", default="",
+                        help="with --clients: a third client, vbatch with these options")
     parser.add_argument("--emulate-avx2", action="store_true",
                         help="run the engine as an AVX2-only CPU would (avx2/sitecustomize.py)")
     args = parser.parse_args()
@@ -234,6 +274,9 @@ def main() -> None:
     if args.emulate_avx2:
         emulate_avx2()
     print(machine(), flush=True)
+    if args.clients:
+        clients_rounds(args.prompts, args.clients, args.vbatch_options.split())
+        return
     model = str(prepare_default_model())
     rows = [offline(model, args.prompts, False), offline(model, args.prompts, True),
             run_batch(model, args.prompts, True), *against_server(args.prompts),

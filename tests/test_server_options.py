@@ -112,3 +112,31 @@ def test_the_server_gets_none_of_the_callers_secrets(monkeypatch: pytest.MonkeyP
     assert "secret" not in env.values()
     assert env["HF_TOKEN"] == "hub" and env["TOKENIZERS_PARALLELISM"] == "false"
     assert env["VLLM_API_KEY"] == "own-key"
+
+
+def test_a_cpu_server_starts_with_the_models_own_context_when_its_kv_space_holds_it(
+        tmp_path: Path) -> None:
+    import json
+
+    from vbatch.servers.start_context import kv_bytes_per_token, start_context
+
+    model = tmp_path / "model"
+    model.mkdir()
+    layout = {"num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+              "hidden_size": 576, "max_position_embeddings": 8192}
+    (model / "config.json").write_text(json.dumps(layout))
+    # SmolLM2-135M in bfloat16: 2 (K and V) x 30 layers x 3 heads x 64 dims x 2 bytes.
+    assert kv_bytes_per_token(layout, 2) == 23_040
+    cpu = ServerOptions(model=str(model), log_path=tmp_path / "log", build="cpu",
+                        extra_args=("--dtype", "bfloat16"))
+    assert start_context(cpu, {"VLLM_CPU_KVCACHE_SPACE": "1"}) == 8192
+    # Four sequences of 8192 tokens need 4 x 8192 x 46,080 bytes in float32: more than 1 GiB.
+    as_float32 = ServerOptions(model=str(model), log_path=tmp_path / "log", build="cpu",
+                               extra_args=("--dtype", "float32"))
+    assert start_context(as_float32, {"VLLM_CPU_KVCACHE_SPACE": "1"}) is None
+    assert start_context(as_float32, {"VLLM_CPU_KVCACHE_SPACE": "2"}) == 8192
+    gpu = ServerOptions(model=str(model), log_path=tmp_path / "log", build="gpu")
+    assert start_context(gpu, {"VLLM_CPU_KVCACHE_SPACE": "16"}) is None
+    hub = ServerOptions(model="org/not-here", log_path=tmp_path / "log", build="cpu")
+    assert start_context(hub, {"VLLM_CPU_KVCACHE_SPACE": "16"}) is None
+    assert kv_bytes_per_token({"num_hidden_layers": 2}, 2) is None

@@ -6,6 +6,7 @@ whole test session; the managed-server tests start their own.
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -216,14 +217,18 @@ def test_known_context_starts_the_server_while_checking(tmp_path: Path,
 
     monkeypatch.setattr(LocalTokenCounter, "count", count)
     good = prompts(tmp_path, 20)
-    long_row = {"id": "long", "prompt": "Summarise: " + "the cat sat on the mat. " * 45}
+    long_row = {"id": "long", "prompt": "Summarise: " + "the cat sat on the mat. " * 360}
     with open(good, "a") as handle:
         handle.write(json.dumps(long_row) + "\n")
-    result = run(RunConfig(input=good, output=tmp_path / "out.jsonl", max_tokens=4,
-                           max_model_len=1024, quiet=True))
+    # No --max-model-len: on the CPU the server starts with the model's own context (8192),
+    # which its KV space holds, instead of after every prompt was counted.
+    said = io.StringIO()
+    result = run(RunConfig(input=good, output=tmp_path / "out.jsonl", max_tokens=4),
+                 stream=said)
     assert (result.stats.ok, result.stats.failed) == (21, 0)
-    # Only the long row's byte length leaves its fit in doubt: it alone is counted, and
-    # by then the server is starting.
+    assert "--max-model-len 8192: the model's own" in said.getvalue()
+    # Only the long row's byte length (8,651) leaves its fit in doubt: it alone is counted,
+    # and by then the server is starting.
     assert server_up_when_counting == [True]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(good.read_text() + '{"id": "q0", "prompt": "again"}\n')

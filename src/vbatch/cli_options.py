@@ -83,8 +83,10 @@ def managed_server_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--max-model-len",
             type=int,
-            help="Context length of the managed server (default: sized from the data, the "
-            "longest prompt + max_tokens rounded up, at most the model's own).",
+            help="Context length of the managed server (default: on the CPU the model's own "
+            "when the KV cache space holds it, so the server starts while the rows are "
+            "counted; else sized from the data, the longest prompt + max_tokens rounded up, "
+            "at most the model's own).",
         ),
         click.option(
             "--gpu-memory-utilization",

@@ -1,5 +1,7 @@
 """vLLM servers vbatch starts for the run: the model's tokenizer counts rows here, the
-context is sized from them, and the servers are watched and restarted."""
+context is sized from them (or, on the CPU, is the model's own, so that the server starts while
+they are counted: :mod:`vbatch.servers.start_context`), and the servers are watched and
+restarted."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from vbatch.prepare.plan import context_from_data
 from vbatch.prepare.tokens import TokenCounter, fitting_counter
 from vbatch.servers.backend import Backend, Replica, Started
 from vbatch.servers.default_model import resolve_model
-from vbatch.servers.options import ServerOptions, replica_options
+from vbatch.servers.options import ServerOptions, replica_options, server_environment
 from vbatch.servers.process import VllmProcess
+from vbatch.servers.start_context import start_context
 from vbatch.transport.pool import ServerPool, connect
 
 __all__ = ["ManagedBackend"]
@@ -27,25 +30,34 @@ class ManagedBackend(Backend):
 
     model = ""
     served_name: str | None = None
+    _start_context: int | None = None
 
     async def resolve(self, stack: contextlib.AsyncExitStack) -> None:
         self.model, self.served_name = await asyncio.to_thread(resolve_model, self.options.model,
                                                               self.settings.pooling)
         self.request_model = self.served_name or self.model
+        if self.options.max_model_len is None:
+            first = self.server_options(None, None)[0]
+            self._start_context = start_context(first, server_environment(first, None))
 
     async def counter(self, say: Callable[[str], None]) -> TokenCounter | None:
         options = self.options
         return await asyncio.to_thread(fitting_counter, options.tokenizer or self.model,
-                                       options.max_tokens, options.max_model_len)
+                                       options.max_tokens, self.known_context)
 
     def context(self, prompt_tokens: np.ndarray | None, max_tokens: int | np.ndarray | None,
                 say: Callable[[str], None]) -> int | None:
-        return self.options.max_model_len or context_from_data(
-            prompt_tokens, max_tokens, self.model, say)
+        if self.options.max_model_len is not None:
+            return self.options.max_model_len
+        if self._start_context is not None:
+            say(f"--max-model-len {self._start_context}: the model's own, so that the server "
+                "started while the rows were counted")
+            return self._start_context
+        return context_from_data(prompt_tokens, max_tokens, self.model, say)
 
     @property
     def known_context(self) -> int | None:
-        return self.options.max_model_len
+        return self.options.max_model_len or self._start_context
 
     def server_options(self, context: int | None, replica: Replica | None
                        ) -> list[ServerOptions]:
