@@ -121,3 +121,76 @@ def test_a_password_in_the_url_is_used_and_never_shown(simulator: SimulatorProce
     for text in (done.stderr, failed.stderr, out.read_text(),
                  (tmp_path / "dead.jsonl").read_text()):
         assert "hunter2" not in text
+
+
+def few_shot_rows(tmp_path: Path, groups: int, per_group: int) -> Path:
+    """Rows whose prompts start with one of ``groups`` long few-shot blocks."""
+    blocks = [f"Examples, set {g}: " + " ".join(f"q{g}-{i} -> a{i}." for i in range(60))
+              for g in range(groups)]
+    return write_jsonl(tmp_path / "few-shot.jsonl", [
+        {"id": f"g{g}-{i}", "prompt": f"{blocks[g]}\nNow answer question {i}."}
+        for i in range(per_group) for g in range(groups)])
+
+
+def groups_seen(sim: SimulatorProcess) -> Counter[str]:
+    return Counter(r["messages"][-1]["content"].split(":", 1)[0] for r in sim.requests())
+
+
+def test_rows_sharing_a_long_prompt_start_go_to_one_server(
+        two_simulators: list[SimulatorProcess], tmp_path: Path) -> None:
+    for sim in two_simulators:
+        sim.configure(latency=0.01, keep_requests=1000)
+    a, b = two_simulators
+    stats = tmp_path / "stats.json"
+    result = run_cli("run", str(few_shot_rows(tmp_path, 20, 10)), "-o",
+                     str(tmp_path / "out.jsonl"), "--base-url", a.url, "--base-url", b.url,
+                     "--concurrency", "4", "--stats-json", str(stats), "--quiet")
+    assert result.returncode == 0, result.stderr
+    on_a, on_b = groups_seen(a), groups_seen(b)
+    # Each of the 20 few-shot blocks was prefilled on one server only; both took some.
+    assert not set(on_a) & set(on_b) and on_a and on_b
+    assert sum(on_a.values()) + sum(on_b.values()) == 200
+    assert sum(e["affine_requests"] for e in json.loads(stats.read_text())["endpoints"]) == 200
+
+
+def test_affinity_gives_way_to_balance(two_simulators: list[SimulatorProcess], tmp_path: Path
+                                       ) -> None:
+    a, b = two_simulators
+    result = run_cli("run", str(few_shot_rows(tmp_path, 1, 300)), "-o",
+                     str(tmp_path / "out.jsonl"), "--base-url", a.url, "--base-url", b.url,
+                     "--concurrency", "40", "--quiet")
+    assert result.returncode == 0, result.stderr
+    # One block for every row: its server takes more, the other what spills over.
+    seen = sorted([a.stats()["requests_seen"], b.stats()["requests_seen"]])
+    assert sum(seen) == 300 and seen[0] >= 60 and seen[1] > seen[0]
+
+
+def test_a_server_that_leaves_moves_only_the_keys_it_won() -> None:
+    from vbatch.transport.affinity import rendezvous_score, server_salt
+
+    urls = [f"http://10.0.0.{i}:8000/v1" for i in range(4)]
+    salts = {url: server_salt(url) for url in urls}
+
+    def owner(key: int, among: list[str]) -> str:
+        return max(among, key=lambda url: rendezvous_score(key, salts[url], 1.0))
+
+    keys = range(0, 4000 * 7919, 7919)
+    before = {key: owner(key, urls) for key in keys}
+    after = {key: owner(key, urls[:3]) for key in keys}
+    moved = [key for key in keys if before[key] != after[key]]
+    assert all(before[key] == urls[3] for key in moved)
+    assert 800 <= len(moved) <= 1200  # its quarter
+    assert 800 <= Counter(before.values())[urls[0]] <= 1200
+
+
+def test_no_prefix_routing_sends_to_the_least_loaded(two_simulators: list[SimulatorProcess],
+                                                     tmp_path: Path) -> None:
+    for sim in two_simulators:
+        sim.configure(latency=0.01, keep_requests=1000)
+    a, b = two_simulators
+    result = run_cli("run", str(few_shot_rows(tmp_path, 20, 10)), "-o",
+                     str(tmp_path / "out.jsonl"), "--base-url", a.url, "--base-url", b.url,
+                     "--concurrency", "4", "--no-prefix-routing", "--quiet")
+    assert result.returncode == 0, result.stderr
+    # Least outstanding alternates: most blocks reach both servers.
+    assert len(set(groups_seen(a)) & set(groups_seen(b))) >= 10

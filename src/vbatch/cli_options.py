@@ -31,6 +31,7 @@ from vbatch.defaults import (
     DEFAULT_N,
     DEFAULT_ON_BAD_ROW,
     DEFAULT_ON_OVERFLOW,
+    DEFAULT_PREFIX_ROUTING,
     DEFAULT_PROMPT_FIELD,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RETRY_BASE_DELAY,
@@ -322,6 +323,14 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
             is_flag=True,
             help="Send rows whose prompts start alike (same system prompt or few-shot block) "
             "one after another, for vLLM's prefix cache (uncompressed JSONL input).",
+        ),
+        click.option(
+            "--prefix-routing/--no-prefix-routing",
+            default=DEFAULT_PREFIX_ROUTING,
+            show_default=True,
+            help="With several servers, send requests whose prompts share a long start "
+            "(512+ characters) to one server, for its prefix cache, unless it is well above "
+            "the least loaded one; --no-prefix-routing: always the least loaded.",
         ),
         click.option("--quiet", "-q", is_flag=True, help="No progress and no summary."),
         click.option(

@@ -31,6 +31,7 @@ from vbatch.defaults import (
     DEFAULT_N,
     DEFAULT_ON_BAD_ROW,
     DEFAULT_ON_OVERFLOW,
+    DEFAULT_PREFIX_ROUTING,
     DEFAULT_PROMPT_FIELD,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RETRY_BASE_DELAY,
@@ -74,7 +75,7 @@ _WHY_MOST = {name: ": more requests in flight than any server batches take memor
              for name in _MOST}
 _TEXTS = ("stop", "keep", "server_args", "invalid_finish_reasons")
 _FLAGS = ("ordered", "retry_failed", "force", "quiet", "ray", "group_by_prefix", "pooling",
-          "keep_calls")
+          "keep_calls", "prefix_routing")
 _FLAG_NAMES = {"retry_base_delay": "--retry-delay"}
 
 
@@ -203,6 +204,7 @@ class RunConfig:
     shard_rows: int | None = None
     shard_dir: Path | None = None
     group_by_prefix: bool = False
+    prefix_routing: bool = DEFAULT_PREFIX_ROUTING
     error_file: Path | None = None
     pooling: bool = False
     response_format: OutputSpec | Mapping[str, Any] | type | list[str] | None = None

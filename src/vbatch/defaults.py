@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_N",
     "DEFAULT_ON_BAD_ROW",
     "DEFAULT_ON_OVERFLOW",
+    "DEFAULT_PREFIX_ROUTING",
     "DEFAULT_PROMPT_FIELD",
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_RETRY_BASE_DELAY",
@@ -63,6 +64,8 @@ DEFAULT_ID_FIELD = "id"
 DEFAULT_PROMPT_FIELD = "prompt"
 DEFAULT_ON_BAD_ROW: Final = "fail"
 DEFAULT_ON_OVERFLOW: Final = "clamp"
+# Several servers: prompts that start alike go to one server (vbatch.transport.affinity).
+DEFAULT_PREFIX_ROUTING: Final = True
 
 DEFAULT_CONCURRENCY: Final = "auto"
 DEFAULT_MAX_CONCURRENCY = 1024

@@ -76,6 +76,7 @@ class RunOptions(TypedDict, total=False):
     shard_rows: int | None
     shard_dir: Path | None
     group_by_prefix: bool
+    prefix_routing: bool
     error_file: Path | None
     pooling: bool
     response_format: OutputSpec | Mapping[str, Any] | type | list[str] | None

@@ -30,6 +30,7 @@ from vbatch.defaults import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_N,
     DEFAULT_ON_OVERFLOW,
+    DEFAULT_PREFIX_ROUTING,
     DEFAULT_PROMPT_FIELD,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RETRY_BASE_DELAY,
@@ -188,6 +189,7 @@ class SendPolicy:
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     max_downtime: float = DEFAULT_MAX_DOWNTIME
     clamp: bool = DEFAULT_ON_OVERFLOW == "clamp"
+    prefix_routing: bool = DEFAULT_PREFIX_ROUTING
     answers: AnswerRules = dataclasses.field(default_factory=AnswerRules)
     budget: Budget = dataclasses.field(default_factory=Budget)
 
@@ -289,6 +291,7 @@ def send_policy(config: RunConfig) -> SendPolicy:
         max_retries=config.max_retries, retry_base_delay=config.retry_base_delay,
         request_timeout=config.request_timeout, shutdown_grace=config.shutdown_grace,
         max_downtime=config.max_downtime, clamp=config.on_overflow == "clamp",
+        prefix_routing=config.prefix_routing,
         answers=AnswerRules(config.invalid_finish_reasons, config.max_invalid_retries),
         budget=config.budget)
 

@@ -283,7 +283,8 @@ class RunStats:
                          "each asked again until --max-invalid-retries")
         for endpoint in self.endpoints or []:
             lines.append(
-                f"endpoint {endpoint['url']}: {endpoint['requests']} requests, "
+                f"endpoint {endpoint['url']}: {endpoint['requests']} requests "
+                f"({endpoint.get('affine_requests', 0)} for their prompt's start), "
                 f"{endpoint['transport_errors']} connection errors, drained "
                 f"{endpoint['times_drained']} times, mean latency {endpoint['mean_latency_s']} s"
             )

@@ -90,5 +90,5 @@ class ManagedBackend(Backend):
         pool = await stack.enter_async_context(ServerPool([
             connect(s.root_url, s.api_url, api_key=s.api_key, pool_size=send.pool_size,
                     timeout=send.request_timeout, transport=self.transport)
-            for s in servers]))
+            for s in servers], affine=send.prefix_routing))
         return Started(pool, servers[0].recover if len(servers) == 1 else pool.recover)

@@ -41,7 +41,8 @@ class RemoteBackend(Backend):
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> ServerPool:
         if self._pool is None:
-            self._pool = await stack.enter_async_context(ServerPool(self.servers()))
+            self._pool = await stack.enter_async_context(ServerPool(
+                self.servers(), affine=self.settings.send.prefix_routing))
         return self._pool
 
     async def resolve(self, stack: contextlib.AsyncExitStack) -> None:

@@ -1,7 +1,10 @@
-"""Several servers behind one client: least outstanding requests relative to weight.
+"""Several servers behind one client: least outstanding requests relative to weight, and
+prompts that start alike on one server.
 
 A :class:`ServerPool` sends each request to the healthy server with the fewest requests
-outstanding relative to its weight. With two or more servers, one that refuses
+outstanding relative to its weight; with two or more servers, a request whose prompt has a
+long start goes to the server that start is affine to, unless that one is well above the
+least loaded (:mod:`vbatch.transport.affinity`). With two or more servers, one that refuses
 connections, drops them or times out is drained: no new requests go to it, the failed ones
 are sent again elsewhere (without using up their retries), and a probe of ``/health`` every
 few seconds brings it back when it answers. A pool of one server never drains it.
@@ -18,6 +21,7 @@ from typing import Any
 
 from vbatch.defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_REQUEST_TIMEOUT
 from vbatch.errors import ConfigError, HTTPStatusError, RequestError, TransportError
+from vbatch.transport.affinity import affinity_key, rendezvous_score, server_salt, spills
 from vbatch.transport.base import Transport
 from vbatch.transport.client import HTTPClient
 from vbatch.transport.metrics import ServerLoad, parse_metrics
@@ -45,6 +49,7 @@ class ServerConnection:
     requests: int = 0
     errors: int = 0
     drained: int = 0
+    affine: int = 0  # requests sent here for their prompt's start
     load: ServerLoad | None = None
 
     def path_of(self, route: str) -> str:
@@ -61,6 +66,7 @@ class ServerConnection:
             "requests": self.requests,
             "transport_errors": self.errors,
             "times_drained": self.drained,
+            "affine_requests": self.affine,
             "mean_latency_s": round(self.latency_total / answered, 4) if answered else None,
         }
 
@@ -107,10 +113,12 @@ def read_endpoints_file(path: Path) -> list[tuple[str, float]]:
 class ServerPool:
     """Sends requests over several servers (also used, with one, for a single server)."""
 
-    def __init__(self, servers: list[ServerConnection]):
+    def __init__(self, servers: list[ServerConnection], affine: bool = True):
         if not servers:
             raise ConfigError("no server to send to")
         self.servers = servers
+        self.affine = affine
+        self._salts = {id(server): server_salt(server.url) for server in servers}
         self._back = asyncio.Event()
         self._probe: asyncio.Task[None] | None = None
 
@@ -135,13 +143,24 @@ class ServerPool:
             await server.client.__aexit__(None, None, None)
             await server.probe.__aexit__(None, None, None)
 
-    def _pick(self) -> ServerConnection:
+    def _pick(self, body: bytes) -> ServerConnection:
         candidates = [e for e in self.servers if e.healthy] or self.servers
-        return min(candidates, key=lambda e: (e.outstanding + 1) / e.weight)
+        least = min(candidates, key=lambda e: (e.outstanding + 1) / e.weight)
+        key = affinity_key(body) if self.affine and len(candidates) > 1 else None
+        if key is None:
+            return least
+        salts = self._salts
+        chosen = max(candidates, key=lambda e: rendezvous_score(key, salts[id(e)], e.weight))
+        if chosen is not least and spills(chosen.outstanding / chosen.weight,
+                                          least.outstanding / least.weight):
+            return least
+        chosen.affine += 1
+        return chosen
 
     async def post_json(self, route: str, body: bytes) -> dict[str, Any]:
-        """POST to the least loaded healthy server; drains it on a transport error."""
-        server = self._pick()
+        """POST to the healthy server the prompt is affine to, or the least loaded one;
+        drains it on a transport error."""
+        server = self._pick(body)
         server.outstanding += 1
         server.requests += 1
         started = time.monotonic()
