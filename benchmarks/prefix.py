@@ -8,13 +8,22 @@ grouped, then in input order again (the server's prefix cache reset before each)
 gives wall time and the prefix cache hit rate from the server's /metrics.
 
     python benchmarks/prefix.py
+    python benchmarks/prefix.py --servers 2 [--rounds N]
+
+With ``--servers 2``: the same rows (input order) through two managed CPU replicas
+(``--replicas 2``, a core each), prefix-affine routing (the default) against least-outstanding
+(``--no-prefix-routing``), alternated ``--rounds`` times; the sending phase's wall time and each
+server's prefix cache hit rate (its counters in the run's timeline).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
+import statistics
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -23,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import WORK, engine_env, reset_prefix_cache, served, vbatch_over_http
-from harness import machine
+from harness import PYTHON, machine
 
 GROUPS, ROWS_PER_GROUP, CONTEXT = 64, 8, 2048
 TOPICS = ["rivers", "volcanoes", "chess", "bread", "tides", "bees", "glaciers", "comets"]
@@ -68,10 +77,58 @@ def one_run(url: str, source: Path, name: str, *extra: str) -> dict[str, Any]:
             "prefix_hit_rate": (hits_after - hits) / max(1.0, queries_after - queries)}
 
 
+def replicas_run(source: Path, *extra: str) -> dict[str, Any]:
+    """``vbatch run --replicas 2`` of ``source``: the sending phase and each server's hits."""
+    out, stats = WORK / "prefix-replicas.jsonl", WORK / "prefix-replicas.stats.json"
+    for stale in WORK.glob("prefix-replicas.jsonl*"):
+        stale.unlink()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE",
+                                                                   "1")}
+    done = subprocess.run([PYTHON, "-m", "vbatch", "run", str(source), "-o", str(out),
+                           "--replicas", "2", "--max-model-len", "2048", "--max-tokens", "8",
+                           "--temperature", "0", "--quiet", "--stats-json", str(stats), *extra],
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    summary = json.loads(stats.read_text())
+    ticks = [json.loads(line) for line in
+             Path(str(out) + ".timeline.jsonl").read_text().splitlines()]
+    last = [tick for tick in ticks if tick.get("servers")][-1]
+    rates = [s["prefix_hits"] / max(1.0, s["prefix_queries"]) for s in last["servers"]]
+    return {"wall_s": summary["wall_time_s"], "rows": summary["rows_ok"], "hit_rates": rates,
+            "requests": [e["requests"] for e in summary["endpoints"]]}
+
+
+def two_servers(source: Path, rounds: int) -> None:
+    variants = {"prefix-affine (default)": (), "least outstanding (--no-prefix-routing)":
+                ("--no-prefix-routing",)}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for round_number in range(1, rounds + 1):
+        for name, extra in variants.items():
+            run = replicas_run(source, *extra)
+            runs.setdefault(name, []).append(run)
+            print(f"round {round_number}: {name}: {run}", flush=True)
+    base = statistics.median(r["wall_s"] for r in runs["least outstanding (--no-prefix-routing)"])
+    print(f"\n| two replicas, {GROUPS * ROWS_PER_GROUP} rows (median of {rounds}) | sending s | "
+          f"prefix hit rate per server | requests per server | speed-up |\n|---|---|---|---|---|")
+    for name, samples in runs.items():
+        wall = statistics.median(r["wall_s"] for r in samples)
+        rates = ", ".join(f"{r:.2f}" for r in samples[-1]["hit_rates"])
+        print(f"| {name} | {wall:.1f} | {rates} | {samples[-1]['requests']} | "
+              f"{base / wall:.2f}x |")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--servers", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
     print(machine(), flush=True)
     WORK.mkdir(exist_ok=True)
     source = write_rows(WORK / "prefix-rows.jsonl")
+    if args.servers == 2:
+        two_servers(source, args.rounds)
+        return
     env = {**engine_env(), "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     with served(WORK / "prefix-serve.log", env) as url:
         rows = [one_run(url, source, "input"),

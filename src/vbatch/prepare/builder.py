@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-import jinja2.sandbox
 import orjson
 
 from vbatch.endpoints import endpoint_kind
@@ -22,6 +20,9 @@ from vbatch.settings import RequestSettings
 from vbatch.source.readers import RawRow
 from vbatch.structured.parse import row_spec
 from vbatch.structured.specs import FORM_STRUCTURED, OutputSpec
+
+if TYPE_CHECKING:
+    import jinja2
 
 _UNDEFINED_NAME = re.compile(r"'([^']+)' is undefined")
 # Where a row's own spec (--schema-field) travels in its request content.
@@ -36,6 +37,10 @@ def fingerprint_of(body: bytes) -> int:
 
 def compile_template(source: str) -> jinja2.Template:
     """A Jinja2 template in which a missing field is an error, not an empty string."""
+    # Jinja2 (~10 MB) is loaded only by a run that has a --template.
+    import jinja2
+    import jinja2.sandbox
+
     env = jinja2.sandbox.SandboxedEnvironment(
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
     )
@@ -230,6 +235,8 @@ class RequestBuilder:
 
     def _render(self, row: RawRow, data: dict[str, Any]) -> str:
         assert self._template is not None
+        import jinja2  # loaded by compile_template
+
         try:
             return self._template.render({**data, "row": data})
         except jinja2.UndefinedError as exc:
