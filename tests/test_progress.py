@@ -172,7 +172,7 @@ def test_the_view_gives_each_server_a_line_while_the_terminal_has_room() -> None
 
     from vbatch.engine.progress import ServerLine, Snapshot, _view
 
-    servers = [ServerLine(f"http://gpu{i}:8000/v1", 10.0, 2.0, 0.5) for i in range(12)]
+    servers = [ServerLine(f"http://gpu{i}:8000/v1", 10.0, 2.0, 0.5, 0.25) for i in range(12)]
     snapshot = Snapshot(5, 10, 0, 1.0, 100.0, 5.0, 5.0, 20, 32, {}, servers)
     for height, shown in ((40, 8), (8, 4)):
         console = Console(width=80, height=height, record=True, file=io.StringIO())
@@ -180,6 +180,7 @@ def test_the_view_gives_each_server_a_line_while_the_terminal_has_room() -> None
         text = console.export_text()
         assert len(text.splitlines()) < height
         assert sum("http://gpu" in line for line in text.splitlines()) == shown
+        assert sum("prefix hits 25%" in line for line in text.splitlines()) == shown
         assert f"and {12 - shown} more servers" in text
         assert all(len(line) <= 80 for line in text.splitlines())
 

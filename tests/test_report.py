@@ -83,3 +83,22 @@ def test_a_file_that_is_not_a_vbatch_output_is_refused(tmp_path: Path) -> None:
     done = run_cli("report", str(other))
     assert done.returncode == 2 and "notes.jsonl:1: not a vbatch record" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_prefix_cache_line_gives_each_servers_hit_rate() -> None:
+    from types import SimpleNamespace
+
+    from vbatch.report.page import _prefix_cache_line
+
+    def server(url: str, queries: int, hits: int) -> dict[str, object]:
+        return {"url": url, "prefix_queries": queries, "prefix_hits": hits}
+
+    segment = SimpleNamespace(samples=[
+        {"servers": [server("http://a/v1", 0, 0), server("http://b/v1", 100, 10)]},
+        {"servers": [server("http://a/v1", 1000, 800), server("http://b/v1", 1100, 210)]}])
+    line = _prefix_cache_line(SimpleNamespace(segments=[segment]))  # type: ignore[arg-type]
+    assert line == ("50% of prompt tokens were cache hits (http://a/v1: 80%, http://b/v1: 20%)")
+    alone = SimpleNamespace(samples=[{"servers": [server("http://a/v1", 0, 0)]},
+                                     {"servers": [server("http://a/v1", 10, 5)]}])
+    assert _prefix_cache_line(SimpleNamespace(segments=[alone])) == (  # type: ignore[arg-type]
+        "50% of prompt tokens were cache hits")

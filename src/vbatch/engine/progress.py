@@ -41,6 +41,7 @@ class ServerLine:
     running: float | None
     waiting: float | None
     kv_usage: float | None
+    prefix_hit_rate: float | None = None  # since the server started
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ class Progress:
             if gauges.monitor is not None:
                 server_rate = gauges.monitor.generation_rate()
                 tokens_per_s = server_rate if server_rate is not None else tokens_per_s
-            servers = [ServerLine(s.url, s.load.running, s.load.waiting, s.load.kv_usage)
+            servers = [ServerLine(s.url, s.load.running, s.load.waiting, s.load.kv_usage,
+                                  s.load.prefix_hit_rate)
                        for s in gauges.servers if s.load is not None]
         active = gauges.active_rows() if gauges is not None and gauges.active_rows else None
         calls_per_s = stats.calls / stats.elapsed if stats.calls and stats.elapsed else None
@@ -282,8 +284,10 @@ def _view(snapshot: Snapshot, width: int, height: int) -> Any:
         room = max(1, min(_SERVER_LINES, height - len(lines) - 2))
         shown = snapshot.servers[:room]
         for server in shown:
+            hits = (f", prefix hits {server.prefix_hit_rate:.0%}"
+                    if server.prefix_hit_rate is not None else "")
             lines.append(Text(f"  {server.url}: " + _load(server.running, server.waiting,
-                                                        server.kv_usage),
+                                                        server.kv_usage) + hits,
                               no_wrap=True, overflow="ellipsis"))
         if len(snapshot.servers) > len(shown):
             lines.append(Text(f"  ... and {len(snapshot.servers) - len(shown)} more servers",

@@ -28,19 +28,34 @@ def default_report_path(output: Path) -> Path:
     return output.with_name(output.name + ".report.html")
 
 
-def _prefix_hit_rate(data: ReportData) -> float | None:
-    """The servers' prefix-cache hits over queries during the runs (their counters' growth
-    from each segment's first sample to its last)."""
-    queries = hits = 0.0
+def _prefix_counts(data: ReportData) -> dict[str, tuple[float, float]]:
+    """Each server's prefix-cache queries and hits during the runs (their counters' growth
+    from each segment's first sample to its last), by URL."""
+    counts: dict[str, tuple[float, float]] = {}
     for segment in data.segments:
         first, last = segment.samples[0]["servers"], segment.samples[-1]["servers"]
         for before, after in zip(first, last, strict=False):
             if None in (before.get("prefix_queries"), after.get("prefix_queries"),
                         before.get("prefix_hits"), after.get("prefix_hits")):
                 continue
-            queries += after["prefix_queries"] - before["prefix_queries"]
-            hits += after["prefix_hits"] - before["prefix_hits"]
-    return hits / queries if queries > 0 else None
+            queries, hits = counts.get(str(after.get("url")), (0.0, 0.0))
+            counts[str(after.get("url"))] = (
+                queries + after["prefix_queries"] - before["prefix_queries"],
+                hits + after["prefix_hits"] - before["prefix_hits"])
+    return counts
+
+
+def _prefix_cache_line(data: ReportData) -> str | None:
+    """The share of prompt tokens that were prefix-cache hits, and each server's when there
+    are several."""
+    counts = {url: qh for url, qh in _prefix_counts(data).items() if qh[0] > 0}
+    queries = sum(q for q, _ in counts.values())
+    if not queries:
+        return None
+    line = f"{sum(h for _, h in counts.values()) / queries:.0%} of prompt tokens were cache hits"
+    if len(counts) > 1:
+        line += " (" + ", ".join(f"{url}: {h / q:.0%}" for url, (q, h) in counts.items()) + ")"
+    return line
 
 
 def _summary(data: ReportData) -> list[tuple[str, str]]:
@@ -56,9 +71,9 @@ def _summary(data: ReportData) -> list[tuple[str, str]]:
         seconds = sum(segment.samples[-1]["t"] for segment in data.segments)
         rows.append(("runs", f"{len(data.segments)} (resumed {len(data.segments) - 1} times), "
                              f"{seconds:.1f} s sending"))
-    hit_rate = _prefix_hit_rate(data)
-    if hit_rate is not None:
-        rows.append(("prefix cache", f"{hit_rate:.0%} of prompt tokens were cache hits"))
+    prefix_cache = _prefix_cache_line(data)
+    if prefix_cache is not None:
+        rows.append(("prefix cache", prefix_cache))
     rows.append(("tokens", f"{int(data.prompt_tokens.sum())} prompt, "
                            f"{int(data.completion_tokens.sum())} completion"))
     if data.latency_s.size:

@@ -33,6 +33,13 @@ class ServerLoad:
     prefix_queries: float | None = None
     prefix_hits: float | None = None
 
+    @property
+    def prefix_hit_rate(self) -> float | None:
+        """The share of prompt tokens found in the prefix cache since the server started."""
+        if not self.prefix_queries or self.prefix_hits is None:
+            return None
+        return self.prefix_hits / self.prefix_queries
+
     @staticmethod
     def summed(loads: list[ServerLoad]) -> ServerLoad:
         """The load of several servers: gauges and counters added, the fullest KV cache."""
