@@ -12,8 +12,9 @@ gives wall time and the prefix cache hit rate from the server's /metrics.
 
 With ``--servers 2``: the same rows (input order) through two managed CPU replicas
 (``--replicas 2``, a core each), prefix-affine routing (the default) against least-outstanding
-(``--no-prefix-routing``), alternated ``--rounds`` times; the sending phase's wall time and each
-server's prefix cache hit rate (its counters in the run's timeline).
+(``--no-prefix-routing``), each also with ``--group-by-prefix``, alternated ``--rounds``
+times; the sending phase's wall time and each server's prefix cache hit rate (its counters in
+the run's timeline).
 """
 
 from __future__ import annotations
@@ -100,8 +101,11 @@ def replicas_run(source: Path, *extra: str) -> dict[str, Any]:
 
 
 def two_servers(source: Path, rounds: int) -> None:
-    variants = {"prefix-affine (default)": (), "least outstanding (--no-prefix-routing)":
-                ("--no-prefix-routing",)}
+    variants: dict[str, tuple[str, ...]] = {
+        "prefix-affine (default)": (),
+        "least outstanding (--no-prefix-routing)": ("--no-prefix-routing",),
+        "prefix-affine, --group-by-prefix": ("--group-by-prefix",),
+        "least outstanding, --group-by-prefix": ("--no-prefix-routing", "--group-by-prefix")}
     runs: dict[str, list[dict[str, Any]]] = {}
     for round_number in range(1, rounds + 1):
         for name, extra in variants.items():

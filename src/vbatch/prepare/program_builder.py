@@ -19,8 +19,6 @@ __all__ = ["ProgramBuilder"]
 class ProgramBuilder(RequestBuilder):
     """A row's "request" is the row itself, handed to the program."""
 
-    countable = False
-
     def __init__(self, requests: RequestSettings, model: str | None):
         super().__init__(requests, model)
         assert requests.program is not None
