@@ -50,8 +50,8 @@ class ManagedBackend(Backend):
         if self.options.max_model_len is not None:
             return self.options.max_model_len
         if self._start_context is not None:
-            say(f"--max-model-len {self._start_context}: the model's own, so that the server "
-                "started while the rows were counted")
+            say(f"--max-model-len {self._start_context}: the model's own (the server's KV "
+                "cache space holds it), known before the rows were counted")
             return self._start_context
         return context_from_data(prompt_tokens, max_tokens, self.model, say)
 
