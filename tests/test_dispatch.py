@@ -195,3 +195,21 @@ def test_workers_are_made_as_the_work_needs_them() -> None:
     dispatcher = asyncio.run(main())
     assert sorted(int(r["id"]) for r in records) == list(range(5))
     assert dispatcher.workers == server.peak == 5
+
+
+def test_a_worker_that_fails_ends_the_run_with_its_error_not_a_hang() -> None:
+    server = FakeServer(latency=0.001)
+
+    def sink(record: dict[str, Any]) -> None:
+        raise RuntimeError(f"cannot take {record['id']}")
+
+    async def main() -> None:
+        dispatcher = Dispatcher(server, "/x", sink, ENDPOINTS["chat"],
+                                SendPolicy(concurrency=2))
+        # Both workers die on their first record; the feeder then waits for room in a
+        # queue of 4 that nobody empties, unless the run ends with the workers' error.
+        await asyncio.wait_for(dispatcher.run(WorkItem(str(i), i, b"{}") for i in range(100)),
+                               5)
+
+    with pytest.raises(RuntimeError, match="cannot take"):
+        asyncio.run(main())

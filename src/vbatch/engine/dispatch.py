@@ -22,7 +22,7 @@ from vbatch.engine.backoff import backoff_delay
 from vbatch.engine.breaker import CircuitBreaker
 from vbatch.engine.concurrency import ConcurrencyLimit
 from vbatch.engine.items import Pack, WorkItem
-from vbatch.engine.lanes import CallQueue
+from vbatch.engine.lanes import CallQueue, Workers
 from vbatch.engine.reuse import Reuse
 from vbatch.errors import (
     ContextOverflowError,
@@ -106,8 +106,7 @@ class Dispatcher:
         self._abandon = asyncio.Event()
         self._queue = CallQueue(maxsize=2 * self.concurrency)
         self._replies: dict[int, asyncio.Future[dict[str, Any] | None]] = {}  # submit()'s
-        self._workers: list[asyncio.Task[None]] = []
-        self._idle = 0  # workers waiting for an item
+        self._workers = Workers(self._worker, self.concurrency)
 
     def abandon(self) -> None:
         """Stop at once: no new row, and the in-flight requests are given up (their rows get
@@ -151,9 +150,9 @@ class Dispatcher:
             self._replies.pop(id(item), None)
 
     async def _run(self, feeding: Coroutine[Any, Any, None]) -> None:
-        workers = self._workers
+        workers = self._workers.tasks
         feeder = asyncio.create_task(feeding)
-        work: asyncio.Future[Any] = asyncio.create_task(self._finish(feeder))
+        work: asyncio.Future[Any] = asyncio.create_task(self._workers.finish(feeder))
         stop_wait: asyncio.Future[Any] = asyncio.create_task(self._stop.wait())
         try:
             await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -187,7 +186,7 @@ class Dispatcher:
     @property
     def workers(self) -> int:
         """How many workers were made (at most ``concurrency``: as the work needed them)."""
-        return len(self._workers)
+        return len(self._workers.tasks)
 
     @property
     def aborted(self) -> bool:
@@ -225,15 +224,10 @@ class Dispatcher:
         made as the work needs them (at most ``concurrency``), so a large bound costs memory
         only once it is used."""
         await self._queue.put(item)
-        if self._queue.qsize() > self._idle and len(self._workers) < self.concurrency:
-            self._workers.append(asyncio.create_task(self._worker()))
-
-    async def _finish(self, feeder: asyncio.Task[None]) -> None:
-        await feeder
-        await asyncio.gather(*self._workers)
+        self._workers.grow(self._queue.qsize())
 
     async def _close_queue(self) -> None:
-        for _ in self._workers:
+        for _ in self._workers.tasks:
             await self._queue.put(None)
 
     async def _worker(self) -> None:
@@ -241,11 +235,11 @@ class Dispatcher:
         bound = self.bound
         gate = self.gate
         while True:
-            self._idle += 1
+            self._workers.idle += 1
             if gate is not None:
                 await gate()
             item = await queue.get()
-            self._idle -= 1
+            self._workers.idle -= 1
             if item is None:
                 return
             if bound is not None:
