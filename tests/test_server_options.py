@@ -140,3 +140,24 @@ def test_a_cpu_server_starts_with_the_models_own_context_when_its_kv_space_holds
     hub = ServerOptions(model="org/not-here", log_path=tmp_path / "log", build="cpu")
     assert start_context(hub, {"VLLM_CPU_KVCACHE_SPACE": "16"}) is None
     assert kv_bytes_per_token({"num_hidden_layers": 2}, 2) is None
+
+
+def test_the_server_goes_when_its_guard_is_killed() -> None:
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    guard = subprocess.Popen([sys.executable, "-m", "vbatch.servers.guard", "--", sys.executable,
+                              "-c", "import time; time.sleep(120)"], start_new_session=True)
+    children: list[psutil.Process] = []
+    deadline = time.monotonic() + 20
+    while not children and time.monotonic() < deadline:
+        children = psutil.Process(guard.pid).children()
+        time.sleep(0.05)
+    assert children
+    guard.kill()  # SIGKILL: the guard cannot stop its group itself
+    guard.wait()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive

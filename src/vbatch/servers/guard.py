@@ -3,7 +3,9 @@
 vbatch starts ``python -m vbatch.servers.guard -- COMMAND...`` as the leader of a new process
 group. The guard asks the kernel for SIGTERM when vbatch dies (even by SIGKILL), and on
 SIGTERM, SIGINT or SIGHUP it stops the group: SIGTERM, a grace period, then SIGKILL. So the
-server and everything it spawned go away with vbatch, whatever happens to vbatch.
+server and everything it spawned go away with vbatch, whatever happens to vbatch. The server
+itself gets SIGTERM from the kernel when the guard dies, so a guard killed by SIGKILL (as Ray
+kills the child processes of an actor that exits) does not leave it running either.
 """
 
 from __future__ import annotations
@@ -15,18 +17,26 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 
 _PR_SET_PDEATHSIG = 1
 GRACE_S = float(os.environ.get("VBATCH_SERVER_STOP_GRACE", "10"))
 
 
-def _die_with_parent(expected_parent: int) -> None:
+def _prctl() -> Callable[..., int] | None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+def _die_with_parent(expected_parent: int) -> None:
+    prctl = _prctl()
+    if prctl is None:
         return
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != expected_parent:
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -75,7 +85,10 @@ def main(argv: list[str]) -> int:
         print("usage: python -m vbatch.servers.guard -- COMMAND...", file=sys.stderr)
         return 2
     _die_with_parent(int(os.environ.get("VBATCH_GUARD_PARENT", os.getppid())))
-    child = subprocess.Popen(argv)
+    prctl = _prctl()
+    # In the child between fork and exec: SIGTERM to the server when this guard dies.
+    child = subprocess.Popen(argv, preexec_fn=(
+        (lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)) if prctl is not None else None))
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
