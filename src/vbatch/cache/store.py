@@ -109,17 +109,7 @@ class ResponseCache:
 
     def get(self, key: bytes) -> dict[str, Any] | None:
         """The answer stored for ``key``, else None."""
-        row = self._db.execute("SELECT record, used FROM answers WHERE key = ?",
-                               (key,)).fetchone()
-        if row is None:
-            return None
-        self.hits += 1
-        if time.time() - row[1] > _TOUCH_AFTER_S:
-            self._used.append(key)
-            if len(self._used) >= _COMMIT_EVERY:
-                self._touch()
-        record: dict[str, Any] = orjson.loads(row[0])
-        return record
+        return self.get_many([key]).get(key)
 
     def get_many(self, keys: list[bytes]) -> dict[bytes, dict[str, Any]]:
         """The answers stored for those of ``keys`` the cache holds (at most
