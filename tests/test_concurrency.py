@@ -78,8 +78,10 @@ def test_no_growth_until_the_server_has_taken_in_the_requests() -> None:
 def test_queue_target_once_requests_wait() -> None:
     ctl, _, clock = controller(400)
     assert ctl.update(ServerLoad(256, 144, 0.5, 0)) == 256 + 26
-    clock.now += 4
-    assert ctl.update(ServerLoad(20, 3, 0.5, 0)) == 24
+    for second in range(1, 5):
+        clock.now += 1
+        ctl.update(ServerLoad(20, 3, 0.5, 0, generation_tokens=float(second)))
+    assert ctl.bound.limit == 24
 
 
 def test_a_dip_in_running_does_not_shrink_the_bound_a_lasting_drop_does() -> None:
@@ -166,3 +168,27 @@ def test_without_metrics_the_bound_is_fixed(fake_server: InProcessServer, tmp_pa
     assert result.exit_code == 0
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 600
     assert fake_server.stats()["peak_in_flight"] == 200
+
+
+def test_a_slow_engine_s_wave_of_finished_sequences_does_not_shrink_the_bound() -> None:
+    ctl, bound, clock = controller(141)
+    bound.in_flight = 141
+    generated = 0.0
+    # The engine reports once a step, every 5 s; the controller samples every second.
+    for _ in range(4):
+        generated += 640
+        for _ in range(5):
+            clock.now += 1
+            ctl.update(ServerLoad(128, 40, 0.5, 0, 9000, generated))
+    assert ctl.bound.limit == 141
+    generated += 640
+    for _ in range(5):
+        clock.now += 1
+        ctl.update(ServerLoad(80, 30, 0.5, 0, 9000, generated))
+    assert ctl.bound.limit == 141, "a wave that finished 48 sequences at once is not capacity"
+    for step in range(3):
+        generated += 400
+        for _ in range(5):
+            clock.now += 1
+            ctl.update(ServerLoad(80, 30, 0.5, 0, 9000 + step, generated))
+    assert ctl.bound.limit == 88, "a server that runs fewer for three reports does"

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from vbatch import RunConfig, run
-from vbatch.engine.concurrency import RUNNING_WINDOW_S
+from vbatch.engine.concurrency import RUNNING_WINDOW_MAX_S
 from vbatch.prepare.tokens import LocalTokenCounter
 
 from .conftest import read_jsonl, run_cli, vbatch_cmd, write_jsonl
@@ -272,7 +272,7 @@ def test_adaptive_concurrency_follows_the_real_server(vllm_url: str, tmp_path: P
     assert queued, "no sample saw requests waiting at the server"
     for sample in queued:
         lately = max(s["running"] for s in trace
-                     if sample["t"] - RUNNING_WINDOW_S - 0.01 <= s["t"] <= sample["t"])
+                     if sample["t"] - RUNNING_WINDOW_MAX_S - 0.01 <= s["t"] <= sample["t"])
         assert sample["limit"] <= lately + max(4, -(-lately // 10))
     assert len(read_jsonl(out)) == 300
 

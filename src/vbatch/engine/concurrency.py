@@ -9,9 +9,12 @@ adjustable bound on vbatch's in-flight requests:
 - **hold a small queue** once requests wait or the KV cache is full: the bound becomes
   ``running + target queue``, with a target of ``max(4, 10% of running)`` waiting requests,
   so a finished sequence is replaced at once and the batch never runs dry, without piling
-  requests up in the server's queue. ``running`` is the most the server ran over the last
-  3 seconds: a sample taken while finished sequences were being replaced does not shrink
-  the bound, a server that really runs fewer does after 3 seconds;
+  requests up in the server's queue. ``running`` is the most the server ran over its last
+  three reports (at least 3 seconds, at most 30): a sample taken while finished sequences
+  were being replaced does not shrink the bound, a server that really runs fewer does after
+  those reports. A slow engine (a CPU, a large model) updates its gauges once a step, every
+  few seconds: there three samples of one second would be one report, and a wave of
+  finished sequences, replaced at the next step, would cut the bound to what was left;
 - **slow start** while the server has no queue, vbatch uses its whole bound and the server
   has taken in what vbatch sent (running + waiting reaches 90% of vbatch's in-flight
   requests; requests still being received or tokenized are not in either gauge yet): the
@@ -35,6 +38,9 @@ from vbatch.defaults import DEFAULT_MAX_CONCURRENCY
 from vbatch.transport.metrics import ServerLoad
 
 RUNNING_WINDOW_S = 3.0
+RUNNING_WINDOW_MAX_S = 30.0
+# Reports of the server ``running`` is the most of (see the module's doc).
+RUNNING_REPORTS = 3
 
 
 class ConcurrencyLimit:
@@ -113,6 +119,8 @@ class AdaptiveController:
         self._preemptions: float | None = None
         self._hold_until = 0.0
         self._recent_running: deque[tuple[float, float]] = deque()
+        self._last_report: tuple[float | None, ...] = ()
+        self._report_times: deque[float] = deque(maxlen=RUNNING_REPORTS + 1)
 
     def _bounded(self, value: float) -> int:
         return max(self.minimum, min(self.maximum, int(value)))
@@ -128,7 +136,7 @@ class AdaptiveController:
         )
         self._preemptions = load.preemptions
         kv_full = load.kv_usage is not None and load.kv_usage >= 0.98
-        running = self._running_lately(now, load.running)
+        running = self._running_lately(now, load)
         if preempted:
             new = self._bounded(0.9 * load.running)
             self._hold_until = now + 5.0
@@ -148,10 +156,19 @@ class AdaptiveController:
         )
         return new
 
-    def _running_lately(self, now: float, running: float) -> float:
+    def _running_lately(self, now: float, load: ServerLoad) -> float:
+        report = (load.running, load.waiting, load.prompt_tokens, load.generation_tokens)
+        times = self._report_times
+        if report != self._last_report:
+            self._last_report = report
+            times.append(now)
+        window = RUNNING_WINDOW_S
+        if len(times) > 1:
+            between = (times[-1] - times[0]) / (len(times) - 1)
+            window = min(RUNNING_WINDOW_MAX_S, max(window, RUNNING_REPORTS * between))
         recent = self._recent_running
-        recent.append((now, running))
-        while recent[0][0] < now - RUNNING_WINDOW_S:
+        recent.append((now, load.running))
+        while recent[0][0] < now - window:
             recent.popleft()
         return max(value for _, value in recent)
 
