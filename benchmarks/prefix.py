@@ -9,12 +9,23 @@ gives wall time and the prefix cache hit rate from the server's /metrics.
 
     python benchmarks/prefix.py
     python benchmarks/prefix.py --servers 2 [--rounds N]
+    python benchmarks/prefix.py --sweep
+    python benchmarks/prefix.py --check-cost [--rows N]
 
 With ``--servers 2``: the same rows (input order) through two managed CPU replicas
 (``--replicas 2``, a core each), prefix-affine routing (the default) against least-outstanding
 (``--no-prefix-routing``), each also with ``--group-by-prefix``, alternated ``--rounds``
 times; the sending phase's wall time and each server's prefix cache hit rate (its counters in
 the run's timeline).
+
+With ``--sweep``: where ``--group-by-prefix auto`` should start grouping. Rows whose prompt is a
+few-shot block shared by 8 rows (scattered) and a part of their own, the block a growing share
+of the prompt; each set run in input order and grouped; the table gives the share vbatch
+measures (grouped against input order) and the speed-up grouping gives.
+
+With ``--check-cost``: what ``auto`` adds to the check pass on rows that share nothing
+(``--rows`` distinct prompts, no server): the check pass with ``off`` and ``auto`` (its
+decision included), alternated five times, medians.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import random
 import statistics
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -56,6 +68,86 @@ def write_rows(path: Path) -> Path:
     rng.shuffle(rows)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
+
+
+def write_sweep_rows(path: Path, share: float, groups: int = 32) -> Path:
+    """Rows of about 3,600 prompt characters, ``share`` of them a block 8 rows share."""
+    rng = random.Random(11)
+    words = ["amber", "basalt", "cedar", "delta", "ember", "fjord", "garnet", "harbor"]
+
+    def filler(length: int) -> str:
+        text = ""
+        while len(text) < length:
+            text += f"{rng.choice(words)}-{rng.randint(0, 10**9)} "
+        return text[:length]
+
+    rows = []
+    for group in range(groups):
+        block = f"Set {group}. " + filler(int(3600 * share))
+        for question in range(ROWS_PER_GROUP):
+            rows.append({"id": f"g{group}-q{question}", "messages": [
+                {"role": "system", "content": block},
+                {"role": "user", "content": filler(int(3600 * (1 - share))) + " Summarise."}]})
+    rng.shuffle(rows)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def measured_sharing(source: Path) -> Any:
+    from vbatch import RunConfig
+    from vbatch.prepare.builder import RequestBuilder
+    from vbatch.prepare.scan import scan_input
+    from vbatch.settings import RequestSettings, SourceSettings
+
+    config = RunConfig(input=source, output=Path(os.devnull), model="m", max_tokens=8)
+    builder = RequestBuilder(RequestSettings.of(config), "m")
+    scan = scan_input(SourceSettings(source, None, source, "id", "fail", "auto"), builder)
+    assert scan.prefix_order is not None
+    return scan.prefix_order.sharing()
+
+
+def sweep() -> None:
+    env = {**engine_env(), "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    print("| shared block, share of the prompt | measured: grouped, input order | input order s "
+          "| grouped s | speed-up |\n|---|---|---|---|---|")
+    with served(WORK / "prefix-serve.log", env) as url:
+        for share in (0.1, 0.25, 0.5):
+            source = write_sweep_rows(WORK / f"prefix-sweep-{share}.jsonl", share)
+            sharing = measured_sharing(source)
+            plain = one_run(url, source, "input", "--group-by-prefix", "off")
+            grouped = one_run(url, source, "grouped", "--group-by-prefix", "on")
+            print(f"| {share:.2f} | {sharing.grouped:.2f}, {sharing.in_input_order:.2f} | "
+                  f"{plain['wall_s']:.1f} | {grouped['wall_s']:.1f} | "
+                  f"{plain['wall_s'] / grouped['wall_s']:.2f}x |", flush=True)
+
+
+def check_cost(rows: int) -> None:
+    from vbatch import RunConfig
+    from vbatch.prepare.builder import RequestBuilder
+    from vbatch.prepare.scan import scan_input
+    from vbatch.settings import RequestSettings, SourceSettings
+
+    rng = random.Random(5)
+    source = WORK / "prefix-distinct.jsonl"
+    with open(source, "w") as handle:
+        for i in range(rows):
+            text = " ".join(f"{rng.choice(TOPICS)}{rng.randint(0, 10**6)}" for _ in range(40))
+            handle.write(json.dumps({"id": f"r{i}", "messages": [
+                {"role": "user", "content": f"Question {i}: {text}"}]}) + "\n")
+    config = RunConfig(input=source, output=Path(os.devnull), model="m", max_tokens=8)
+    builder = RequestBuilder(RequestSettings.of(config), "m")
+    times: dict[str, list[float]] = {"off": [], "auto": []}
+    for _ in range(5):
+        for mode in times:
+            started = time.perf_counter()
+            scan = scan_input(SourceSettings(source, None, source, "id", "fail", mode), builder)
+            if scan.prefix_order is not None:
+                assert not scan.prefix_order.sharing().pays
+            times[mode].append(time.perf_counter() - started)
+    off, auto = (statistics.median(times[mode]) for mode in ("off", "auto"))
+    print(f"| {rows:,} distinct rows | check pass, off | check pass, auto | auto costs |\n"
+          f"|---|---|---|---|\n| median of 5 | {off:.2f} s | {auto:.2f} s | "
+          f"{auto / off - 1:+.1%} |")
 
 
 def prefix_counters(url: str) -> tuple[float, float]:
@@ -102,10 +194,11 @@ def replicas_run(source: Path, *extra: str) -> dict[str, Any]:
 
 def two_servers(source: Path, rounds: int) -> None:
     variants: dict[str, tuple[str, ...]] = {
-        "prefix-affine (default)": (),
-        "least outstanding (--no-prefix-routing)": ("--no-prefix-routing",),
-        "prefix-affine, --group-by-prefix": ("--group-by-prefix",),
-        "least outstanding, --group-by-prefix": ("--no-prefix-routing", "--group-by-prefix")}
+        "prefix-affine": ("--group-by-prefix", "off"),
+        "least outstanding (--no-prefix-routing)": ("--no-prefix-routing", "--group-by-prefix",
+                                                    "off"),
+        "prefix-affine, grouped (the defaults)": (),
+        "least outstanding, grouped": ("--no-prefix-routing", "--group-by-prefix", "on")}
     runs: dict[str, list[dict[str, Any]]] = {}
     for round_number in range(1, rounds + 1):
         for name, extra in variants.items():
@@ -126,19 +219,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--servers", type=int, choices=(1, 2), default=1)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--check-cost", action="store_true")
+    parser.add_argument("--rows", type=int, default=200_000)
     args = parser.parse_args()
     print(machine(), flush=True)
     WORK.mkdir(exist_ok=True)
+    if args.check_cost:
+        check_cost(args.rows)
+        return
+    if args.sweep:
+        sweep()
+        return
     source = write_rows(WORK / "prefix-rows.jsonl")
     if args.servers == 2:
         two_servers(source, args.rounds)
         return
     env = {**engine_env(), "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     with served(WORK / "prefix-serve.log", env) as url:
-        rows = [one_run(url, source, "input"),
-                one_run(url, source, "grouped", "--group-by-prefix"),
-                one_run(url, source, "input-again")]
-    baseline = (rows[0]["wall_s"] + rows[2]["wall_s"]) / 2
+        rows = [one_run(url, source, "input", "--group-by-prefix", "off"),
+                one_run(url, source, "grouped", "--group-by-prefix", "on"),
+                one_run(url, source, "auto"),
+                one_run(url, source, "input-again", "--group-by-prefix", "off")]
+    baseline = (rows[0]["wall_s"] + rows[3]["wall_s"]) / 2
     print(f"{'order':>12} | {'rows':>5} | {'prompt tok':>10} | {'wall_s':>7} | "
           f"{'prefix hits':>11} | {'speed-up':>8}")
     for row in rows:

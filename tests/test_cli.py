@@ -32,7 +32,7 @@ def test_every_command_and_option_has_help() -> None:
 # Options that have no default: left out, the server's own applies or the feature is off.
 _NO_DEFAULT = {"system", "template", "extra_body", "max_tokens", "temperature", "top_p", "seed",
                "api_key", "stats_json", "error_file", "base_url", "stop", "keep", "quiet",
-               "ordered", "retry_failed", "force", "group_by_prefix", "server_args",
+               "ordered", "retry_failed", "force", "server_args",
                "endpoints_file", "ray_address", "response_format", "schema_field", "program",
                "rerun_if", "time_limit", "token_budget", "max_requests", "cache_dir",
                "keep_calls"}

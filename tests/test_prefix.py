@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import itertools
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from vbatch import ConfigError, RunConfig, run
-from vbatch.source.prefix import PrefixOrder, prefix_key, prompt_text
-from vbatch.source.readers import read_rows
+import vbatch
+from vbatch import RunConfig
+from vbatch.source.prefix import PrefixOrder, Sharing, prefix_key, prompt_text
+from vbatch.source.readers import RawRow, read_rows
 
-from .conftest import InProcessServer, read_jsonl, write_jsonl
+from .conftest import InProcessServer, SimulatorProcess, read_jsonl, vbatch_cmd, write_jsonl
 
 SYSTEMS = {name: f"You are assistant {name}. " + f"Example {name}: an answer. " * 60
            for name in "ABC"}
@@ -38,7 +44,7 @@ def test_keys_group_shared_prefixes_and_keep_input_order_within(tmp_path: Path) 
     assert len({keys[0], keys[1], keys[3]}) == 3
     assert keys[3] >> 48 == keys[0] >> 48
     source = write_jsonl(tmp_path / "in.jsonl", [{"prompt": t} for t in texts])
-    order = PrefixOrder()
+    order = PrefixOrder(at_offsets=True)
     for row in read_rows(source):
         assert row.data is not None
         order.add(row, {"prompt": row.data["prompt"]})
@@ -75,10 +81,139 @@ def test_rows_are_sent_grouped_and_recorded_once(fake_server: InProcessServer, t
 def test_ungrouped_run_interleaves(fake_server: InProcessServer, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", interleaved(30))
     config = RunConfig(input=source, output=tmp_path / "out.jsonl", base_url=fake_server.url,
-                       max_tokens=2, concurrency=1, quiet=True)
+                       max_tokens=2, concurrency=1, group_by_prefix="off", quiet=True)
     fake_server.run(config)
     sent = [system_of(body) for body in fake_server.requests()]
     assert sum(1 for a, b in itertools.pairwise(sent) if a != b) == 29
+
+
+def run_saying(fake_server: InProcessServer, config: RunConfig) -> str:
+    messages = io.StringIO()
+    result = fake_server.run(config.replace(quiet=False), stream=messages)
+    assert result.exit_code == 0
+    return messages.getvalue()
+
+
+def test_auto_groups_shared_prefixes_scattered_over_the_input(fake_server: InProcessServer,
+                                                              tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", interleaved(60))
+    config = RunConfig(input=source, output=tmp_path / "out.jsonl", base_url=fake_server.url,
+                       max_tokens=2, concurrency=1)
+    assert config.group_by_prefix == "auto"
+    said = run_saying(fake_server, config)
+    assert "grouping rows by prompt prefix" in said and "0% in input order" in said
+    sent = [system_of(body) for body in fake_server.requests()]
+    assert sum(1 for a, b in itertools.pairwise(sent) if a != b) == 2
+
+
+@pytest.mark.parametrize("kind", ["distinct", "already grouped"])
+def test_auto_keeps_the_input_order_where_grouping_gains_nothing(
+        fake_server: InProcessServer, tmp_path: Path, kind: str) -> None:
+    if kind == "distinct":
+        data = [{"id": f"r{i}", "prompt": f"{i} " + "unlike any other " * (i % 7 + 20)}
+                for i in range(60)]
+    else:
+        data = sorted(interleaved(60), key=lambda row: str(row["messages"][0]["content"]))
+    source = write_jsonl(tmp_path / "in.jsonl", data)
+    config = RunConfig(input=source, output=tmp_path / "out.jsonl", base_url=fake_server.url,
+                       max_tokens=2, concurrency=1, endpoint="chat" if kind != "distinct"
+                       else "completions")
+    assert "grouping" not in run_saying(fake_server, config)
+    sent = fake_server.requests()
+    key = "prompt" if kind == "distinct" else "messages"
+    assert [body[key] for body in sent] == [row[key] for row in data]
+
+
+def test_sharing_measures_grouped_against_input_order() -> None:
+    def measured(texts: list[str]) -> Sharing:
+        order = PrefixOrder()
+        for index, text in enumerate(texts):
+            order.add(RawRow(index, f"in:{index + 1}", {}), {"prompt": text})
+        return order.sharing()
+
+    shared = "x" * 1000
+    texts = [shared + str(i) if i % 2 else f"{i} alone " * 40 for i in range(100)]
+    scattered = measured(texts)
+    # The 49 rows after the first of the group agree on 256 characters, not on 1,024.
+    assert scattered.grouped == pytest.approx(49 * 640 / sum(len(t) for t in texts))
+    assert scattered.in_input_order == 0 and scattered.pays
+    together = measured([shared + str(i) for i in range(50)] + [f"{i} alone" for i in range(50)])
+    assert together.grouped == together.in_input_order and not together.pays
+    distinct = measured([f"{i} " * 300 for i in range(1000)])
+    assert distinct.grouped == 0 and not distinct.pays
+    short_repeats = measured(["same short prompt"] * 4 + ["other"] * 4)
+    assert short_repeats.grouped == short_repeats.in_input_order == pytest.approx(
+        (3 * 17 + 3 * 5) / (4 * 17 + 4 * 5))
+
+
+def write_input(path: Path, rows: list[dict[str, object]]) -> Path:
+    """``rows`` as ``path``'s format: each row's system prompt and question as columns."""
+    flat = [{"id": r["id"], "system": r["messages"][0]["content"],  # type: ignore[index]
+             "question": r["messages"][1]["content"]} for r in rows]  # type: ignore[index]
+    name = path.name
+    if name.endswith(".jsonl.gz"):
+        with gzip.open(path, "wt") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in flat)
+    elif name.endswith(".csv"):
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["id", "system", "question"])
+            writer.writeheader()
+            writer.writerows(flat)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(flat), path, row_group_size=7)
+    return path
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.jsonl.gz", "in.parquet"])
+def test_inputs_that_cannot_seek_are_grouped_from_a_copy(fake_server: InProcessServer,
+                                                         tmp_path: Path, name: str) -> None:
+    source = write_input(tmp_path / name, interleaved(45))
+    out = tmp_path / "out" / "out.jsonl"
+    out.parent.mkdir()
+    config = RunConfig(input=source, output=out, base_url=fake_server.url, max_tokens=2,
+                       concurrency=1, template="{{ system }} {{ question }}",
+                       group_by_prefix="on", ordered=True)
+    said = run_saying(fake_server, config)
+    assert f"copying the rows of {source} beside the output" in said
+    sent = [system_of(body) for body in fake_server.requests()]
+    assert len(sent) == 45 and sum(1 for a, b in itertools.pairwise(sent) if a != b) == 2
+    assert [r["id"] for r in read_jsonl(out)] == [f"r{i}" for i in range(45)]
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        p.name for p in out.parent.iterdir() if not p.name.startswith(".vbatch-grouped"))
+
+
+def test_a_bad_row_read_from_the_copy_keeps_its_location(fake_server: InProcessServer,
+                                                          tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.csv", interleaved(9))
+    lines = source.read_text().splitlines()
+    lines[4] = "r3,a,b,c"
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    config = RunConfig(input=source, output=out, base_url=fake_server.url, max_tokens=2,
+                       template="{{ system }} {{ question }}", group_by_prefix="on",
+                       on_bad_row="skip", quiet=True)
+    assert fake_server.run(config).stats.ok == 8
+    failed = [r for r in read_jsonl(out) if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["id"] == "3"
+    assert f"{source}:5" in failed[0]["error"]["message"]
+
+
+def test_a_resumed_grouped_copy_sends_only_the_rest(fake_server: InProcessServer,
+                                                    tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.parquet", interleaved(30))
+    out = tmp_path / "out.jsonl"
+    config = RunConfig(input=source, output=out, base_url=fake_server.url, max_tokens=2,
+                       template="{{ system }} {{ question }}", group_by_prefix="on",
+                       max_requests=12, quiet=True)
+    assert fake_server.run(config).exit_code == 5
+    fake_server.reset()
+    result = fake_server.run(config.replace(max_requests=None))
+    assert result.stats.already_done == 12 and result.stats.ok == 18
+    assert len(fake_server.requests()) == 18
+    assert sorted(r["index"] for r in read_jsonl(out)) == list(range(30))
 
 
 def test_resume_with_grouping_sends_only_the_rest(fake_server: InProcessServer, tmp_path: Path
@@ -96,12 +231,26 @@ def test_resume_with_grouping_sends_only_the_rest(fake_server: InProcessServer, 
     assert sorted(r["index"] for r in read_jsonl(out)) == list(range(30))
 
 
-@pytest.mark.parametrize("name", ["in.csv", "in.jsonl.gz"])
-def test_inputs_that_cannot_be_read_out_of_order_are_refused(tmp_path: Path, name: str) -> None:
-    source = tmp_path / name
-    source.write_bytes(b"")
-    config = RunConfig(input=source, output=tmp_path / "out.jsonl",
-                       base_url="http://127.0.0.1:9/v1", model="m", group_by_prefix=True,
-                       quiet=True)
-    with pytest.raises(ConfigError, match="uncompressed JSONL"):
-        run(config)
+def test_piped_rows_are_grouped_by_default(simulator: SimulatorProcess, tmp_path: Path
+                                           ) -> None:
+    data = "".join(json.dumps(row) + "\n" for row in interleaved(30)).encode()
+    out = tmp_path / "out.jsonl"
+    done = subprocess.run(
+        vbatch_cmd("run", "-", "-o", str(out), "--base-url", simulator.url, "--max-tokens", "2",
+                   "--concurrency", "1", "--input-format", "jsonl"),
+        input=data, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert b"grouping rows by prompt prefix" in done.stderr
+    sent = [system_of(body) for body in simulator.requests()]
+    assert sum(1 for a, b in itertools.pairwise(sent) if a != b) == 2
+    assert sorted(r["index"] for r in read_jsonl(out)) == list(range(30))
+
+
+def test_python_rows_are_grouped_and_come_back_in_input_order(fake_server: InProcessServer
+                                                               ) -> None:
+    rows = [{"messages": row["messages"]} for row in interleaved(30)]
+    out = vbatch.generate(rows, base_url=fake_server.url, transport=fake_server.transport,
+                          max_tokens=2, concurrency=1, progress=False)
+    sent = [system_of(body) for body in fake_server.requests()]
+    assert sum(1 for a, b in itertools.pairwise(sent) if a != b) == 2
+    assert [record["index"] for record in out] == list(range(30))

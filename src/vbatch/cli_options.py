@@ -20,6 +20,7 @@ from vbatch.defaults import (
     DEFAULT_EMBEDDING_DTYPE,
     DEFAULT_ENDPOINT,
     DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_GROUP_BY_PREFIX,
     DEFAULT_ID_FIELD,
     DEFAULT_INPUTS_PER_REQUEST,
     DEFAULT_LOG_EVERY,
@@ -38,6 +39,7 @@ from vbatch.defaults import (
     DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_STARTUP_TIMEOUT,
     DEFAULT_TENSOR_PARALLEL_SIZE,
+    GROUP_BY_PREFIX_CHOICES,
     INPUT_FORMATS,
     LOG_FORMATS,
     ON_BAD_ROW_POLICIES,
@@ -320,9 +322,14 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--group-by-prefix",
-            is_flag=True,
+            type=click.Choice(GROUP_BY_PREFIX_CHOICES),
+            default=DEFAULT_GROUP_BY_PREFIX,
+            show_default=True,
+            is_flag=False,
+            flag_value="on",
             help="Send rows whose prompts start alike (same system prompt or few-shot block) "
-            "one after another, for vLLM's prefix cache (uncompressed JSONL input).",
+            "one after another, for vLLM's prefix cache: auto where the check finds rows that "
+            "share long prefixes scattered over the input; alone, the same as on.",
         ),
         click.option(
             "--prefix-routing/--no-prefix-routing",

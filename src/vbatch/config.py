@@ -18,6 +18,7 @@ from vbatch.defaults import (
     DEFAULT_EMBEDDING_DTYPE,
     DEFAULT_ENDPOINT,
     DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_GROUP_BY_PREFIX,
     DEFAULT_ID_FIELD,
     DEFAULT_INPUTS_PER_REQUEST,
     DEFAULT_INVALID_FINISH_REASONS,
@@ -38,6 +39,7 @@ from vbatch.defaults import (
     DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_STARTUP_TIMEOUT,
     DEFAULT_TENSOR_PARALLEL_SIZE,
+    GROUP_BY_PREFIX_CHOICES,
     INPUT_FORMATS,
     LOG_FORMATS,
     MOST_CONCURRENCY,
@@ -54,6 +56,7 @@ from vbatch.urls import normalize_base_url
 
 BadRowPolicy = Literal["fail", "skip"]
 OverflowPolicy = Literal["clamp", "skip", "fail"]
+GroupByPrefix = Literal["auto", "on", "off"]
 API_KEY_ENV_VARS = ("VBATCH_API_KEY", "OPENAI_API_KEY")
 # Number options and the least value each takes (None: any).
 _WHOLE = {"max_tokens": 1, "seed": None, "n": 1, "max_concurrency": 1, "max_retries": 0,
@@ -74,7 +77,7 @@ _MOST = {"concurrency": MOST_CONCURRENCY, "max_concurrency": MOST_CONCURRENCY}
 _WHY_MOST = {name: ": more requests in flight than any server batches take memory for nothing"
              for name in _MOST}
 _TEXTS = ("stop", "keep", "server_args", "invalid_finish_reasons")
-_FLAGS = ("ordered", "retry_failed", "force", "quiet", "ray", "group_by_prefix", "pooling",
+_FLAGS = ("ordered", "retry_failed", "force", "quiet", "ray", "pooling",
           "keep_calls", "prefix_routing")
 _FLAG_NAMES = {"retry_base_delay": "--retry-delay"}
 
@@ -203,7 +206,7 @@ class RunConfig:
     ray_address: str | None = None
     shard_rows: int | None = None
     shard_dir: Path | None = None
-    group_by_prefix: bool = False
+    group_by_prefix: GroupByPrefix | bool = DEFAULT_GROUP_BY_PREFIX
     prefix_routing: bool = DEFAULT_PREFIX_ROUTING
     error_file: Path | None = None
     pooling: bool = False
@@ -256,6 +259,8 @@ class RunConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} ({_flag(name)}) must be True or False, "
                                   f"not {getattr(self, name)!r}")
+        if isinstance(self.group_by_prefix, bool):
+            object.__setattr__(self, "group_by_prefix", "on" if self.group_by_prefix else "off")
         object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         object.__setattr__(self, "response_format", spec_of_value(self.response_format))
         if self.response_format is None and isinstance(self.extra_body, Mapping):
@@ -270,6 +275,7 @@ class RunConfig:
         _choice("endpoint", self.endpoint, tuple(ENDPOINTS))
         _choice("on_overflow", self.on_overflow, ON_OVERFLOW_POLICIES)
         _choice("on_bad_row", self.on_bad_row, ON_BAD_ROW_POLICIES)
+        _choice("group_by_prefix", self.group_by_prefix, GROUP_BY_PREFIX_CHOICES)
         if self.input_format is not None:
             _choice("input_format", self.input_format, INPUT_FORMATS)
         _choice("log_format", self.log_format, LOG_FORMATS)

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_EMBEDDING_DTYPE",
     "DEFAULT_ENDPOINT",
     "DEFAULT_GPU_MEMORY_UTILIZATION",
+    "DEFAULT_GROUP_BY_PREFIX",
     "DEFAULT_ID_FIELD",
     "DEFAULT_INPUTS_PER_REQUEST",
     "DEFAULT_INVALID_FINISH_REASONS",
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_STARTUP_TIMEOUT",
     "DEFAULT_START_CONCURRENCY",
     "DEFAULT_TENSOR_PARALLEL_SIZE",
+    "GROUP_BY_PREFIX_CHOICES",
     "INPUT_FORMATS",
     "LOG_FORMATS",
     "MOST_CONCURRENCY",
@@ -51,6 +53,7 @@ INPUT_FORMATS: Final = ("jsonl", "csv", "parquet", "arrow", "datasets", "openai-
 ON_BAD_ROW_POLICIES: Final = ("fail", "skip")
 ON_OVERFLOW_POLICIES: Final = ("clamp", "skip", "fail")
 LOG_FORMATS: Final = ("text", "json")
+GROUP_BY_PREFIX_CHOICES: Final = ("auto", "on", "off")
 
 DEFAULT_ENDPOINT: Final = "chat"
 DEFAULT_EMBEDDING_DTYPE: Final = "float32"
@@ -66,6 +69,8 @@ DEFAULT_ON_BAD_ROW: Final = "fail"
 DEFAULT_ON_OVERFLOW: Final = "clamp"
 # Several servers: prompts that start alike go to one server (vbatch.transport.affinity).
 DEFAULT_PREFIX_ROUTING: Final = True
+# Rows sharing long prompt prefixes are sent together where that pays (vbatch.source.prefix).
+DEFAULT_GROUP_BY_PREFIX: Final = "auto"
 
 DEFAULT_CONCURRENCY: Final = "auto"
 DEFAULT_MAX_CONCURRENCY = 1024

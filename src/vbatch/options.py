@@ -75,7 +75,7 @@ class RunOptions(TypedDict, total=False):
     ray_address: str | None
     shard_rows: int | None
     shard_dir: Path | None
-    group_by_prefix: bool
+    group_by_prefix: Literal["auto", "on", "off"] | bool
     prefix_routing: bool
     error_file: Path | None
     pooling: bool

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from vbatch.budget import Budget
 from vbatch.config import RunConfig
@@ -64,7 +64,8 @@ class SourceSettings:
     given: Path
     id_field: str
     on_bad_row: str
-    group_by_prefix: bool
+    # "auto", "on" or "off" (vbatch.source.prefix)
+    group_by_prefix: str
 
     @property
     def copied(self) -> bool:
@@ -277,11 +278,11 @@ def source_of(config: RunConfig, paths: OutputPaths, batch: bool) -> SourceSetti
             fmt = detect_format(config.input, config.input_format)
         except ConfigError:
             fmt = "jsonl"
+    # RunConfig has made a bool "on" or "off".
+    grouping = cast(str, config.group_by_prefix)
     if batch:
-        return SourceSettings(path, BATCH_FORMAT, config.input, "custom_id", "skip",
-                              config.group_by_prefix)
-    return SourceSettings(path, fmt, config.input, config.id_field, config.on_bad_row,
-                          config.group_by_prefix)
+        return SourceSettings(path, BATCH_FORMAT, config.input, "custom_id", "skip", grouping)
+    return SourceSettings(path, fmt, config.input, config.id_field, config.on_bad_row, grouping)
 
 
 def send_policy(config: RunConfig) -> SendPolicy:

@@ -32,7 +32,6 @@ from vbatch.errors import ConfigError, VbatchError
 from vbatch.output.manifest import write_manifest
 from vbatch.output.merge import done_bits, merge_shards
 from vbatch.settings import RunSettings, SourceSettings
-from vbatch.source.prefix import check_groupable
 from vbatch.source.shards import Shard, plan_shards
 from vbatch.steps import Run
 from vbatch.transport.pool import read_endpoints_file
@@ -63,9 +62,6 @@ async def run_on_ray(settings: RunSettings, handle_signals: bool, stream: TextIO
                      clock: Callable[[], float]) -> RunResult:
     """Run over Ray actors (see the module docstring)."""
     ray = import_ray()
-    source = settings.source
-    if source.group_by_prefix:
-        check_groupable(source.path, source.format)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=settings.options.ray_address, include_dashboard=False,
@@ -90,7 +86,7 @@ def _checked(settings: RunSettings) -> RunSettings:
     source = settings.source
     return RunSettings(settings.options,
                        SourceSettings(source.path, source.format, source.given, source.id_field,
-                                      source.on_bad_row, group_by_prefix=False),
+                                      source.on_bad_row, group_by_prefix="off"),
                        settings.requests, settings.paths, settings.send, settings.openai_batch,
                        settings.pooling)
 

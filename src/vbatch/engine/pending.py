@@ -26,7 +26,7 @@ from vbatch.prepare.plan import ids_of
 from vbatch.prepare.scan import CheckCount, InputScan, RowSource, scan_input
 from vbatch.prepare.tokens import TokenCounter
 from vbatch.settings import RunSettings
-from vbatch.source.prefix import check_groupable
+from vbatch.source.prefix import can_seek
 from vbatch.source.readers import RawRow, read_rows
 from vbatch.source.shards import Shard, read_shard
 
@@ -128,13 +128,11 @@ class PendingRows:
         say_repairs(state, records, self._say)
         if rerun_if is not None:
             state = self._rerun(record_test(rerun_if), state)
-        if source.group_by_prefix:
-            check_groupable(source.path, source.format)
         counting = " and counting prompt tokens" if counter is not None else ""
         self._say(f"checking {source.path}{counting}")
         scan = await asyncio.to_thread(scan_input, source, self._builder, counter, self._rows,
                                        bool(state.done_hashes.size), checked)
-        self._follow_prefix_order(scan)
+        await asyncio.to_thread(self._follow_prefix_order, scan)
         if scan.counting_error:
             self._say(f"counting prompt tokens failed ({scan.counting_error}); rows are not "
                      "fitted to the context before sending")
@@ -175,23 +173,37 @@ class PendingRows:
         state = read_output(self._records, retry_failed=False)
         say_repairs(state, self._records, self._say)
         done = np.unpackbits(np.frombuffer(done_bits, np.uint8), count=rows).astype(bool)
-        if state.done_hashes.size or self._source.group_by_prefix:
+        if state.done_hashes.size or self._source.group_by_prefix != "off":
             scan = await asyncio.to_thread(scan_input, self._source, self._builder, None,
                                            self._rows)
             if state.done_hashes.size:
                 done |= np.isin(scan.id_hashes, state.done_hashes)
-            self._follow_prefix_order(scan)
+            await asyncio.to_thread(self._follow_prefix_order, scan)
         self._mask = np.packbits(done).tobytes()
         self.already = int(np.count_nonzero(done))
         self.already_failed = state.failed
         self._scan = InputScan(rows, 0, np.empty(0, np.int64), prompt_tokens)
 
     def _follow_prefix_order(self, scan: InputScan) -> None:
-        """With ``--group-by-prefix``, read the rows in the order the scan found."""
-        if scan.prefix_order is not None:
-            order = scan.prefix_order.order()
-            self._rows = partial(scan.prefix_order.rows, self._source.path, order,
-                                 self._first_row)
+        """Group the rows by prefix (``--group-by-prefix``; ``auto``: where that pays): read
+        them in the order the scan found, from a copy where the input cannot seek."""
+        prefix, source = scan.prefix_order, self._source
+        if prefix is None:
+            return
+        scan.prefix_order = None
+        if source.group_by_prefix == "auto":
+            sharing = prefix.sharing()
+            if not sharing.pays:
+                return
+            self._say(f"grouping rows by prompt prefix for the server's prefix cache: "
+                      f"{sharing.describe()} (--group-by-prefix off keeps the input order)")
+        if not can_seek(source.path, source.format):
+            self._say(f"copying the rows of {source.given} beside the output, to read them "
+                      "grouped")
+            prefix.spool(self._rows, self._records.parent, str(source.given))
+        elif not prefix.located:
+            prefix.locate(self._rows)
+        self._rows = partial(prefix.rows, source.path, prefix.order(), self._first_row)
 
     def check_fit(self, context: int | None) -> None:
         """With ``--on-overflow fail``, stop before sending when rows do not fit ``context``."""

@@ -167,7 +167,7 @@ def plan_input(
     config = RunConfig(input=input_path, output=Path(os.devnull), model=model_path,
                        max_tokens=max_tokens, **options)
     source = SourceSettings(config.input, config.input_format, config.input, config.id_field,
-                            config.on_bad_row, group_by_prefix=False)
+                            config.on_bad_row, group_by_prefix="off")
     builder = RequestBuilder(RequestSettings.of(config), model_path)
     scan = scan_input(source, builder, LocalTokenCounter(model_path))
     assert scan.prompt_tokens is not None

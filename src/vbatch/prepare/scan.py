@@ -23,7 +23,7 @@ from vbatch.ids import hash_array, id_hash, repeated_hashes
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.tokens import TokenCounter
 from vbatch.settings import SourceSettings
-from vbatch.source.prefix import PrefixOrder
+from vbatch.source.prefix import PrefixOrder, can_seek
 from vbatch.source.readers import RawRow, read_rows
 
 RowSource = Callable[[], Iterator[RawRow]]
@@ -126,7 +126,10 @@ def scan_input(
     asked: array[int] | None = array("I") if counts is not None and builder.asks_per_row else None
     counting_error = None
     bad = 0
-    prefix = PrefixOrder() if source.group_by_prefix else None
+    prefix = None
+    if source.group_by_prefix != "off":
+        prefix = PrefixOrder(at_offsets=source.group_by_prefix == "on"
+                             and can_seek(source.path, source.format))
     for row in rows():
         if checked is not None:
             checked.rows += 1
