@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections import deque
+import secrets
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
@@ -28,7 +30,7 @@ from vbatch.engine.progress import Progress
 from vbatch.engine.result import RunResult
 from vbatch.engine.stats import RunStats
 from vbatch.engine.timeline import Timeline
-from vbatch.errors import ConfigError, VbatchError
+from vbatch.errors import ConfigError, OutputError, VbatchError
 from vbatch.output.manifest import write_manifest
 from vbatch.output.merge import done_bits, merge_shards
 from vbatch.settings import RunSettings, SourceSettings
@@ -112,6 +114,9 @@ class _RayRun:
         self.handle_signals = handle_signals
         self.stopping = False
         self.actors: list[Any] = []
+        # Each actor's node (by id() of its handle), and the shards finished on each node.
+        self.nodes: dict[int, str] = {}
+        self.shards_by_node: Counter[str] = Counter()
 
     def _worker_count(self) -> int:
         config = self.config
@@ -173,6 +178,9 @@ class _RayRun:
             progress.close()
         merged = await asyncio.to_thread(merge_shards, paths.records, paths.shards)
         job.say(f"merged {merged} records from the shard outputs into {paths.records}")
+        if len(self.shards_by_node) > 1:
+            job.say("shards by Ray node: " + "; ".join(
+                f"{node}: {count}" for node, count in sorted(self.shards_by_node.items())))
         final = job.new_stats()
         final.absorb(finished)
         # Shard outputs left by an earlier, killed run were merged too.
@@ -196,6 +204,7 @@ class _RayRun:
             scheduling_strategy="SPREAD", max_concurrency=8, **resources
         )
         actors = [actor_class.remote(plan, replica) for replica in range(workers)]
+        await self._check_shard_dir(actors, plan.settings.paths.shards)
         where = await asyncio.gather(*(actor.start.remote() for actor in actors),
                                      return_exceptions=True)
         alive = []
@@ -213,6 +222,38 @@ class _RayRun:
                 raise cause
             raise ConfigError(f"no Ray worker could start: {cause}")
         return alive
+
+    async def _check_shard_dir(self, actors: list[Any], shard_dir: Path) -> None:
+        """Refuse a shard directory (absolute) that a worker's node does not see as the driver
+        does (shard files written there would never reach the merge), before anything is
+        sent."""
+        token = secrets.token_hex(8)
+        probe = shard_dir / f".vbatch-reach-{token}"
+        try:
+            shard_dir.mkdir(parents=True, exist_ok=True)
+            probe.write_text(token)
+        except OSError as exc:
+            raise OutputError(f"cannot write in the shard directory {shard_dir} "
+                              f"({exc.strerror}): give --shard-dir a writable directory that "
+                              "every node mounts") from None
+        try:
+            answers = await asyncio.gather(
+                *(actor.reaches.remote(str(probe), token) for actor in actors),
+                return_exceptions=True)
+            nodes = await asyncio.gather(*(actor.node.remote() for actor in actors),
+                                         return_exceptions=True)
+        finally:
+            probe.unlink(missing_ok=True)
+        for actor, answer, node in zip(actors, answers, nodes, strict=True):
+            if isinstance(node, str):
+                self.nodes[id(actor)] = node
+            if isinstance(answer, str):
+                with contextlib.suppress(OSError):
+                    shard_dir.rmdir()
+                raise ConfigError(
+                    f"the shard directory {shard_dir} is not reachable from the Ray worker on "
+                    f"{node}: {answer}. Every node must see the same directory: give "
+                    "--shard-dir one on a file system all nodes mount. Nothing was sent.")
 
     async def _hand_out(self, todo: deque[Shard], mask: bytes, stats: RunStats,
                         finished: RunStats) -> bool:
@@ -251,6 +292,7 @@ class _RayRun:
                 except ray.exceptions.RayTaskError as exc:
                     raise _cause(exc) from None
                 finished.absorb(result.stats)
+                self.shards_by_node[self.nodes.get(id(actor), "a Ray node")] += 1
                 interrupted = interrupted or result.interrupted
                 idle.append(actor)
             _set_counts(stats, finished, await self._live([a for a, _ in running.values()]))

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import socket
 import time
 from array import array
 from dataclasses import dataclass
+from pathlib import Path
 
 from vbatch.engine.job import Job
 from vbatch.engine.result import RunResult
@@ -60,13 +62,36 @@ class ShardWorker:
         self._job: Job | None = None
         self._stopping = False
 
+    def node(self) -> str:
+        """This worker's node: its host name and the start of its Ray node id."""
+        import ray
+
+        return f"{socket.gethostname()}, node {ray.get_runtime_context().get_node_id()[:8]}"
+
+    def reaches(self, probe: str, token: str) -> str | None:
+        """Whether this node sees the file ``probe`` the driver wrote with ``token`` in the
+        shard directory, and can write beside it: None, or what is wrong."""
+        path = Path(probe)
+        try:
+            if path.read_text() != token:
+                return "a file the driver wrote there holds something else here"
+        except OSError as exc:
+            return f"a file the driver wrote there cannot be read here ({exc.strerror})"
+        mine = path.with_name(f"{path.name}.{self.replica}")
+        try:
+            mine.write_text(token)
+            os.unlink(mine)
+        except OSError as exc:
+            return f"it cannot be written here ({exc.strerror})"
+        return None
+
     async def start(self) -> str:
         """Start the server (or connect to the endpoints); returns where this worker runs."""
         await self._run.resolve(self._stack)
         replica = Replica(self.replica, self.plan.replicas_per_node)
         started = self._started = await self._run.start(self._stack, self.plan.context, replica)
         urls = ", ".join(server.url for server in started.pool.servers)
-        return f"{socket.gethostname()} ({urls})"
+        return f"{self.node()} ({urls})"
 
     async def run_shard(self, shard: Shard, done_bits: bytes,
                         prompt_tokens: array[int] | None) -> RunResult:
