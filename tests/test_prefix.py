@@ -7,6 +7,7 @@ import gzip
 import io
 import itertools
 import json
+import random
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import pytest
 
 import vbatch
 from vbatch import RunConfig
+from vbatch.prepare.builder import RequestBuilder
+from vbatch.prepare.scan import scan_input
+from vbatch.settings import RequestSettings, SourceSettings
 from vbatch.source.prefix import PrefixOrder, Sharing, prefix_key, prompt_text
 from vbatch.source.readers import RawRow, read_rows
 
@@ -254,3 +258,21 @@ def test_python_rows_are_grouped_and_come_back_in_input_order(fake_server: InPro
     sent = [system_of(body) for body in fake_server.requests()]
     assert sum(1 for a, b in itertools.pairwise(sent) if a != b) == 2
     assert [record["index"] for record in out] == list(range(30))
+
+
+def test_auto_decides_from_an_even_sample_of_a_large_input(tmp_path: Path) -> None:
+    blocks = [f"Task {k}. " + f"Worked example {k}. " * 60 for k in range(4)]
+    pick = random.Random(3)
+    data = [{"id": f"r{i}", "prompt": pick.choice(blocks) + f"question {i}"}
+            for i in range(20_000)]
+    source = write_jsonl(tmp_path / "in.jsonl", data)
+    config = RunConfig(input=source, output=tmp_path / "out.jsonl", model="m",
+                       endpoint="completions")
+    builder = RequestBuilder(RequestSettings.of(config), "m")
+    scan = scan_input(SourceSettings(source, None, source, "id", "fail", "auto"), builder)
+    sample = scan.prefix_sample
+    assert sample is not None and scan.prefix_order is None
+    # 20,000 rows: thinned twice, one row in four kept.
+    assert sample.mask == 3
+    sharing = sample.sharing()
+    assert sharing.pays and sharing.grouped > 0.9 and sharing.in_input_order < 0.4

@@ -23,7 +23,7 @@ from vbatch.output.select import RecordTest, matching_ids, record_test
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.fit import not_fitting
 from vbatch.prepare.plan import ids_of
-from vbatch.prepare.scan import CheckCount, InputScan, RowSource, scan_input
+from vbatch.prepare.scan import CheckCount, InputScan, RowSource, prefix_order_of, scan_input
 from vbatch.prepare.tokens import TokenCounter
 from vbatch.settings import RunSettings
 from vbatch.source.prefix import can_seek
@@ -187,22 +187,21 @@ class PendingRows:
     def _follow_prefix_order(self, scan: InputScan) -> None:
         """Group the rows by prefix (``--group-by-prefix``; ``auto``: where that pays): read
         them in the order the scan found, from a copy where the input cannot seek."""
-        prefix, source = scan.prefix_order, self._source
-        if prefix is None:
-            return
-        scan.prefix_order = None
-        if source.group_by_prefix == "auto":
-            sharing = prefix.sharing()
+        prefix, sample, source = scan.prefix_order, scan.prefix_sample, self._source
+        scan.prefix_order = scan.prefix_sample = None
+        if sample is not None:
+            sharing = sample.sharing()
             if not sharing.pays:
                 return
             self._say(f"grouping rows by prompt prefix for the server's prefix cache: "
                       f"{sharing.describe()} (--group-by-prefix off keeps the input order)")
+            prefix = prefix_order_of(source, self._builder, self._rows)
+        if prefix is None:
+            return
         if not can_seek(source.path, source.format):
             self._say(f"copying the rows of {source.given} beside the output, to read them "
                       "grouped")
             prefix.spool(self._rows, self._records.parent, str(source.given))
-        elif not prefix.located:
-            prefix.locate(self._rows)
         self._rows = partial(prefix.rows, source.path, prefix.order(), self._first_row)
 
     def check_fit(self, context: int | None) -> None:

@@ -23,7 +23,7 @@ from vbatch.ids import hash_array, id_hash, repeated_hashes
 from vbatch.prepare.builder import RequestBuilder
 from vbatch.prepare.tokens import TokenCounter
 from vbatch.settings import SourceSettings
-from vbatch.source.prefix import PrefixOrder, can_seek
+from vbatch.source.prefix import PrefixOrder, PrefixSample, can_seek
 from vbatch.source.readers import RawRow, read_rows
 
 RowSource = Callable[[], Iterator[RawRow]]
@@ -67,6 +67,7 @@ class InputScan:
     counting_error: str | None = None
     prefix_order: PrefixOrder | None = None
     fingerprints: np.ndarray | None = None
+    prefix_sample: PrefixSample | None = None
 
 
 _COUNT_BATCH = 512
@@ -127,15 +128,17 @@ def scan_input(
     counting_error = None
     bad = 0
     prefix = None
-    if source.group_by_prefix != "off":
-        prefix = PrefixOrder(at_offsets=source.group_by_prefix == "on"
-                             and can_seek(source.path, source.format))
-    for row in rows():
+    if source.group_by_prefix == "on":
+        prefix = PrefixOrder(at_offsets=can_seek(source.path, source.format))
+    sample = PrefixSample() if source.group_by_prefix == "auto" else None
+    for position, row in enumerate(rows()):
         if checked is not None:
             checked.rows += 1
         row_check = check_row(builder, row)
         if prefix is not None:
             prefix.add(row, row_check.content)
+        elif sample is not None and not position & sample.mask:
+            sample.add(row, row_check.content)
         if row_check.error is not None:
             if source.on_bad_row == "fail":
                 raise row_check.error
@@ -162,7 +165,8 @@ def scan_input(
     requests = None
     if prints is not None:
         requests = hash_array(prints)
-    return InputScan(len(hashes), bad, id_hashes, values, asked, counting_error, prefix, requests)
+    return InputScan(len(hashes), bad, id_hashes, values, asked, counting_error, prefix, requests,
+                     sample)
 
 
 def _refuse_duplicates(source: SourceSettings, builder: RequestBuilder, hashes: np.ndarray,
@@ -186,3 +190,12 @@ def _refuse_duplicates(source: SourceSettings, builder: RequestBuilder, hashes: 
                 "ids must be unique; fix the input or choose another --id-field",
             )
         first_seen[row_id] = row.location
+
+
+def prefix_order_of(source: SourceSettings, builder: RequestBuilder, rows: RowSource
+                    ) -> PrefixOrder:
+    """Every row's prefix key (and where it lies in a JSONL input), in a pass of its own."""
+    order = PrefixOrder(at_offsets=can_seek(source.path, source.format))
+    for row in rows():
+        order.add(row, check_row(builder, row).content)
+    return order

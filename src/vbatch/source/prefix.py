@@ -11,10 +11,15 @@ each of the hashes of its first 64, 256, 1,024 and 4,096 characters. Sorting by 
 characters next to each other, and within a group of the same first 1,024 characters those
 sharing more come together, and so on.
 
-``auto`` (the default) groups only where that pays: from the keys it measures the share of
-the prompt text (of each prompt's first 4,096 characters) that rows share with the row sent
-before them, in the grouped order and in the input order; it groups when grouping shares
-:data:`GROUPING_GAIN` more of it. ``on`` always groups, ``off`` never.
+``auto`` (the default) groups only where that pays: from the keys of a sample of the rows
+(:class:`PrefixSample`: every row of a small input, an even spread of 4,096 to 8,192 rows of a
+large one, so that it costs the check pass about 2%) it measures the share of the prompt text
+(of each prompt's first 4,096 characters) that rows share with the row sent before them,
+grouped and in input order; it groups when grouping shares :data:`GROUPING_GAIN` more of it,
+and only then keys every row, in a pass of its own. A sample finds groups of rows that are
+large against the spacing of the sample (a few-shot block per task, a system prompt per
+template), not pairs scattered over millions of rows: ``on`` groups whatever the sample says,
+``off`` never.
 
 Grouped rows are read in the new order by seeking: an uncompressed JSONL input at the line's
 byte offset, any other input (``.gz``, CSV, Parquet, Arrow, a saved dataset, a shard of them)
@@ -42,7 +47,8 @@ import orjson
 from vbatch.errors import InputError, OutputError
 from vbatch.source.readers import RawRow, detect_format, jsonl_row
 
-__all__ = ["GROUPING_GAIN", "PrefixOrder", "Sharing", "can_seek", "prefix_key", "prompt_text"]
+__all__ = ["GROUPING_GAIN", "PrefixOrder", "PrefixSample", "Sharing", "can_seek", "prefix_key",
+           "prompt_text"]
 
 # Characters hashed into each 16-bit part of the key, from the most significant part.
 _LEVELS = (64, 256, 1024, 4096)
@@ -52,6 +58,8 @@ _PAIRS = 1 << 20
 # ``auto`` groups when grouping shares this much more of the prompt text than the input order
 # (benchmarks/prefix.py --sweep: below it the run is not measurably faster).
 GROUPING_GAIN = 0.2
+# ``auto``'s sample: every row up to twice this many, then an even spread of this to twice this.
+SAMPLE_ROWS = 4096
 
 
 def prompt_text(content: dict[str, Any]) -> str:
@@ -121,16 +129,15 @@ def _shared_characters(keys: np.ndarray, lengths: np.ndarray, order: np.ndarray 
 
 class PrefixOrder:
     """Keys and prompt lengths of the rows, collected in input order, and where the rows lie
-    (``at_offsets``: their offsets and lines, collected as they are added, for a grouped run
-    of a JSONL input; else :meth:`locate` or :meth:`spool` finds them once grouping is
-    decided)."""
+    (``at_offsets``: their offsets and lines in a JSONL input, collected as they are added;
+    else :meth:`spool` copies them)."""
 
     def __init__(self, at_offsets: bool = False) -> None:
         self.keys: array[int] = array("Q")
         self.lengths: array[int] = array("H")
         self.offsets: array[int] = array("Q")
         self.lines: array[int] = array("I")
-        self.located = at_offsets
+        self._at_offsets = at_offsets
         self._order: np.ndarray | None = None
         self._spool: int | None = None
 
@@ -142,7 +149,7 @@ class PrefixOrder:
             text = prompt_text(content)
             self.keys.append(prefix_key(text))
             self.lengths.append(min(len(text), _LONGEST))
-        if self.located:
+        if self._at_offsets:
             self.offsets.append(max(row.offset, 0))
             self.lines.append(row.line)
 
@@ -169,12 +176,9 @@ class PrefixOrder:
         self.keys, self.lengths = array("Q"), array("H")
         return order
 
-    def locate(self, rows: Callable[[], Iterator[RawRow]]) -> None:
-        """Offsets and lines of ``rows`` (a JSONL input, in input order, as added)."""
-        for row in rows():
-            self.offsets.append(max(row.offset, 0))
-            self.lines.append(row.line)
-        self.located = True
+    def halve(self) -> None:
+        """Keep every other row's key and length (a sample thinned out)."""
+        self.keys, self.lengths = self.keys[::2], self.lengths[::2]
 
     def spool(self, rows: Callable[[], Iterator[RawRow]], directory: Path, name: str) -> None:
         """Copy ``rows`` (in input order, as added) to an unnamed file in ``directory``, to be
@@ -228,3 +232,24 @@ class PrefixOrder:
                                      InputError(location, problem, field, hint))
                     else:
                         yield RawRow(index, location, data)
+
+
+class PrefixSample:
+    """Keys of an even sample of the rows, for ``auto`` to decide whether grouping pays: the
+    caller offers row ``position`` when ``position & mask`` is 0; every row up to
+    2 x :data:`SAMPLE_ROWS`, then each time the sample is full it is thinned to every other
+    row and ``mask`` takes one in twice as many."""
+
+    def __init__(self) -> None:
+        self.mask = 0
+        self._keys = PrefixOrder()
+
+    def add(self, row: RawRow, content: dict[str, Any] | None) -> None:
+        self._keys.add(row, content)
+        if len(self._keys.keys) >= 2 * SAMPLE_ROWS:
+            self._keys.halve()
+            self.mask = self.mask * 2 + 1
+
+    def sharing(self) -> Sharing:
+        """What grouping would share among the rows of the sample, against the input order."""
+        return self._keys.sharing()
