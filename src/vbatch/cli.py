@@ -16,6 +16,7 @@ import click
 import orjson
 
 from vbatch._version import __version__
+from vbatch.arena import use_one_arena
 from vbatch.cli_options import managed_server_options, row_options, run_options
 from vbatch.config import RunConfig
 from vbatch.errors import EXIT_INTERRUPTED, ConfigError, VbatchError
@@ -40,6 +41,7 @@ def _interrupt(signum: int, frame: object) -> None:
 @click.version_option(__version__, prog_name="vbatch")
 def main() -> None:
     """Run a whole dataset through an LLM served by vLLM (or any OpenAI-compatible server)."""
+    use_one_arena()
 
 
 @main.command()
