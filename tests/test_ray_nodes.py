@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,13 @@ import pytest
 from vbatch import ConfigError, RunConfig, run
 
 from .conftest import SimulatorProcess, read_jsonl, write_jsonl
-from .test_ray import rows, shard_lines, wait_for
+from .test_ray import (
+    assert_it_ended_with_each_row_once,
+    rows,
+    rows_in_background,
+    shard_lines,
+    wait_for,
+)
 
 NODE = {"num_cpus": 1, "object_store_memory": 80 * 1024 * 1024}
 
@@ -67,27 +72,11 @@ def test_shards_spread_over_the_worker_nodes(cluster: Any, simulator: SimulatorP
 
 def test_a_worker_node_removed_mid_run_leaves_each_row_once(
         cluster: Any, simulator: SimulatorProcess, tmp_path: Path) -> None:
-    simulator.configure(latency=0.05, capacity=16)
-    source = write_jsonl(tmp_path / "in.jsonl", rows(800))
-    out = tmp_path / "out.jsonl"
-    config = RunConfig(input=source, output=out, base_url=simulator.url, max_tokens=3,
-                       ray=True, replicas=2, shard_rows=50, concurrency=8)
-    messages = io.StringIO()
-    outcome: dict[str, Any] = {}
-    runner = threading.Thread(
-        target=lambda: outcome.update(result=run(config, stream=messages)), daemon=True)
-    runner.start()
+    background = rows_in_background(simulator, tmp_path)
     wait_for(lambda: shard_lines(tmp_path / "out.jsonl.shards") > 100, timeout=120)
-    lost = next(iter(cluster.worker_nodes))
-    cluster.remove_node(lost)
-    runner.join(timeout=240)
+    cluster.remove_node(next(iter(cluster.worker_nodes)))
     try:
-        assert not runner.is_alive()
-        assert "a Ray worker died" in messages.getvalue()
-        assert outcome["result"].exit_code == 0
-        records = read_jsonl(out)
-        assert Counter(r["id"] for r in records) == Counter(r["id"] for r in rows(800))
-        assert all(r["status"] == "ok" for r in records)
+        assert_it_ended_with_each_row_once(background, timeout=240)
     finally:
         cluster.add_node(**NODE)
         wait_for(lambda: alive_nodes() == 3, timeout=120)
