@@ -155,17 +155,19 @@ class PrefixOrder:
 
     def sharing(self) -> Sharing:
         """What grouping would share, against the input order."""
-        keys = np.frombuffer(self.keys, dtype=np.uint64) if self.keys else np.empty(0, np.uint64)
+        keys = self._key_array()
         lengths = np.frombuffer(self.lengths, dtype=np.uint16) if self.lengths else np.empty(
             0, np.uint16)
         whole = int(lengths.sum(dtype=np.int64)) or 1
         grouped = _shared_characters(keys, lengths, self._sorted())
         return Sharing(grouped / whole, _shared_characters(keys, lengths, None) / whole)
 
+    def _key_array(self) -> np.ndarray:
+        return np.frombuffer(self.keys, dtype=np.uint64) if self.keys else np.empty(0, np.uint64)
+
     def _sorted(self) -> np.ndarray:
         if self._order is None:
-            keys = np.frombuffer(self.keys, dtype=np.uint64) if self.keys else np.empty(
-                0, np.uint64)
+            keys = self._key_array()
             dtype = np.uint32 if keys.size < 2**32 else np.uint64
             self._order = np.argsort(keys, kind="stable").astype(dtype)
         return self._order
@@ -179,6 +181,7 @@ class PrefixOrder:
     def halve(self) -> None:
         """Keep every other row's key and length (a sample thinned out)."""
         self.keys, self.lengths = self.keys[::2], self.lengths[::2]
+        self._order = None
 
     def spool(self, rows: Callable[[], Iterator[RawRow]], directory: Path, name: str) -> None:
         """Copy ``rows`` (in input order, as added) to an unnamed file in ``directory``, to be
