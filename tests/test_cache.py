@@ -7,12 +7,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from vbatch import RunConfig
-from vbatch.cache.store import ResponseCache, cache_key, parse_size
+from vbatch.cache.store import ResponseCache, cache_key, deterministic, parse_size
 from vbatch.engine.items import WorkItem
 from vbatch.engine.reuse import Reuse
+from vbatch.prepare.batch_builder import BatchRequestBuilder
+from vbatch.prepare.builder import RequestBuilder
+from vbatch.settings import RequestSettings
+from vbatch.source.readers import RawRow
 
 from .conftest import InProcessServer, read_jsonl, run_cli, vbatch_cmd, write_jsonl
 
@@ -139,3 +144,30 @@ def test_the_feed_looks_answers_up_in_batches_and_keeps_the_order(tmp_path: Path
     assert sampled.reuse_key == b"" and out[-1] is failed
     assert store.get_many([]) == {} and len(store.get_many([reuse.key_of(greedy[0])])) == 1
     store.close()
+
+
+@pytest.mark.parametrize("options, data", [
+    ({"temperature": 0}, {"prompt": "p"}),
+    ({"temperature": 0.7}, {"prompt": "p"}),
+    ({"temperature": 0.7, "seed": 3}, {"prompt": "p"}),
+    ({"temperature": 0.7, "extra_body": {"temperature": 0}}, {"prompt": "p"}),
+    ({"temperature": 0, "extra_body": {"temperature": 1.0}}, {"prompt": "p"}),
+    ({"seed": 1, "extra_body": {"seed": None}}, {"prompt": "p"}),
+    ({}, {"prompt": "p"}),
+])
+def test_the_builder_knows_a_deterministic_request_before_its_body_is_read(
+        options: dict[str, Any], data: dict[str, Any]) -> None:
+    builder = RequestBuilder(RequestSettings.of(
+        RunConfig(input=Path("in.jsonl"), output=Path("o.jsonl"), **options)), "m")
+    content = builder.content(RawRow(0, "in.jsonl:1", data))
+    assert builder.deterministic(content) == deterministic(orjson.loads(builder.body(content)))
+
+
+@pytest.mark.parametrize("body", [{"temperature": 0}, {"seed": 5, "temperature": 1},
+                                  {"temperature": 0.3}, {}])
+def test_a_batch_line_is_deterministic_as_its_body_says(body: dict[str, Any]) -> None:
+    builder = BatchRequestBuilder(RequestSettings.of(
+        RunConfig(input=Path("in.jsonl"), output=Path("o.jsonl"))), None, pooling=False)
+    line = {"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "p", **body}}
+    content = builder.content(RawRow(0, "in.jsonl:1", line))
+    assert builder.deterministic(content) == deterministic(body)

@@ -35,7 +35,8 @@ class WorkItem:
     the shape its answer must have (``spec``). A program's call also names the API its answer
     comes from (``kind``) and the completions it asks (``n``), when not the run's.
     ``reuse_key``: its key in the response cache, once looked up there (``b""``: its answer
-    is not the same each time, so it has none). ``urgent``: sent ahead of the items that are
+    is not the same each time, so it has none); ``deterministic``: whether it is, when known
+    before its body is read. ``urgent``: sent ahead of the items that are
     not (a program row's calls after its first)."""
 
     row_id: str
@@ -49,6 +50,7 @@ class WorkItem:
     kind: EndpointKind | None = None
     n: int | None = None
     reuse_key: bytes | None = None
+    deterministic: bool | None = None
     urgent: bool = False
 
     def refit(self, overflow: ContextError, context: int | None) -> bool:

@@ -38,9 +38,11 @@ class Reuse:
         each time."""
         key = item.reuse_key
         if key is None:
+            same = item.deterministic
+            if same is None:
+                same = deterministic(orjson.loads(item.body))
             key = item.reuse_key = (
-                cache_key(self.model, item.route or self.route, item.body)
-                if deterministic(orjson.loads(item.body)) else b"")
+                cache_key(self.model, item.route or self.route, item.body) if same else b"")
         return key
 
     def ready(self, source: Iterable[WorkItem | Pack | dict[str, Any]]

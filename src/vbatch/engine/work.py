@@ -56,4 +56,5 @@ def work_items(requests: RequestSettings, builder: RequestBuilder, rows: Iterabl
         route = builder.route_for(checked.content)
         yield WorkItem(checked.row_id, row.index, body, fields, tokens, max_tokens,
                        None if route == builder.route else route,
-                       builder.spec_of(checked.content))
+                       builder.spec_of(checked.content),
+                       deterministic=builder.deterministic(checked.content))

@@ -129,17 +129,20 @@ def invalid_record(row_id: str, index: int, error: InvalidOutputError,
     return record
 
 
+_ANSWER_FIELDS = ("text", "tool_calls", "reasoning", "response", "embedding", "score",
+                  "results", "probs", "result")
+
+
+def _blank(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(map(_blank, value))
+    return value is None or value == ""
+
+
 def is_empty(record: dict[str, Any]) -> bool:
     """Whether an ``ok`` record carries no answer: no text, no tool calls, no reasoning, no
     whole response."""
-    def blank(value: Any) -> bool:
-        if isinstance(value, list):
-            return all(blank(item) for item in value)
-        return value is None or value == ""
-
-    answers = ("text", "tool_calls", "reasoning", "response", "embedding", "score", "results",
-               "probs", "result")
-    return all(blank(record.get(name)) for name in answers)
+    return all(map(_blank, map(record.get, _ANSWER_FIELDS)))
 
 
 def failed_record(row_id: str, index: int, error: RequestError | InputError) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from vbatch.cache.store import deterministic
 from vbatch.endpoints.passthrough import Passthrough
 from vbatch.errors import InputError
 from vbatch.prepare.builder import RequestBuilder, fingerprint_of
@@ -101,6 +102,10 @@ class BatchRequestBuilder(RequestBuilder):
             return None
         asked = self.max_tokens_of(content)
         return counted if asked is None else {**counted, "max_tokens": asked}
+
+    def deterministic(self, content: dict[str, Any]) -> bool:
+        """Whether the line's body is answered the same each time."""
+        return deterministic(content["body"])
 
     def max_tokens_of(self, content: dict[str, Any]) -> int | None:
         """The ``max_tokens`` (or ``max_completion_tokens``) the line asks for."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from vbatch.cache.store import deterministic
 from vbatch.endpoints import endpoint_kind
 from vbatch.errors import ConfigError, InputError
 from vbatch.settings import RequestSettings
@@ -167,6 +168,17 @@ class RequestBuilder:
         if ROW_SPEC in content:
             return {k: v for k, v in content.items() if k != ROW_SPEC}
         return content
+
+    def deterministic(self, content: dict[str, Any]) -> bool:
+        """Whether the request ``content`` makes is answered the same each time (greedy, or
+        sampled with a seed), read from the fields its body is merged from."""
+        chosen: dict[str, Any] = {}
+        for name in ("temperature", "seed"):
+            for fields in (self._extra, content, self._base):
+                if name in fields:
+                    chosen[name] = fields[name]
+                    break
+        return deterministic(chosen)
 
     def max_tokens_of(self, content: dict[str, Any]) -> int | None:
         """The ``max_tokens`` a row asks for: the run's."""
