@@ -261,14 +261,18 @@ def test_relative_paths_work_in_workers_started_elsewhere(
     assert sorted(r["index"] for r in read_jsonl(tmp_path / "out.jsonl")) == list(range(60))
 
 
-def test_group_by_prefix_groups_each_shard(ray_cluster: str, simulator: SimulatorProcess,
-                                           tmp_path: Path) -> None:
-    systems = ["A " * 300, "B " * 300, "C " * 300]
-    data = [{"id": f"r{i}", "messages": [{"role": "system", "content": systems[i % 3]},
+def prefixed_rows(tmp_path: Path, systems: int) -> Path:
+    """90 chat rows whose system prompts (of 300 words) take turns among ``systems``."""
+    prompts = [f"{chr(65 + k)} " * 300 for k in range(systems)]
+    data = [{"id": f"r{i}", "messages": [{"role": "system", "content": prompts[i % systems]},
                                          {"role": "user", "content": f"q {i}"}]}
             for i in range(90)]
-    source = write_jsonl(tmp_path / "in.jsonl", data)
-    out = tmp_path / "out.jsonl"
+    return write_jsonl(tmp_path / "in.jsonl", data)
+
+
+def test_group_by_prefix_groups_each_shard(ray_cluster: str, simulator: SimulatorProcess,
+                                           tmp_path: Path) -> None:
+    source, out = prefixed_rows(tmp_path, 3), tmp_path / "out.jsonl"
     result = run(RunConfig(input=source, output=out, base_url=simulator.url, max_tokens=2,
                            concurrency=1, ray=True, replicas=1, shard_rows=30,
                            group_by_prefix=True, ordered=True, quiet=True))
@@ -277,3 +281,16 @@ def test_group_by_prefix_groups_each_shard(ray_cluster: str, simulator: Simulato
     assert len(sent) == 90
     assert sum(1 for a, b in itertools.pairwise(sent) if a != b) <= 3 * 3 - 1
     assert [r["index"] for r in read_jsonl(out)] == list(range(90))
+
+
+def test_auto_is_decided_once_by_the_driver_and_the_workers_group(
+        ray_cluster: str, simulator: SimulatorProcess, tmp_path: Path) -> None:
+    source, out = prefixed_rows(tmp_path, 3), tmp_path / "out.jsonl"
+    result = run_cli("run", str(source), "-o", str(out), "--base-url", simulator.url,
+                     "--max-tokens", "2", "--concurrency", "1", "--ray", ray_cluster,
+                     "--replicas", "1", "--shard-rows", "30", timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("grouping rows by prompt prefix") == 1
+    sent = [body["messages"][0]["content"][0] for body in simulator.requests()]
+    assert len(sent) == 90
+    assert sum(1 for a, b in itertools.pairwise(sent) if a != b) <= 3 * 3 - 1

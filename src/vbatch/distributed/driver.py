@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import secrets
 from collections import Counter, deque
@@ -33,7 +34,7 @@ from vbatch.engine.timeline import Timeline
 from vbatch.errors import ConfigError, OutputError, VbatchError
 from vbatch.output.manifest import write_manifest
 from vbatch.output.merge import done_bits, merge_shards
-from vbatch.settings import RunSettings, SourceSettings
+from vbatch.settings import RunSettings
 from vbatch.source.shards import Shard, plan_shards
 from vbatch.steps import Run
 from vbatch.transport.pool import read_endpoints_file
@@ -73,9 +74,12 @@ async def run_on_ray(settings: RunSettings, handle_signals: bool, stream: TextIO
         async with contextlib.AsyncExitStack() as stack:
             await steps.resolve(stack)
             job = steps.job()
+            job.pending.decide_grouping_only()
             await _merge_left_over(job)
             context = await steps.check(job)
         prepared = _Prepared(job, steps.backend.request_model, context)
+        if settings.source.group_by_prefix == "auto":
+            settings = _grouped(settings, job.pending.grouping)
         return await _RayRun(ray, settings, prepared, handle_signals).run()
     finally:
         if started_here:
@@ -83,14 +87,16 @@ async def run_on_ray(settings: RunSettings, handle_signals: bool, stream: TextIO
 
 
 def _checked(settings: RunSettings) -> RunSettings:
-    """The settings the driver checks the input with: each worker groups its own shards' rows
-    by prefix; the driver only checks them."""
-    source = settings.source
-    return RunSettings(settings.options,
-                       SourceSettings(source.path, source.format, source.given, source.id_field,
-                                      source.on_bad_row, group_by_prefix="off"),
-                       settings.requests, settings.paths, settings.send, settings.openai_batch,
-                       settings.pooling)
+    """The settings the driver checks the input with: the workers group their own shards' rows
+    by prefix; the driver only decides, under ``auto``, whether grouping pays."""
+    grouping = "auto" if settings.source.group_by_prefix == "auto" else "off"
+    return _grouped(settings, grouping)
+
+
+def _grouped(settings: RunSettings, grouping: str) -> RunSettings:
+    """``settings`` with ``--group-by-prefix grouping``."""
+    return dataclasses.replace(
+        settings, source=dataclasses.replace(settings.source, group_by_prefix=grouping))
 
 
 async def _merge_left_over(job: Job) -> None:

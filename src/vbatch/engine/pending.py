@@ -80,6 +80,15 @@ class PendingRows:
         self.already_failed = 0
         # Rows whose records --rerun-if removed, to be sent again.
         self.rerun = 0
+        # "on" or "off" once prepared: whether the rows are grouped by prefix (auto decided).
+        self.grouping = source.group_by_prefix
+        self._orders_rows = True
+
+    def decide_grouping_only(self) -> None:
+        """Under ``--group-by-prefix auto``, decide whether grouping pays (:attr:`grouping`)
+        but keep reading the rows in input order: the Ray driver decides once for the workers,
+        which group their own shards."""
+        self._orders_rows = False
 
     @property
     def total(self) -> int:
@@ -191,10 +200,13 @@ class PendingRows:
         scan.prefix_order = scan.prefix_sample = None
         if sample is not None:
             sharing = sample.sharing()
+            self.grouping = "on" if sharing.pays else "off"
             if not sharing.pays:
                 return
             self._say(f"grouping rows by prompt prefix for the server's prefix cache: "
                       f"{sharing.describe()} (--group-by-prefix off keeps the input order)")
+            if not self._orders_rows:
+                return
             prefix = prefix_order_of(source, self._builder, self._rows)
         if prefix is None:
             return
