@@ -8,7 +8,7 @@ grouped, then in input order again (the server's prefix cache reset before each)
 gives wall time and the prefix cache hit rate from the server's /metrics.
 
     python benchmarks/prefix.py
-    python benchmarks/prefix.py --servers 2 [--rounds N]
+    python benchmarks/prefix.py --servers 2 [--rounds N] [--distinct]
     python benchmarks/prefix.py --sweep
     python benchmarks/prefix.py --check-cost [--rows N]
 
@@ -16,7 +16,9 @@ With ``--servers 2``: the same rows (input order) through two managed CPU replic
 (``--replicas 2``, a core each), prefix-affine routing (the default) against least-outstanding
 (``--no-prefix-routing``), each also with ``--group-by-prefix``, alternated ``--rounds``
 times; the sending phase's wall time and each server's prefix cache hit rate (its counters in
-the run's timeline).
+the run's timeline). With ``--distinct``, rows that share nothing (about 2,000 characters of
+their own each, so that every row has a routing key): prefix-affine against least-outstanding,
+both with the default ``--group-by-prefix auto``, what affinity costs where it cannot help.
 
 With ``--sweep``: where ``--group-by-prefix auto`` should start grouping. Rows whose prompt is a
 few-shot block shared by 8 rows (scattered) and a part of their own, the block a growing share
@@ -89,6 +91,18 @@ def write_sweep_rows(path: Path, share: float, groups: int = 32) -> Path:
                 {"role": "system", "content": block},
                 {"role": "user", "content": filler(int(3600 * (1 - share))) + " Summarise."}]})
     rng.shuffle(rows)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def write_distinct_rows(path: Path) -> Path:
+    """GROUPS * ROWS_PER_GROUP chat rows of about 2,000 characters that share no prefix."""
+    rng = random.Random(13)
+    rows = []
+    for i in range(GROUPS * ROWS_PER_GROUP):
+        text = " ".join(f"{rng.choice(TOPICS)}-{rng.randint(0, 10**9)}" for _ in range(110))
+        rows.append({"id": f"d{i}", "messages": [
+            {"role": "user", "content": f"Row {i} {rng.randint(0, 10**9)}: {text}. Summarise."}]})
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
@@ -193,13 +207,16 @@ def replicas_run(source: Path, *extra: str) -> dict[str, Any]:
             "requests": [e["requests"] for e in summary["endpoints"]]}
 
 
-def two_servers(source: Path, rounds: int) -> None:
+def two_servers(source: Path, rounds: int, distinct: bool) -> None:
     variants: dict[str, tuple[str, ...]] = {
         "prefix-affine": ("--group-by-prefix", "off"),
         "least outstanding (--no-prefix-routing)": ("--no-prefix-routing", "--group-by-prefix",
                                                     "off"),
         "prefix-affine, grouped (the defaults)": (),
         "least outstanding, grouped": ("--no-prefix-routing", "--group-by-prefix", "on")}
+    if distinct:
+        variants = {"prefix-affine (the defaults)": (),
+                    "least outstanding (--no-prefix-routing)": ("--no-prefix-routing",)}
     runs: dict[str, list[dict[str, Any]]] = {}
     for round_number in range(1, rounds + 1):
         for name, extra in variants.items():
@@ -207,7 +224,8 @@ def two_servers(source: Path, rounds: int) -> None:
             runs.setdefault(name, []).append(run)
             print(f"round {round_number}: {name}: {run}", flush=True)
     base = statistics.median(r["wall_s"] for r in runs["least outstanding (--no-prefix-routing)"])
-    print(f"\n| two replicas, {GROUPS * ROWS_PER_GROUP} rows (median of {rounds}) | sending s | "
+    kind = "distinct rows" if distinct else "rows"
+    print(f"\n| two replicas, {GROUPS * ROWS_PER_GROUP} {kind} (median of {rounds}) | sending s | "
           f"prefix hit rate per server | requests per server | speed-up |\n|---|---|---|---|---|")
     for name, samples in runs.items():
         wall = statistics.median(r["wall_s"] for r in samples)
@@ -223,6 +241,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--check-cost", action="store_true")
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--distinct", action="store_true")
     args = parser.parse_args()
     print(machine(), flush=True)
     WORK.mkdir(exist_ok=True)
@@ -232,10 +251,12 @@ def main() -> None:
     if args.sweep:
         sweep()
         return
-    source = write_rows(WORK / "prefix-rows.jsonl")
     if args.servers == 2:
-        two_servers(source, args.rounds)
+        source = (write_distinct_rows(WORK / "prefix-distinct-rows.jsonl") if args.distinct
+                  else write_rows(WORK / "prefix-rows.jsonl"))
+        two_servers(source, args.rounds, args.distinct)
         return
+    source = write_rows(WORK / "prefix-rows.jsonl")
     env = {**engine_env(), "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     with served(WORK / "prefix-serve.log", env) as url:
         rows = [one_run(url, source, "input", "--group-by-prefix", "off"),
