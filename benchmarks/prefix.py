@@ -16,9 +16,10 @@ With ``--servers 2``: the same rows (input order) through two managed CPU replic
 (``--replicas 2``, a core each), prefix-affine routing (the default) against least-outstanding
 (``--no-prefix-routing``), each also with ``--group-by-prefix``, alternated ``--rounds``
 times; the sending phase's wall time and each server's prefix cache hit rate (its counters in
-the run's timeline). With ``--distinct``, rows that share nothing (about 2,000 characters of
-their own each, so that every row has a routing key): prefix-affine against least-outstanding,
-both with the default ``--group-by-prefix auto``, what affinity costs where it cannot help.
+the run's timeline). With ``--distinct``, rows that share nothing (256 rows of about 350
+prompt tokens, over 512 characters, so that every row has a routing key): prefix-affine against
+least-outstanding, both with the default ``--group-by-prefix auto``, what affinity costs where
+it cannot help.
 
 With ``--sweep``: where ``--group-by-prefix auto`` should start grouping. Rows whose prompt is a
 few-shot block shared by 8 rows (scattered) and a part of their own, the block a growing share
@@ -50,6 +51,7 @@ from engine import WORK, engine_env, reset_prefix_cache, served, vbatch_over_htt
 from harness import PYTHON, machine
 
 GROUPS, ROWS_PER_GROUP, CONTEXT = 64, 8, 2048
+DISTINCT_ROWS = 256
 TOPICS = ["rivers", "volcanoes", "chess", "bread", "tides", "bees", "glaciers", "comets"]
 
 
@@ -96,11 +98,12 @@ def write_sweep_rows(path: Path, share: float, groups: int = 32) -> Path:
 
 
 def write_distinct_rows(path: Path) -> Path:
-    """GROUPS * ROWS_PER_GROUP chat rows of about 2,000 characters that share no prefix."""
+    """DISTINCT_ROWS chat rows of about 350 prompt tokens (over PREFIX_CHARS: each has a routing
+    key) that share no prefix."""
     rng = random.Random(13)
     rows = []
-    for i in range(GROUPS * ROWS_PER_GROUP):
-        text = " ".join(f"{rng.choice(TOPICS)}-{rng.randint(0, 10**9)}" for _ in range(110))
+    for i in range(DISTINCT_ROWS):
+        text = " ".join(f"{rng.choice(TOPICS)}-{rng.randint(0, 10**6)}" for _ in range(48))
         rows.append({"id": f"d{i}", "messages": [
             {"role": "user", "content": f"Row {i} {rng.randint(0, 10**9)}: {text}. Summarise."}]})
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -224,8 +227,8 @@ def two_servers(source: Path, rounds: int, distinct: bool) -> None:
             runs.setdefault(name, []).append(run)
             print(f"round {round_number}: {name}: {run}", flush=True)
     base = statistics.median(r["wall_s"] for r in runs["least outstanding (--no-prefix-routing)"])
-    kind = "distinct rows" if distinct else "rows"
-    print(f"\n| two replicas, {GROUPS * ROWS_PER_GROUP} {kind} (median of {rounds}) | sending s | "
+    rows = f"{DISTINCT_ROWS} distinct rows" if distinct else f"{GROUPS * ROWS_PER_GROUP} rows"
+    print(f"\n| two replicas, {rows} (median of {rounds}) | sending s | "
           f"prefix hit rate per server | requests per server | speed-up |\n|---|---|---|---|---|")
     for name, samples in runs.items():
         wall = statistics.median(r["wall_s"] for r in samples)
