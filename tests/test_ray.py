@@ -165,6 +165,24 @@ def assert_each_row_once(out: Path, count: int) -> None:
     assert max(counts.values()) == 1
 
 
+def test_a_worker_starts_its_next_shard_before_the_one_before_drains(
+        ray_cluster: str, simulator: SimulatorProcess, tmp_path: Path) -> None:
+    """Eight shards of 5 rows on one worker, 4 in flight: each next shard starts sending while
+    the last row of the one before is in flight, under one bound, so the server has 4 in flight
+    nearly throughout (shard by shard: 4, then 1 for as long, a mean of 2.5)."""
+    simulator.configure(latency=0.4)
+    out = tmp_path / "out.jsonl"
+    result = run(RunConfig(input=write_jsonl(tmp_path / "in.jsonl", rows(40)), output=out,
+                           base_url=simulator.url, max_tokens=2, concurrency=4, ray=True,
+                           replicas=1, shard_rows=5, quiet=True))
+    assert result.exit_code == 0
+    assert_each_row_once(out, 40)
+    stats = simulator.stats()
+    assert stats["peak_in_flight"] == 4
+    mean_in_flight = stats["in_flight_s"] / (stats["last_change_t"] - stats["first_arrival_t"])
+    assert mean_in_flight > 3.4
+
+
 def test_driver_killed_then_rerun_finishes_each_row_once(
     ray_cluster: str, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:

@@ -41,6 +41,7 @@ from vbatch.transport.pool import read_endpoints_file
 
 _POLL_S = 0.5
 _SHARDS_PER_WORKER = 8
+_SHARDS_AHEAD = 2  # shards an actor holds: the one sending and the next
 _MIN_SHARD_ROWS = 100
 _MAX_SHARD_ROWS = 100_000
 
@@ -265,12 +266,11 @@ class _RayRun:
                         finished: RunStats) -> bool:
         ray, actors = self.ray, self.actors
         counts = self.job.pending.prompt_token_counts
-        idle = list(actors)
         running: dict[Any, tuple[Any, Shard]] = {}
         interrupted = False
         while (todo and not self.stopping) or running:
-            while idle and todo and not self.stopping:
-                actor, shard = idle.pop(), todo.popleft()
+            for actor in self._takers(running, len(todo)):
+                shard = todo.popleft()
                 shard_counts = (counts[shard.first_row:shard.first_row + shard.rows]
                                 if counts is not None else None)
                 bits = done_bits(mask, shard.first_row, shard.rows)
@@ -287,11 +287,13 @@ class _RayRun:
                 except ray.exceptions.RayActorError as exc:
                     self.job.say(f"a Ray worker died on {shard.name} ({_cause(exc)}); "
                                  "its shard goes to another worker")
+                    todo.appendleft(shard)
+                    if actor not in actors:
+                        continue  # its other shard came back first
                     # An actor that is only unreachable could still be writing the shard file.
                     with contextlib.suppress(Exception):
                         ray.kill(actor, no_restart=True)
                     actors.remove(actor)
-                    todo.appendleft(shard)
                     if not actors:
                         raise ConfigError("every Ray worker died; rerun to resume") from None
                     continue
@@ -300,9 +302,23 @@ class _RayRun:
                 finished.absorb(result.stats)
                 self.shards_by_node[self.nodes.get(id(actor), "a Ray node")] += 1
                 interrupted = interrupted or result.interrupted
-                idle.append(actor)
-            _set_counts(stats, finished, await self._live([a for a, _ in running.values()]))
+            sending = {id(actor): actor for actor, _ in running.values()}
+            _set_counts(stats, finished, await self._live(list(sending.values())))
         return interrupted
+
+    def _takers(self, running: dict[Any, tuple[Any, Shard]], left: int) -> list[Any]:
+        """The actors to hand the next of ``left`` shards to, in turn: first those with
+        none, then, while every actor can be given one more, each a next shard to start as
+        its running one ends (with fewer left, a shard waits for the first actor free rather
+        than behind a busy one)."""
+        if self.stopping:
+            return []
+        held = Counter(id(actor) for actor, _ in running.values())
+        takers = [actor for actor in self.actors if not held[id(actor)]][:left]
+        held.update(id(actor) for actor in takers)
+        if left - len(takers) >= len(self.actors):
+            takers += [actor for actor in self.actors if held[id(actor)] < _SHARDS_AHEAD]
+        return takers[:left]
 
     async def _live(self, actors: list[Any]) -> list[LiveCounts]:
         answers = await asyncio.gather(*(a.live.remote() for a in actors),

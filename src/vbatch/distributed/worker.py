@@ -6,10 +6,15 @@ given endpoints) and runs each shard it is handed as a :class:`~vbatch.engine.jo
 own, writing the shard's records to ``SHARD_DIR/shard-NNNNN.jsonl``. A shard file is
 append-only like any output: if the worker dies, the next worker given that shard skips
 what the file already holds.
+
+The driver may hand a worker its next shard while one runs: the next one waits until every
+row of the one before is in flight or done, then starts sending, so the server's queue stays
+full across the boundary instead of draining with each shard's last requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -19,7 +24,9 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
-from vbatch.engine.job import Job
+from vbatch.engine.concurrency import AdaptiveController, ConcurrencyLimit
+from vbatch.engine.job import Job, run_controller
+from vbatch.engine.monitor import LoadMonitor
 from vbatch.engine.result import RunResult
 from vbatch.engine.stats import RunStats
 from vbatch.output.formats.jsonl import JsonLines
@@ -59,7 +66,10 @@ class ShardWorker:
                         request_model=plan.request_model, report=False)
         self._stack = contextlib.AsyncExitStack()
         self._started: Started | None = None
-        self._job: Job | None = None
+        self._jobs: list[Job] = []  # the shards sending now (two while one ends)
+        self._ahead: asyncio.Event | None = None  # what the next shard waits for
+        # One bound over all of them, so that two never send more than one would.
+        self._bound: AdaptiveController | ConcurrencyLimit | None = None
         self._stopping = False
 
     def node(self) -> str:
@@ -90,38 +100,61 @@ class ShardWorker:
         await self._run.resolve(self._stack)
         replica = Replica(self.replica, self.plan.replicas_per_node)
         started = self._started = await self._run.start(self._stack, self.plan.context, replica)
+        settings = self.plan.settings
+        controller = run_controller(settings, time.monotonic, self._done)
+        if controller is None:
+            self._bound = ConcurrencyLimit(settings.send.pool_size)
+        else:
+            self._bound = controller
+            monitor = LoadMonitor(started.pool.load, time.monotonic)
+            steering = asyncio.create_task(controller.run(monitor.load))
+            self._stack.callback(steering.cancel)
         urls = ", ".join(server.url for server in started.pool.servers)
         return f"{self.node()} ({urls})"
 
     async def run_shard(self, shard: Shard, done_bits: bytes,
                         prompt_tokens: array[int] | None) -> RunResult:
-        """Run the rows of ``shard`` not marked in ``done_bits``."""
+        """Run the rows of ``shard`` not marked in ``done_bits``, once every row of the shard
+        handed out before it is in flight or done."""
         assert self._started is not None, "start() first"
         records = self.plan.settings.paths.shards / f"{shard.name}.jsonl"
         job = self._run.job(shard, OutputPaths.for_shard(records, JsonLines()))
-        await job.adopt(done_bits, prompt_tokens)
-        job.set_context(self.plan.context)
-        self._job = job
-        if self._stopping:
-            return RunResult(RunStats(clock=time.monotonic, total_rows=shard.rows),
-                             interrupted=True)
+        job.shared_bound = self._bound
+        before, self._ahead = self._ahead, job.all_taken
         try:
-            return await self._run.send(job, self._started, False)
+            await job.adopt(done_bits, prompt_tokens)
+            job.set_context(self.plan.context)
+            if before is not None:
+                await before.wait()
+            if self._stopping:
+                return RunResult(RunStats(clock=time.monotonic, total_rows=shard.rows),
+                                 interrupted=True)
+            self._jobs.append(job)
+            try:
+                return await self._run.send(job, self._started, False)
+            finally:
+                self._jobs.remove(job)
         finally:
-            self._job = None
+            job.all_taken.set()
 
     async def live(self) -> LiveCounts:
-        """Rows recorded so far by the shard running now."""
-        running = self._job.stats if self._job is not None else None
-        if running is None:
-            return LiveCounts()
-        return LiveCounts(running.ok, running.failed, running.completion_tokens)
+        """Rows recorded so far by the shards sending now."""
+        counts = LiveCounts()
+        for job in self._jobs:
+            if job.stats is not None:
+                counts.ok += job.stats.ok
+                counts.failed += job.stats.failed
+                counts.completion_tokens += job.stats.completion_tokens
+        return counts
 
     async def interrupt(self) -> None:
-        """Stop the running shard as SIGINT would; later shards are not started."""
+        """Stop the running shards as SIGINT would; later shards are not started."""
         self._stopping = True
-        if self._job is not None:
-            self._job.stop()
+        for job in self._jobs:
+            job.stop()
+
+    def _done(self) -> int:
+        return sum(job.stats.done for job in self._jobs if job.stats is not None)
 
     async def stop(self) -> None:
         """Stop the server and close the connections."""

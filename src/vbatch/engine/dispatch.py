@@ -77,6 +77,7 @@ class Dispatcher:
         breaker: CircuitBreaker | None = None,
         gate: Callable[[], Awaitable[None]] | None = None,
         reuse: Reuse | None = None,
+        all_taken: asyncio.Event | None = None,
     ):
         self.client = client
         self.route = route
@@ -97,6 +98,8 @@ class Dispatcher:
         self.gate = gate
         self.answers = policy.answers
         self.reuse = reuse
+        # Set once workers have taken every row (what is left is in flight) or sending ended.
+        self.all_taken = all_taken if all_taken is not None else asyncio.Event()
         self.down = False
         self._last_answer = clock()
         self.in_flight = 0
@@ -177,6 +180,7 @@ class Dispatcher:
             )
             abandon_wait.cancel()
         finally:
+            self.all_taken.set()
             stop_wait.cancel()
             for task in (feeder, *workers):
                 task.cancel()
@@ -241,6 +245,7 @@ class Dispatcher:
             item = await queue.get()
             self._workers.idle -= 1
             if item is None:
+                self.all_taken.set()
                 return
             if bound is not None:
                 await bound.acquire()

@@ -84,6 +84,12 @@ class Job:
         self.context: int | None = None
         self.stats: RunStats | None = None
         self._dispatcher: Dispatcher | None = None
+        # Set once sending has every row in flight or done (or ended): a Ray worker starts
+        # its next shard then, so that the server does not drain between shards.
+        self.all_taken = asyncio.Event()
+        # The bound (or its controller) this job shares with others: a Ray worker's shards,
+        # two of which send at once as one ends. None: the job makes its own.
+        self.shared_bound: AdaptiveController | ConcurrencyLimit | None = None
         self._progress: Progress | None = None
         # When the command began (its summary's wall time counts from here).
         self.created = clock() if started is None else started
@@ -160,6 +166,7 @@ class Job:
 
         send = self.settings.send
         controller = self._controller(stats)
+        steer = controller is not None and controller is not self.shared_bound
         cache = self._cache()
         guard: BudgetGuard | None = None
         if send.budget.any:
@@ -178,7 +185,7 @@ class Job:
         stats.start()
         background = [asyncio.create_task(_checkpoints(writer, dispatcher)),
                       asyncio.create_task(progress.run())]
-        if controller is not None:
+        if steer and controller is not None:
             background.append(asyncio.create_task(controller.run(monitor.load)))
         if guard is not None:
             background.append(asyncio.create_task(guard.watch()))
@@ -216,7 +223,7 @@ class Job:
             writer.close()
         if len(pool.servers) > 1:
             stats.endpoints = pool.summary()
-        if controller is not None:
+        if steer and controller is not None:
             stats.concurrency_trace = [
                 {**vars(sample), "t": round(sample.t - stats.started, 3)}
                 for sample in controller.trace
@@ -261,16 +268,10 @@ class Job:
         return ResponseCache(options.cache_dir, parse_size(options.cache_max_size))
 
     def _controller(self, stats: RunStats) -> AdaptiveController | None:
-        """The controller of ``--concurrency auto``, else None. A pooling run has none: its
-        requests finish in milliseconds, so vLLM's running and waiting gauges (sampled once a
-        second) stay near zero and say nothing of its load; the bound is fixed at
-        ``--max-concurrency``."""
-        send = self.settings.send
-        if not send.adaptive or self.settings.pooling:
-            return None
-        bound = ConcurrencyLimit(min(DEFAULT_START_CONCURRENCY, send.max_concurrency))
-        return AdaptiveController(bound, maximum=send.max_concurrency, clock=self.clock,
-                                  done=lambda: stats.done)
+        """The controller this job shares (a Ray worker's), else one of its own."""
+        if self.shared_bound is not None:
+            return self.shared_bound if isinstance(self.shared_bound, AdaptiveController) else None
+        return run_controller(self.settings, self.clock, lambda: stats.done)
 
     def _make_dispatcher(self, pool: ServerPool, sink: Callable[[dict[str, Any]], None],
                          recover: Callable[[], Awaitable[bool]] | None,
@@ -279,12 +280,15 @@ class Job:
         return Dispatcher(
             pool, self.builder.route, sink, self.builder.kind, self.settings.send,
             n=self.settings.requests.n, clock=self.clock, recover=recover, context=self.context,
-            bound=controller.bound if controller is not None else None,
+            bound=(controller.bound if controller is not None
+                   else self.shared_bound if isinstance(self.shared_bound, ConcurrencyLimit)
+                   else None),
             breaker=CircuitBreaker(),
             gate=(guard.gate if guard is not None
                   else self.control.ready if self.control is not None else None),
             reuse=(Reuse(cache, self.model_identity, self.builder.route)
                    if cache is not None else None),
+            all_taken=self.all_taken,
         )
 
     def stop(self) -> None:
@@ -353,3 +357,16 @@ def install_signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
             loop.remove_signal_handler(sig)
 
     return restore
+
+
+def run_controller(settings: RunSettings, clock: Callable[[], float],
+                   done: Callable[[], int]) -> AdaptiveController | None:
+    """The controller of ``--concurrency auto``, else None. A pooling run has none: its
+    requests finish in milliseconds, so vLLM's running and waiting gauges (sampled once a
+    second) stay near zero and say nothing of its load; the bound is fixed at
+    ``--max-concurrency``."""
+    send = settings.send
+    if not send.adaptive or settings.pooling:
+        return None
+    bound = ConcurrencyLimit(min(DEFAULT_START_CONCURRENCY, send.max_concurrency))
+    return AdaptiveController(bound, maximum=send.max_concurrency, clock=clock, done=done)

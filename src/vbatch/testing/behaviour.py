@@ -76,6 +76,17 @@ class SimCounters:
     statuses: dict[str, int] = field(default_factory=dict)
     dropped: int = 0
     tokenize_requests: int = 0
+    in_flight_s: float = 0.0  # in flight x seconds: / (last change - first arrival) = mean
+    first_arrival_t: float | None = None
+    last_change_t: float | None = None
+
+    def change_in_flight(self, by: int, now: float) -> None:
+        """A request arrived (``by`` 1) or was answered (-1) at ``now``."""
+        self.first_arrival_t = now if self.first_arrival_t is None else self.first_arrival_t
+        self.in_flight_s += self.in_flight * (now - (self.last_change_t or now))
+        self.last_change_t = now
+        self.in_flight += by
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
 
 
 def count_tokens(text: str) -> int:
@@ -172,12 +183,11 @@ class SimulatedServer:
         counters = self.counters
         counters.requests_seen += 1
         seen = counters.requests_seen
-        counters.in_flight += 1
-        counters.peak_in_flight = max(counters.peak_in_flight, counters.in_flight)
+        counters.change_in_flight(1, time.monotonic())
         try:
             return await self._answer(raw, authorization, chat, seen)
         finally:
-            counters.in_flight -= 1
+            counters.change_in_flight(-1, time.monotonic())
 
     async def _answer(self, raw: bytes, authorization: str | None, chat: bool,
                       seen: int) -> Answer:
