@@ -9,7 +9,7 @@ gives wall time and the prefix cache hit rate from the server's /metrics.
 
     python benchmarks/prefix.py
     python benchmarks/prefix.py --servers 2 [--rounds N] [--distinct]
-    python benchmarks/prefix.py --sweep
+    python benchmarks/prefix.py --sweep [--groups N]
     python benchmarks/prefix.py --check-cost [--rows N]
 
 With ``--servers 2``: the same rows (input order) through two managed CPU replicas
@@ -22,9 +22,10 @@ least-outstanding, both with the default ``--group-by-prefix auto``, what affini
 it cannot help.
 
 With ``--sweep``: where ``--group-by-prefix auto`` should start grouping. Rows whose prompt is a
-few-shot block shared by 8 rows (scattered) and a part of their own, the block a growing share
-of the prompt; each set run in input order and grouped; the table gives the share vbatch
-measures (grouped against input order) and the speed-up grouping gives.
+few-shot block shared by 8 rows (scattered; ``--groups`` blocks, 32 by default) and a part of
+their own (about 1,250 prompt tokens a row in all), the block a growing share of the prompt;
+each set run in input order and grouped; the table gives the share vbatch measures (grouped
+against input order) and the speed-up grouping gives.
 
 With ``--check-cost``: what ``auto`` adds to the check pass on rows that share nothing
 (``--rows`` distinct prompts, a million by default; no server): the check pass with ``off``
@@ -87,11 +88,11 @@ def write_sweep_rows(path: Path, share: float, groups: int = 32) -> Path:
 
     rows = []
     for group in range(groups):
-        block = f"Set {group}. " + filler(int(3600 * share))
+        block = f"Set {group}. " + filler(int(1800 * share))
         for question in range(ROWS_PER_GROUP):
             rows.append({"id": f"g{group}-q{question}", "messages": [
                 {"role": "system", "content": block},
-                {"role": "user", "content": filler(int(3600 * (1 - share))) + " Summarise."}]})
+                {"role": "user", "content": filler(int(1800 * (1 - share))) + " Summarise."}]})
     rng.shuffle(rows)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
@@ -123,13 +124,13 @@ def measured_sharing(source: Path) -> Any:
     return scan.prefix_order.sharing()
 
 
-def sweep() -> None:
+def sweep(groups: int) -> None:
     env = {**engine_env(), "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     print("| shared block, share of the prompt | measured: grouped, input order | input order s "
           "| grouped s | speed-up |\n|---|---|---|---|---|")
     with served(WORK / "prefix-serve.log", env) as url:
         for share in (0.1, 0.25, 0.5):
-            source = write_sweep_rows(WORK / f"prefix-sweep-{share}.jsonl", share)
+            source = write_sweep_rows(WORK / f"prefix-sweep-{share}.jsonl", share, groups)
             sharing = measured_sharing(source)
             plain = one_run(url, source, "input", "--group-by-prefix", "off")
             grouped = one_run(url, source, "grouped", "--group-by-prefix", "on")
@@ -245,6 +246,7 @@ def main() -> None:
     parser.add_argument("--check-cost", action="store_true")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--distinct", action="store_true")
+    parser.add_argument("--groups", type=int, default=32, help="--sweep: blocks, 8 rows each")
     args = parser.parse_args()
     print(machine(), flush=True)
     WORK.mkdir(exist_ok=True)
@@ -252,7 +254,7 @@ def main() -> None:
         check_cost(args.rows)
         return
     if args.sweep:
-        sweep()
+        sweep(args.groups)
         return
     if args.servers == 2:
         source = (write_distinct_rows(WORK / "prefix-distinct-rows.jsonl") if args.distinct
