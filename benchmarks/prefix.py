@@ -120,8 +120,8 @@ def measured_sharing(source: Path) -> Any:
     config = RunConfig(input=source, output=Path(os.devnull), model="m", max_tokens=8)
     builder = RequestBuilder(RequestSettings.of(config), "m")
     scan = scan_input(SourceSettings(source, None, source, "id", "fail", "auto"), builder)
-    assert scan.prefix_order is not None
-    return scan.prefix_order.sharing()
+    assert scan.prefix_sample is not None
+    return scan.prefix_sample.sharing()
 
 
 def sweep(groups: int) -> None:
@@ -159,8 +159,9 @@ def check_cost(rows: int) -> None:
         for mode in times:
             started = time.perf_counter()
             scan = scan_input(SourceSettings(source, None, source, "id", "fail", mode), builder)
-            if scan.prefix_order is not None:
-                assert not scan.prefix_order.sharing().pays
+            if mode == "auto":
+                assert scan.prefix_sample is not None
+                assert not scan.prefix_sample.sharing().pays
             times[mode].append(time.perf_counter() - started)
     off, auto = (statistics.median(times[mode]) for mode in ("off", "auto"))
     ratios = [a / o - 1 for o, a in zip(times["off"], times["auto"], strict=True)]
