@@ -9,7 +9,7 @@ gives wall time and the prefix cache hit rate from the server's /metrics.
 
     python benchmarks/prefix.py
     python benchmarks/prefix.py --servers 2 [--rounds N] [--distinct]
-    python benchmarks/prefix.py --sweep [--groups N]
+    python benchmarks/prefix.py --sweep [--groups N] [--shares 0.1,0.25,0.5]
     python benchmarks/prefix.py --check-cost [--rows N]
 
 With ``--servers 2``: the same rows (input order) through two managed CPU replicas
@@ -124,12 +124,12 @@ def measured_sharing(source: Path) -> Any:
     return scan.prefix_sample.sharing()
 
 
-def sweep(groups: int) -> None:
+def sweep(groups: int, shares: list[float]) -> None:
     env = {**engine_env(), "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     print("| shared block, share of the prompt | measured: grouped, input order | input order s "
           "| grouped s | speed-up |\n|---|---|---|---|---|")
     with served(WORK / "prefix-serve.log", env) as url:
-        for share in (0.1, 0.25, 0.5):
+        for share in shares:
             source = write_sweep_rows(WORK / f"prefix-sweep-{share}.jsonl", share, groups)
             sharing = measured_sharing(source)
             plain = one_run(url, source, "input", "--group-by-prefix", "off")
@@ -248,6 +248,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--distinct", action="store_true")
     parser.add_argument("--groups", type=int, default=32, help="--sweep: blocks, 8 rows each")
+    parser.add_argument("--shares", default="0.1,0.25,0.5", help="--sweep: the block's shares")
     args = parser.parse_args()
     print(machine(), flush=True)
     WORK.mkdir(exist_ok=True)
@@ -255,7 +256,7 @@ def main() -> None:
         check_cost(args.rows)
         return
     if args.sweep:
-        sweep(args.groups)
+        sweep(args.groups, [float(share) for share in args.shares.split(",")])
         return
     if args.servers == 2:
         source = (write_distinct_rows(WORK / "prefix-distinct-rows.jsonl") if args.distinct
