@@ -166,7 +166,8 @@ class Job:
 
         send = self.settings.send
         controller = self._controller(stats)
-        steer = controller is not None and controller is not self.shared_bound
+        # The controller this job steers itself: a shared one is steered by its owner.
+        steered = controller if controller is not self.shared_bound else None
         cache = self._cache()
         guard: BudgetGuard | None = None
         if send.budget.any:
@@ -185,8 +186,8 @@ class Job:
         stats.start()
         background = [asyncio.create_task(_checkpoints(writer, dispatcher)),
                       asyncio.create_task(progress.run())]
-        if steer and controller is not None:
-            background.append(asyncio.create_task(controller.run(monitor.load)))
+        if steered is not None:
+            background.append(asyncio.create_task(steered.run(monitor.load)))
         if guard is not None:
             background.append(asyncio.create_task(guard.watch()))
         if timeline is not None:
@@ -223,10 +224,10 @@ class Job:
             writer.close()
         if len(pool.servers) > 1:
             stats.endpoints = pool.summary()
-        if steer and controller is not None:
+        if steered is not None:
             stats.concurrency_trace = [
                 {**vars(sample), "t": round(sample.t - stats.started, 3)}
-                for sample in controller.trace
+                for sample in steered.trace
             ]
         budget = guard.reason if guard is not None else None
         stats.budget_reached = budget
